@@ -1,0 +1,10 @@
+// cam_gather: class activation maps of chosen classes, SPEC section 1 step 1.
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
+  // features [B, N, C] or [B, C, H, W]; weight [K, C]; index [B, L] int64 -> [B, L, N]
+  m.def("cam_gather(Tensor features, Tensor weight, Tensor index) -> Tensor");
+  m.def(
+      "cam_gather_backward(Tensor grad, Tensor features, Tensor weight, Tensor index)"
+      " -> (Tensor, Tensor)");
+}

@@ -1,0 +1,440 @@
+// CUDA passes over the features for cam_gather and the fused CAM-KL op.
+//
+// The features are a [B, R, S] buffer of rows with S contiguous elements
+// (FeatureView). A CAM contracts over channels and a weight gradient over
+// positions, so each pass is one of two shapes:
+//   rowdot: contract along the contiguous dim; one warp per row, lanes over
+//           16-byte packs, a shuffle reduction at the end;
+//   coldot: contract along the strided dim; one thread per 16-byte pack of
+//           columns, looping over a split of the rows (partial results per
+//           split, summed later in a fixed order).
+// Both can also write the outer-product gradient dx[r, s] = sum_l u_l[r] v_l[s]
+// in the same pass.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include "../cam_features.h"
+#include "../cam_math.h"
+#include "block_reduce.cuh"
+#include "cam_passes.h"
+#include "vec_load.cuh"
+
+namespace hcam_ops::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+__device__ __forceinline__ T nan_value() {
+  return std::numeric_limits<T>::quiet_NaN();
+}
+
+struct AddOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T a, T b) const {
+    return a + b;
+  }
+};
+
+// out[b, out_offset + l, r] = sum_s x[b, r, s] * v_l[s]           for l < L
+// dx[b, r, s] (+)=             sum_l u_l[r] * v_l[s]                 when kDx
+// v_l, u_l: the per-sample rows of vsrc and usrc, times their factors. A
+// missing row (class index out of range) gives NaN instead of a read.
+template <typename scalar_t, typename acc_t, int VEC, typename VSrc, typename USrc, bool kDx>
+__global__ void __launch_bounds__(kThreads)
+    rowdot_kernel(const scalar_t* __restrict__ x, int64_t R, int64_t S, int L, VSrc vsrc,
+                  USrc usrc, acc_t* __restrict__ out, int64_t out_levels, int64_t out_offset,
+                  scalar_t* __restrict__ dx, bool accumulate, int64_t row_blocks) {
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t b = blockIdx.x / row_blocks;
+  const int64_t r = (blockIdx.x % row_blocks) * warps + warp;
+  if (r >= R) return;  // whole warps leave: the shuffles below stay full
+
+  using v_t = typename VSrc::value_t;
+  const v_t* v[kMaxLevels];
+  acc_t u[kMaxLevels];
+  const acc_t vf = vsrc.template factor<acc_t>(b);
+#pragma unroll
+  for (int l = 0; l < kMaxLevels; ++l) {
+    v[l] = l < L ? vsrc.row(b, l) : nullptr;
+    u[l] = acc_t(0);
+    if (kDx && l < L) {
+      const auto* ur = usrc.row(b, l);
+      u[l] = ur ? static_cast<acc_t>(ur[r]) * usrc.template factor<acc_t>(b) : nan_value<acc_t>();
+    }
+  }
+
+  acc_t acc[kMaxLevels];
+#pragma unroll
+  for (int l = 0; l < kMaxLevels; ++l) acc[l] = acc_t(0);
+  const scalar_t* xr = x + (b * R + r) * S;
+  scalar_t* dr = kDx ? dx + (b * R + r) * S : nullptr;
+  for (int64_t s = static_cast<int64_t>(lane) * VEC; s < S; s += 32 * VEC) {
+    const auto xp = load_pack<VEC>(xr + s);
+    acc_t d[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) d[j] = acc_t(0);
+#pragma unroll
+    for (int l = 0; l < kMaxLevels; ++l) {
+      if (l < L && v[l] != nullptr) {
+        const auto vp = load_pack<VEC>(v[l] + s);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const acc_t vv = static_cast<acc_t>(vp.v[j]) * vf;
+          acc[l] += static_cast<acc_t>(xp.v[j]) * vv;
+          if (kDx) d[j] += u[l] * vv;
+        }
+      }
+    }
+    if (kDx) {
+      Pack<scalar_t, VEC> o;
+      if (accumulate) o = load_pack<VEC>(dr + s);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        o.v[j] = static_cast<scalar_t>(accumulate ? static_cast<acc_t>(o.v[j]) + d[j] : d[j]);
+      }
+      store_pack<VEC>(dr + s, o);
+    }
+  }
+#pragma unroll
+  for (int l = 0; l < kMaxLevels; ++l) {
+    if (l < L) {
+      const acc_t total = warp_allreduce(acc[l], AddOp{});
+      if (lane == 0) {
+        out[(b * out_levels + out_offset + l) * R + r] = v[l] ? total : nan_value<acc_t>();
+      }
+    }
+  }
+}
+
+// out[b, split, out_offset + l, s] = sum over rows r of the split of x[b, r, s] * u_l[r]
+// dx[b, r, s] (+)=                   sum_l u_l[r] * v_l[s]                       when kDx
+template <typename scalar_t, typename acc_t, int VEC, typename USrc, typename VSrc, bool kDx>
+__global__ void __launch_bounds__(kThreads)
+    coldot_kernel(const scalar_t* __restrict__ x, int64_t R, int64_t S, int L, USrc usrc,
+                  VSrc vsrc, acc_t* __restrict__ out, int64_t out_levels, int64_t out_offset,
+                  scalar_t* __restrict__ dx, bool accumulate, int64_t col_blocks, int64_t splits,
+                  int64_t split_rows) {
+  int64_t blk = blockIdx.x;
+  const int64_t cb = blk % col_blocks;
+  blk /= col_blocks;
+  const int64_t sp = blk % splits, b = blk / splits;
+  const int64_t s = (cb * blockDim.x + threadIdx.x) * VEC;
+  if (s >= S) return;
+  const int64_t r0 = sp * split_rows, r1 = min(R, r0 + split_rows);
+
+  using u_t = typename USrc::value_t;
+  const u_t* u[kMaxLevels];
+  const acc_t uf = usrc.template factor<acc_t>(b);
+  acc_t vv[kMaxLevels][VEC];
+  acc_t acc[kMaxLevels][VEC];
+#pragma unroll
+  for (int l = 0; l < kMaxLevels; ++l) {
+    u[l] = l < L ? usrc.row(b, l) : nullptr;
+    const auto* vr = (kDx && l < L) ? vsrc.row(b, l) : nullptr;
+    const acc_t vf = vsrc.template factor<acc_t>(b);
+    Pack<typename VSrc::value_t, VEC> vp;
+    if (vr) vp = load_pack<VEC>(vr + s);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      acc[l][j] = acc_t(0);
+      vv[l][j] = vr ? static_cast<acc_t>(vp.v[j]) * vf : (kDx && l < L ? nan_value<acc_t>() : acc_t(0));
+    }
+  }
+
+  const scalar_t* xc = x + b * R * S + s;
+  scalar_t* dc = kDx ? dx + b * R * S + s : nullptr;
+#pragma unroll 4
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto xp = load_pack<VEC>(xc + r * S);
+    acc_t d[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) d[j] = acc_t(0);
+#pragma unroll
+    for (int l = 0; l < kMaxLevels; ++l) {
+      if (l < L && u[l] != nullptr) {
+        const acc_t ul = static_cast<acc_t>(u[l][r]) * uf;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          acc[l][j] += ul * static_cast<acc_t>(xp.v[j]);
+          if (kDx) d[j] += ul * vv[l][j];
+        }
+      }
+    }
+    if (kDx) {
+      Pack<scalar_t, VEC> o;
+      if (accumulate) o = load_pack<VEC>(dc + r * S);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        o.v[j] = static_cast<scalar_t>(accumulate ? static_cast<acc_t>(o.v[j]) + d[j] : d[j]);
+      }
+      store_pack<VEC>(dc + r * S, o);
+    }
+  }
+#pragma unroll
+  for (int l = 0; l < kMaxLevels; ++l) {
+    if (l < L) {
+      acc_t* o = out + ((b * splits + sp) * out_levels + out_offset + l) * S + s;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) o[j] = u[l] ? acc[l][j] : nan_value<acc_t>();
+    }
+  }
+}
+
+// dw[k, c] = sum over entries e with idx[e] == k, in increasing e, of
+// sum over splits of partial[b, split, l, c], with b = e / per_sample and
+// l = l0 + e % per_sample. The block gathers its class's entries in order
+// (warp ballots), then each thread sums its column: deterministic, no atomics.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    class_reduce_kernel(const acc_t* __restrict__ partial, int64_t splits, int64_t Lp, int64_t C,
+                        const int64_t* __restrict__ idx, int64_t entries, int64_t per_sample,
+                        int64_t l0, int64_t col_blocks, scalar_t* __restrict__ dw) {
+  __shared__ int64_t hits[kThreads];
+  __shared__ int warp_hits[kThreads / 32];
+  const int64_t k = blockIdx.x / col_blocks;
+  const int64_t c = (blockIdx.x % col_blocks) * blockDim.x + threadIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = static_cast<int>(blockDim.x >> 5);
+  acc_t acc = 0;
+  for (int64_t base = 0; base < entries; base += blockDim.x) {
+    const int64_t e = base + threadIdx.x;
+    const bool hit = e < entries && idx[e] == k;
+    const unsigned mask = __ballot_sync(kFullMask, hit);
+    if (lane == 0) warp_hits[warp] = __popc(mask);
+    __syncthreads();
+    int offset = 0, total = 0;
+    for (int w = 0; w < warps; ++w) {
+      offset += w < warp ? warp_hits[w] : 0;
+      total += warp_hits[w];
+    }
+    if (hit) hits[offset + __popc(mask & ((1u << lane) - 1u))] = e;
+    __syncthreads();
+    if (c < C) {
+      for (int i = 0; i < total; ++i) {
+        const int64_t h = hits[i];
+        const int64_t b = h / per_sample, l = l0 + h % per_sample;
+        const acc_t* p = partial + (b * splits * Lp + l) * C + c;
+        for (int64_t sp = 0; sp < splits; ++sp) acc += p[sp * Lp * C];
+      }
+    }
+    __syncthreads();
+  }
+  if (c < C) dw[k * C + c] = static_cast<scalar_t>(acc);
+}
+
+// Launches rowdot or coldot with 16-byte packs when every pointer and row
+// allows it, else element by element.
+template <typename scalar_t, typename acc_t, typename Launch>
+void with_pack_width(bool packs_ok, Launch&& launch) {
+  constexpr int kVec = pack_width<scalar_t>();
+  if (packs_ok) {
+    launch(std::integral_constant<int, kVec>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
+bool weights_aligned(const Levels& lv, int64_t first, int64_t count, size_t bytes) {
+  for (int64_t l = first; l < first + count; ++l) {
+    if (!aligned_to(lv.weights[l].data_ptr(), bytes)) return false;
+  }
+  return true;
+}
+
+template <typename scalar_t>
+void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cams) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t R = v.rows(), S = v.cols(), L = lv.size();
+  const scalar_t* x = v.data.data_ptr<scalar_t>();
+  acc_t* out = cams.data_ptr<acc_t>();
+  constexpr int kVec = pack_width<scalar_t>();
+  for (int64_t first = 0; first < L; first += kMaxLevels) {
+    const int count = static_cast<int>(std::min<int64_t>(kMaxLevels, L - first));
+    const auto rows = lv.rows<scalar_t>(first, count);
+    const bool packs_ok = S % kVec == 0 && aligned_to(x, 16) &&
+                          (v.channels_first || weights_aligned(lv, first, count, 16));
+    with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      using Rows = WeightRows<scalar_t>;
+      if (!v.channels_first) {
+        // Rows are positions: a CAM value is a dot product along the row.
+        const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
+        rowdot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>
+            <<<checked_grid(v.B * row_blocks), kThreads, 0, stream>>>(
+                x, R, S, count, rows, rows, out, L, first, nullptr, false, row_blocks);
+      } else {
+        // Rows are channels: each thread accumulates its positions over them.
+        const int64_t col_blocks = (S / VEC + kThreads - 1) / kThreads;
+        coldot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>
+            <<<checked_grid(v.B * col_blocks), kThreads, 0, stream>>>(
+                x, R, S, count, rows, rows, out, L, first, nullptr, false, col_blocks, 1, R);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+}
+
+template <typename scalar_t>
+at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& coef,
+                          const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Coef = CoefRows<acc_t, scalar_t>;
+  using Rows = WeightRows<scalar_t>;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t B = v.B, R = v.rows(), S = v.cols(), C = v.C, N = v.N, Lc = coef.size(1);
+  const scalar_t* x = v.data.data_ptr<scalar_t>();
+  scalar_t* dx = dx_rows.data_ptr<scalar_t>();
+  const acc_t* g = coef.data_ptr<acc_t>();
+  const scalar_t* sc = scale ? scale->data_ptr<scalar_t>() : nullptr;
+  constexpr int kVec = pack_width<scalar_t>();
+
+  int64_t splits = 1, split_rows = R, col_blocks = 1;
+  if (!v.channels_first) {
+    col_blocks = ((C + kVec - 1) / kVec + kThreads - 1) / kThreads;
+    split_rows = rows_per_split(R, B * col_blocks, 8 * num_sms(v.data.get_device()), 32);
+    splits = (R + split_rows - 1) / split_rows;
+  }
+  auto partial = at::empty({B, splits, Lc, C}, coef.options());
+  acc_t* p = partial.data_ptr<acc_t>();
+
+  for (int64_t first = 0; first < Lc; first += kMaxLevels) {
+    const int count = static_cast<int>(std::min<int64_t>(kMaxLevels, Lc - first));
+    const auto rows = lv.rows<scalar_t>(first, count);
+    const Coef coefs{g, Lc, first, N, sc};
+    const bool accumulate = first > 0;
+    const bool packs_ok = S % kVec == 0 && aligned_to(x, 16) && aligned_to(dx, 16) &&
+                          (v.channels_first ? aligned_to(g, kVec * sizeof(acc_t))
+                                            : weights_aligned(lv, first, count, 16));
+    with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      if (!v.channels_first) {
+        // Rows are positions: threads own channel packs, loop over positions.
+        const int64_t cb = (S / VEC + kThreads - 1) / kThreads;
+        coldot_kernel<scalar_t, acc_t, VEC, Coef, Rows, true>
+            <<<checked_grid(B * splits * cb), kThreads, 0, stream>>>(
+                x, R, S, count, coefs, rows, p, Lc, first, dx, accumulate, cb, splits,
+                split_rows);
+      } else {
+        // Rows are channels: a warp owns a channel and reduces along positions.
+        const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
+        rowdot_kernel<scalar_t, acc_t, VEC, Coef, Rows, true>
+            <<<checked_grid(B * row_blocks), kThreads, 0, stream>>>(
+                x, R, S, count, coefs, rows, p, Lc, first, dx, accumulate, row_blocks);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return partial;
+}
+
+template <typename scalar_t>
+void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, int64_t l1,
+                       const at::Tensor& dw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = partial.size(0), splits = partial.size(1), Lp = partial.size(2),
+                C = partial.size(3), K = dw.size(0), per_sample = l1 - l0;
+  // Entry e of the index buffer is sample e / per_sample at level l0 + e % per_sample.
+  TORCH_INTERNAL_ASSERT(lv.index_stride == per_sample,
+                        "class_reduce: levels must be one level of a list, or all of one index");
+  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (C + 31) / 32 * 32));
+  const int64_t col_blocks = (C + threads - 1) / threads;
+  class_reduce_kernel<scalar_t, acc_t>
+      <<<checked_grid(K * col_blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          partial.data_ptr<acc_t>(), splits, Lp, C, lv.index[l0], B * per_sample, per_sample, l0,
+          col_blocks, dw.data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor cam_gather_cuda(const at::Tensor& features, const at::Tensor& weight,
+                           const at::Tensor& index) {
+  const c10::cuda::CUDAGuard guard(features.device());
+  const auto v = view_features(features, "cam_gather");
+  const auto lv = levels_of_index(weight, index, v, features, "cam_gather");
+  auto cams = at::empty({v.B, lv.size(), v.N},
+                        features.options().dtype(acc_type_of(features.scalar_type())));
+  if (v.B > 0) cam_pass(v, lv, cams);
+  return cams.to(features.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cuda(const at::Tensor& grad,
+                                                            const at::Tensor& features,
+                                                            const at::Tensor& weight,
+                                                            const at::Tensor& index) {
+  const c10::cuda::CUDAGuard guard(features.device());
+  const auto v = view_features(features, "cam_gather_backward");
+  const auto lv = levels_of_index(weight, index, v, features, "cam_gather_backward");
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() &&
+                  grad.size(2) == v.N,
+              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N,
+              "], got ", grad.sizes());
+  auto [dx, dx_rows] = empty_features_grad(features, v);
+  auto dw = at::zeros_like(lv.weights[0]);
+  if (v.B == 0) return {dx, dw};
+  const auto coef = grad.to(acc_type_of(features.scalar_type())).contiguous();
+  const auto partial = grad_pass(v, lv, coef, std::nullopt, dx_rows);
+  class_reduce(partial, lv, 0, lv.size(), dw);
+  return {dx, dw};
+}
+
+}  // namespace
+
+int64_t checked_grid(int64_t blocks) {
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "hcam_ops: problem too large: ",
+              blocks, " blocks");
+  return blocks;
+}
+
+int num_sms(int device) {
+  static std::once_flag once;
+  static std::vector<int> counts;
+  std::call_once(once, [] {
+    int n = 0;
+    C10_CUDA_CHECK(cudaGetDeviceCount(&n));
+    counts.resize(n);
+    for (int d = 0; d < n; ++d) {
+      C10_CUDA_CHECK(cudaDeviceGetAttribute(&counts[d], cudaDevAttrMultiProcessorCount, d));
+    }
+  });
+  return counts.at(device);
+}
+
+void cam_pass(const FeatureView& v, const Levels& levels, const at::Tensor& cams) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cam_pass",
+                                  [&] { cam_pass_impl<scalar_t>(v, levels, cams); });
+}
+
+at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
+                     const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows) {
+  at::Tensor partial;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "grad_pass", [&] {
+    partial = grad_pass_impl<scalar_t>(v, levels, coef, scale, dx_rows);
+  });
+  return partial;
+}
+
+void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1,
+                  const at::Tensor& dw) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dw.scalar_type(), "class_reduce",
+                                  [&] { class_reduce_impl<scalar_t>(partial, levels, l0, l1, dw); });
+}
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("cam_gather", &cam_gather_cuda);
+  m.impl("cam_gather_backward", &cam_gather_backward_cuda);
+}
+
+}  // namespace hcam_ops::cuda

@@ -1,0 +1,7 @@
+// minmax_normalize: (x - min) / (max - min + eps) over the last dim, SPEC section 1 step 2.
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
+  m.def("minmax_normalize(Tensor x, float eps) -> Tensor");
+  m.def("minmax_normalize_backward(Tensor grad, Tensor x, float eps) -> Tensor");
+}

@@ -1,0 +1,33 @@
+"""hcam_ops: fused C++/CUDA losses for hierarchical and fine-grained recognition.
+
+Importing the package loads the compiled library (hcam_ops._C), which registers
+the operators under torch.ops.hcam_ops; the functions below are their Python
+face, with autograd and fake (meta) implementations for torch.compile.
+"""
+
+import torch  # noqa: F401  (loads libc10/libtorch before the extension)
+
+from . import _C  # noqa: F401  (registers torch.ops.hcam_ops.*)
+from .ops import (
+    cam_gather,
+    cam_kl_loss,
+    hierarchical_cam_kl_loss,
+    minmax_normalize,
+    softmax_kl,
+)
+from . import nn, reference  # noqa: E402
+
+__all__ = [
+    "cam_gather",
+    "cam_kl_loss",
+    "hierarchical_cam_kl_loss",
+    "minmax_normalize",
+    "softmax_kl",
+    "nn",
+    "reference",
+]
+
+
+def cuda_built() -> bool:
+    """Whether this build holds the CUDA kernels."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("hcam_ops::cam_kl_forward", "CUDA")

@@ -1,0 +1,118 @@
+"""Argument checks shared by the ops: one clear message per kind of bad input."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+DIRECTIONS = ("fine_to_coarse", "coarse_to_fine")
+
+
+def check_float(x: torch.Tensor, op: str, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+
+
+def check_features(features: torch.Tensor, op: str) -> tuple[int, int, int]:
+    """Checks a [B, N, C] or [B, C, H, W] feature tensor; returns (B, N, C)."""
+    check_float(features, op, "features")
+    if features.dim() == 3:
+        B, N, C = features.shape
+    elif features.dim() == 4:
+        B, C, H, W = features.shape
+        N = H * W
+    else:
+        raise ValueError(
+            f"{op}: features must be [B, N, C] tokens or a [B, C, H, W] map, got shape {tuple(features.shape)}"
+        )
+    if N == 0:
+        raise ValueError(f"{op}: features have no spatial positions (N = 0), shape {tuple(features.shape)}")
+    if C == 0:
+        raise ValueError(f"{op}: features have no channels (C = 0), shape {tuple(features.shape)}")
+    return B, N, C
+
+
+def as_weight_matrix(weight: torch.Tensor, features: torch.Tensor, C: int, op: str, name: str) -> torch.Tensor:
+    """A head's weight as [K, C]: a linear [K, C] or a 1x1 conv [K, C, 1, 1]."""
+    check_float(weight, op, name)
+    if weight.dim() == 4 and weight.shape[2:] == (1, 1):
+        weight = weight.flatten(1)
+    if weight.dim() != 2:
+        raise ValueError(f"{op}: {name} must be [K, C] or [K, C, 1, 1], got shape {tuple(weight.shape)}")
+    if weight.shape[1] != C:
+        raise ValueError(f"{op}: {name} has {weight.shape[1]} channels, features have {C}")
+    if weight.shape[0] == 0:
+        raise ValueError(f"{op}: {name} has no classes (K = 0)")
+    if weight.dtype != features.dtype:
+        raise TypeError(
+            f"{op}: {name} is {weight.dtype}, features are {features.dtype}; cast one to the other's dtype"
+        )
+    check_same_device(features, weight, op, name)
+    return weight
+
+
+def check_same_device(ref: torch.Tensor, x: torch.Tensor, op: str, name: str) -> None:
+    if x.device != ref.device:
+        raise ValueError(f"{op}: {name} is on {x.device}, features on {ref.device}")
+
+
+def check_index(index: torch.Tensor, features: torch.Tensor, B: int, op: str, name: str, dims: Sequence[int]) -> None:
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be an int64 tensor, got {type(index).__name__}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"{op}: {name} must be int64 (torch.long), got {index.dtype}")
+    if index.dim() not in dims or index.shape[0] != B:
+        want = " or ".join(["[B]", "[B, L]"][d - 1] for d in dims)
+        raise ValueError(f"{op}: {name} must be {want} with B = {B}, got shape {tuple(index.shape)}")
+    check_same_device(features, index, op, name)
+
+
+def check_index_range(index: torch.Tensor, K: int, op: str, name: str) -> None:
+    """Raises for a class index outside [0, K). On CUDA this costs one device
+    sync, which check_index=False skips; it is skipped under torch.compile,
+    where the kernels write NaN for such a sample instead of reading out of
+    bounds (the CPU kernels always raise)."""
+    if index.numel() == 0 or torch.compiler.is_compiling() or index.device.type == "meta":
+        return
+    lo, hi = torch.aminmax(index)
+    lo, hi = (int(v) for v in torch.stack([lo, hi]).tolist())
+    if lo < 0 or hi >= K:
+        bad = lo if lo < 0 else hi
+        raise IndexError(f"{op}: {name} holds class {bad}, outside [0, {K})")
+
+
+def check_temperature(temperature: float, op: str) -> float:
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"{op}: temperature must be positive and finite, got {temperature}")
+    return t
+
+
+def check_eps(eps: float, op: str) -> float:
+    e = float(eps)
+    if not (e >= 0 and math.isfinite(e)):
+        raise ValueError(f"{op}: eps must be >= 0 and finite, got {eps}")
+    return e
+
+
+def check_choice(value: str, allowed: Sequence[str], op: str, name: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def reduce_rows(per_row: torch.Tensor, reduction: str, op: str) -> torch.Tensor:
+    """'none': per row; 'sum'; 'batchmean': the sum over the batch size (the
+    first dim, as F.kl_div), 0 for an empty batch."""
+    check_choice(reduction, ("batchmean", "sum", "none"), op, "reduction")
+    if reduction == "none":
+        return per_row
+    total = per_row.sum()
+    if reduction == "sum" or per_row.dim() == 0:
+        return total
+    return total / max(per_row.shape[0], 1)

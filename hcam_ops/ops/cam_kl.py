@@ -1,0 +1,128 @@
+"""hcam_ops.cam_kl_loss and hierarchical_cam_kl_loss: the fused CAM-consistency
+loss (SPEC section 1). One read of the features gives every level's CAM; the
+per-sample min-max, softmax and KL run inside the kernel, which also stores the
+backward's per-position coefficients, so the backward is one more read of the
+features plus a deterministic per-class reduction for the weight gradients."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import _checks
+from ._layout import acc_dtype, empty_features_grad, positions
+
+MAX_LEVELS = 5
+
+
+@torch.library.register_fake("hcam_ops::cam_kl_forward")
+def _cam_kl_forward_fake(features, weights, indices, temperature, eps, direction):
+    B, N, L = features.shape[0], positions(features), len(weights)
+    return features.new_empty((B,)), features.new_empty((B, L - 1, N), dtype=acc_dtype(features.dtype))
+
+
+@torch.library.register_fake("hcam_ops::cam_kl_backward")
+def _cam_kl_backward_fake(grad, features, weights, indices, coef):
+    return empty_features_grad(features), [w.new_empty(w.shape) for w in weights[:-1]]
+
+
+def _setup_context(ctx, inputs, output):
+    features, weights, indices, temperature, eps, direction = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.num_levels = len(weights)
+    ctx.save_for_backward(features, output[1], *weights, *indices)
+
+
+def _backward(ctx, grad_kl, _grad_coef):
+    features, coef, *rest = ctx.saved_tensors
+    L = ctx.num_levels
+    weights, indices = rest[:L], rest[L:]
+    grad_features, grad_weights = torch.ops.hcam_ops.cam_kl_backward(grad_kl, features, weights, indices, coef)
+    # The coarsest level is the detached teacher: no gradient.
+    return grad_features, [*grad_weights, None], [None] * L, None, None, None
+
+
+torch.library.register_autograd("hcam_ops::cam_kl_forward", _backward, setup_context=_setup_context)
+
+
+def hierarchical_cam_kl_loss(
+    features: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    indices: Sequence[torch.Tensor],
+    temperature: float = 1.0,
+    eps: float = 1e-6,
+    direction: str = "fine_to_coarse",
+    reduction: str = "batchmean",
+    *,
+    check_index: bool = True,
+) -> torch.Tensor:
+    """CAM consistency over ``L`` levels ordered fine to coarse (2 to 5), summed
+    over adjacent pairs; each coarser level is the detached teacher of the next
+    finer one, so the coarsest weight gets no gradient.
+
+    For each pair and sample: ``cam = <features, weight[index]>`` per position,
+    min-max normalised (``eps``), ``P = softmax(norm_fine / T)``,
+    ``Q = softmax(norm_coarse / T)``, then ``sum P log(P/Q)``
+    (``"fine_to_coarse"``) or ``sum Q log(Q/P)`` (``"coarse_to_fine"``).
+    ``reduction``: ``"batchmean"`` (mean over samples), ``"sum"``, ``"none"`` (``[B]``).
+
+    Policies: an empty batch gives a zero loss (and zero gradients); a NaN or
+    Inf in a sample's features makes that sample's loss NaN (other samples are
+    unaffected), as PyTorch's own losses propagate NaN. ``check_index`` as in
+    :func:`hcam_ops.cam_gather`.
+    """
+    op = "hierarchical_cam_kl_loss"
+    B, N, C = _checks.check_features(features, op)
+    if len(weights) != len(indices):
+        raise ValueError(f"{op}: got {len(weights)} weights and {len(indices)} index tensors; one of each per level")
+    if not 2 <= len(weights) <= MAX_LEVELS:
+        raise ValueError(f"{op}: needs 2 to {MAX_LEVELS} levels, got {len(weights)}")
+    weights = [_checks.as_weight_matrix(w, features, C, op, f"weights[{l}]") for l, w in enumerate(weights)]
+    for l, index in enumerate(indices):
+        _checks.check_index(index, features, B, op, f"indices[{l}]", dims=(1,))
+        if check_index:
+            _checks.check_index_range(index, weights[l].shape[0], op, f"indices[{l}]")
+    temperature = _checks.check_temperature(temperature, op)
+    eps = _checks.check_eps(eps, op)
+    _checks.check_choice(direction, _checks.DIRECTIONS, op, "direction")
+    _checks.check_choice(reduction, ("batchmean", "sum", "none"), op, "reduction")
+    kl, _ = torch.ops.hcam_ops.cam_kl_forward(features, weights, list(indices), temperature, eps, direction)
+    return _checks.reduce_rows(kl, reduction, op)
+
+
+def cam_kl_loss(
+    features: torch.Tensor,
+    fine_weight: torch.Tensor,
+    coarse_weight: torch.Tensor,
+    fine_index: torch.Tensor,
+    coarse_index: torch.Tensor,
+    temperature: float = 1.0,
+    eps: float = 1e-6,
+    direction: str = "fine_to_coarse",
+    reduction: str = "batchmean",
+    *,
+    check_index: bool = True,
+) -> torch.Tensor:
+    """Hierarchical CAM-consistency loss between a fine and a coarse head.
+
+    Args:
+        features: ``[B, N, C]`` token features or a ``[B, C, H, W]`` map.
+        fine_weight, coarse_weight: the heads' weights, ``[K, C]`` or ``[K, C, 1, 1]``.
+        fine_index, coarse_index: int64 ``[B]``: the class whose map is taken
+            (ground truth, or the argmax of that head's logits).
+        temperature, eps, direction, reduction: see :func:`hierarchical_cam_kl_loss`.
+
+    Gradients flow to ``features`` and ``fine_weight`` only: the coarse map is
+    a fixed teacher.
+    """
+    return hierarchical_cam_kl_loss(
+        features,
+        [fine_weight, coarse_weight],
+        [fine_index, coarse_index],
+        temperature,
+        eps,
+        direction,
+        reduction,
+        check_index=check_index,
+    )

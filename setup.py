@@ -1,0 +1,129 @@
+"""Build of hcam_ops._C: the C++ (and, where it can be built, CUDA) kernels.
+
+Environment:
+  HCAM_OPS_CUDA=auto|0|1   auto (default): build the CUDA kernels when torch has
+                           CUDA and a toolkit is found; 0: CPU only; 1: CUDA or fail.
+  TORCH_CUDA_ARCH_LIST     CUDA architectures, default "9.0" (H100).
+  CUDA_HOME / CUDA_PATH    the toolkit, else /usr/local/cuda, else nvcc's own.
+  MAX_JOBS                 parallel compile jobs (ninja).
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_toolkit(path):
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(path, "include", "cuda_runtime.h")
+    )
+
+
+def find_cuda_home():
+    """The toolkit's root. The nvcc on PATH may be a wrapper script, so its
+    directory is tried last and only accepted if it holds the headers."""
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if _is_toolkit(candidate):
+            return os.path.realpath(candidate)
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        if _is_toolkit(root):
+            return root
+    return None
+
+
+CUDA_MODE = os.environ.get("HCAM_OPS_CUDA", "auto").strip().lower()
+if CUDA_MODE not in ("auto", "0", "1"):
+    sys.exit(f"HCAM_OPS_CUDA must be auto, 0 or 1, got {CUDA_MODE!r}")
+CUDA_HOME = find_cuda_home()
+if CUDA_HOME and CUDA_MODE != "0":
+    # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+    os.environ["CUDA_HOME"] = CUDA_HOME
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def torch_cuda_include_dirs():
+    """Headers torch's CUDA build needs that the toolkit may lack (cuBLAS,
+    cuSPARSE, ...): they ship in the nvidia/cu13 (or cu12) wheel directory."""
+    dirs = []
+    try:
+        import nvidia  # namespace package of the nvidia-* wheels
+
+        for base in nvidia.__path__:
+            for sub in ("cu13", "cu12"):
+                inc = os.path.join(base, sub, "include")
+                if os.path.isdir(inc):
+                    dirs.append(inc)
+    except ImportError:
+        pass
+    return dirs
+
+
+def want_cuda():
+    if CUDA_MODE == "0":
+        return False
+    problems = []
+    if torch.version.cuda is None:
+        problems.append(f"torch {torch.__version__} is a CPU-only build")
+    if CUDA_HOME is None:
+        problems.append("no CUDA toolkit found (set CUDA_HOME)")
+    if not problems:
+        return True
+    if CUDA_MODE == "1":
+        sys.exit("HCAM_OPS_CUDA=1 but CUDA cannot be built: " + "; ".join(problems))
+    print("hcam_ops: building CPU kernels only: " + "; ".join(problems), file=sys.stderr)
+    return False
+
+
+def check_toolkit_version():
+    out = subprocess.run(
+        [os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True, text=True
+    ).stdout
+    release = out.split("release ")[-1].split(",")[0].strip() if "release " in out else "?"
+    if release.split(".")[0] != torch.version.cuda.split(".")[0]:
+        msg = f"nvcc {release} at {CUDA_HOME} does not match torch's CUDA {torch.version.cuda}"
+        if CUDA_MODE == "1":
+            sys.exit(msg)
+        print("hcam_ops: warning: " + msg, file=sys.stderr)
+    print(f"hcam_ops: CUDA {release} from {CUDA_HOME}, arch {os.environ['TORCH_CUDA_ARCH_LIST']}")
+
+
+def extensions():
+    csrc = os.path.join(ROOT, "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(csrc, "ops", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(csrc, "ops", "cpu", "*.cpp")))
+    sources = [os.path.relpath(s, ROOT) for s in sources]
+    cxx = ["-O3", "-fopenmp-simd"]
+    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False)
+    if want_cuda():
+        check_toolkit_version()
+        sources += sorted(
+            os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(csrc, "ops", "cuda", "*.cu"))
+        )
+        nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
+        return [
+            CUDAExtension(
+                sources=sources,
+                extra_compile_args={"cxx": cxx + ["-DHCAM_OPS_WITH_CUDA"], "nvcc": nvcc},
+                **{**kwargs, "include_dirs": kwargs["include_dirs"] + torch_cuda_include_dirs()},
+            )
+        ]
+    return [CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)]
+
+
+setup(
+    packages=find_packages(include=["hcam_ops", "hcam_ops.*"]),
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
