@@ -104,7 +104,10 @@ def extensions():
     sources += sorted(glob.glob(os.path.join(csrc, "ops", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(csrc, "ops", "cpu", "*.cpp")))
     sources = [os.path.relpath(s, ROOT) for s in sources]
-    cxx = ["-O3", "-fopenmp-simd"]
+    # -fno-wrapv undoes the -fwrapv that Python's own CFLAGS bring: wrapping
+    # signed arithmetic stops GCC from vectorising loops with int64 indices
+    # (4.5x on the CPU grad pass); no code here relies on signed overflow.
+    cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv"]
     kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False)
     if want_cuda():
         check_toolkit_version()

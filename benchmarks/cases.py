@@ -90,5 +90,43 @@ def cam_kl_cases():
         )
 
 
+# --- Multi-label ArcFace (SPEC 2) ----------------------------------------------
+ARCFACE_SHAPES = [(32, 512, 6), (256, 512, 10000), (512, 512, 100000)]  # (B, D, K)
+
+
+def _arcface_inputs(shape):
+    B, D, K = shape
+
+    def make(device, dtype, gen):
+        return dict(
+            features=torch.randn(B, D, generator=gen).to(device, dtype).requires_grad_(),
+            weight=torch.randn(K, D, generator=gen).to(device, dtype).requires_grad_(),
+            labels=(torch.rand(B, K, generator=gen) < 0.05).to(device),
+        )
+
+    return make
+
+
+def _fused_arcface(**kw):
+    return hcam_ops.multilabel_arcface_loss(**kw, check_inputs=False)
+
+
+def arcface_cases():
+    for shape in ARCFACE_SHAPES:
+        yield Case(
+            op="multilabel_arcface_loss",
+            shape=shape,
+            label="B={} D={} K={}".format(*shape),
+            make_inputs=_arcface_inputs(shape),
+            impls={
+                "fused": _fused_arcface,
+                "reference": R.multilabel_arcface_loss,
+                "compiled_ref": lambda **kw: compiled(R.multilabel_arcface_loss)(**kw),
+            },
+            grad_of=("features", "weight"),
+        )
+
+
 def all_cases():
     yield from cam_kl_cases()
+    yield from arcface_cases()

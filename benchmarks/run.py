@@ -35,8 +35,9 @@ def _step(impl, inputs, grad_of, backward):
 
 def measure(impl, input_sets, grad_of, backward, device, repeat, warmup):
     """Median milliseconds over `repeat` runs, rotating among input sets so a
-    run does not find the previous one's data in cache; and peak memory (MiB)
-    above what was allocated before the run (CUDA only)."""
+    run does not find the previous one's data in cache; peak memory (MiB) above
+    what was allocated before the run, gradients included; and the transient
+    part of it, the peak less what the run leaves allocated (CUDA only)."""
     for i in range(warmup):
         _step(impl, input_sets[i % len(input_sets)], grad_of, backward)
     times = []
@@ -55,16 +56,18 @@ def measure(impl, input_sets, grad_of, backward, device, repeat, warmup):
                 s[name].grad = None
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        _step(impl, input_sets[0], grad_of, backward)
+        loss = _step(impl, input_sets[0], grad_of, backward)
         torch.cuda.synchronize()
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        transient = (torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()) / 2**20
+        del loss
     else:
         for i in range(repeat):
             t0 = time.perf_counter()
             _step(impl, input_sets[i % len(input_sets)], grad_of, backward)
             times.append((time.perf_counter() - t0) * 1e3)
-        peak = float("nan")
-    return statistics.median(times), peak
+        peak = transient = float("nan")
+    return statistics.median(times), peak, transient
 
 
 def copy_bandwidth(device):
@@ -94,12 +97,15 @@ def main(argv=None):
     ap.add_argument("--impls", default="fused,reference,compiled_ref")
     ap.add_argument("--modes", default="fwd,fwd+bwd")
     ap.add_argument("--repeat", type=int, default=None, help="timed runs per entry (default 50 on CUDA, 5 on CPU)")
-    ap.add_argument("--max-cases", type=int, default=None, help="first N shapes per op (quick runs)")
+    ap.add_argument("--max-cases", type=int, default=None,
+                    help="first N shapes per op (default: all on CUDA, 2 on CPU, where the large ones take minutes)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
     repeat = args.repeat or (50 if device.type == "cuda" else 5)
+    if args.max_cases is None and device.type == "cpu":
+        args.max_cases = 2
     warmup = 5 if device.type == "cuda" else 1
     ops = set(filter(None, args.ops.split(",")))
     impls = args.impls.split(",")
@@ -126,12 +132,13 @@ def main(argv=None):
                 for name in impls:
                     impl = case.impls[name]
                     try:
-                        ms, mib = measure(impl, input_sets, case.grad_of, mode == "fwd+bwd", device, repeat, warmup)
+                        ms, mib, tmib = measure(impl, input_sets, case.grad_of, mode == "fwd+bwd", device, repeat,
+                                                warmup)
                     except Exception as e:  # report, do not hide, a failing entry
                         print(f"# {case.op} {case.label} {dname} {mode} {name}: {type(e).__name__}: {e}", file=sys.stderr)
-                        ms, mib = float("nan"), float("nan")
+                        ms = mib = tmib = float("nan")
                     rows.append(dict(op=case.op, shape=case.label, dtype=dname, mode=mode, impl=name, ms=ms,
-                                     peak_mib=mib, floor_ms=floor_ms if mode == "fwd+bwd" else None))
+                                     peak_mib=mib, transient_mib=tmib, floor_ms=floor_ms if mode == "fwd+bwd" else None))
                     print(f"{case.op:14s} {case.label:36s} {dname:8s} {mode:7s} {name:12s} {ms:9.3f} ms "
                           f"{mib:8.1f} MiB", file=sys.stderr, flush=True)
             del input_sets
@@ -156,11 +163,14 @@ def _header(device, bandwidth, repeat):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     bw = f", copy bandwidth {bandwidth / 1e12:.2f} TB/s" if bandwidth else ""
     return (f"device: {name}{bw}; torch {torch.__version__}; hcam_ops CUDA kernels built: "
-            f"{hcam_ops.cuda_built()}; median of {repeat} runs; peak = MiB above the inputs")
+            f"{hcam_ops.cuda_built()}; median of {repeat} runs; peak = MiB above the inputs, gradients "
+            f"included; transient = peak less what the step leaves allocated; fused ops run without "
+            f"their host-side input checks (check_index / check_inputs=False)")
 
 
 def _markdown(rows):
-    lines = ["| op | shape | dtype | mode | fused ms | reference ms | compiled ref ms | fused / compiled | floor ms | fused peak MiB | compiled peak MiB |",
+    lines = ["| op | shape | dtype | mode | fused ms | reference ms | compiled ref ms | fused / compiled | floor ms "
+             "| fused peak / transient MiB | compiled peak / transient MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {}
     for r in rows:
@@ -170,13 +180,15 @@ def _markdown(rows):
             return by[k]["ms"] if k in by else float("nan")
 
         def mib(k):
-            return by[k]["peak_mib"] if k in by else float("nan")
+            if k not in by:
+                return "nan"
+            return f"{by[k]['peak_mib']:.1f} / {by[k]['transient_mib']:.1f}"
 
         fl = next((r["floor_ms"] for r in by.values() if r["floor_ms"]), None)
         ratio = ms("fused") / ms("compiled_ref") if "compiled_ref" in by else float("nan")
         lines.append(f"| {op} | {shape} | {dtype} | {mode} | {ms('fused'):.3f} | {ms('reference'):.3f} | "
                      f"{ms('compiled_ref'):.3f} | {ratio:.2f} | {'' if fl is None else f'{fl:.3f}'} | "
-                     f"{mib('fused'):.1f} | {mib('compiled_ref'):.1f} |")
+                     f"{mib('fused')} | {mib('compiled_ref')} |")
     return "\n".join(lines)
 
 

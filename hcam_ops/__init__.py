@@ -9,19 +9,23 @@ import torch  # noqa: F401  (loads libc10/libtorch before the extension)
 
 from . import _C  # noqa: F401  (registers torch.ops.hcam_ops.*)
 from .ops import (
+    arcface_logits,
     cam_gather,
     cam_kl_loss,
     hierarchical_cam_kl_loss,
     minmax_normalize,
+    multilabel_arcface_loss,
     softmax_kl,
 )
 from . import nn, reference  # noqa: E402
 
 __all__ = [
+    "arcface_logits",
     "cam_gather",
     "cam_kl_loss",
     "hierarchical_cam_kl_loss",
     "minmax_normalize",
+    "multilabel_arcface_loss",
     "softmax_kl",
     "nn",
     "reference",

@@ -22,14 +22,17 @@ RTOL = {torch.float64: 1e-10, torch.float32: 3e-5, torch.float16: 6e-3, torch.bf
 
 
 def assert_close(actual, expected, dtype, what=""):
-    """Elementwise |a - e| <= rtol * |e| + rtol * max|e|: relative for large
-    entries, scaled by the tensor's magnitude for entries near zero."""
+    """Elementwise |a - e| <= rtol * |e| + rtol * max|e| + tiny: relative for
+    large entries, scaled by the tensor's magnitude for entries near zero, and
+    never finer than the smallest normal number of `dtype` (a float16 result
+    cannot hold 1e-11)."""
     expected = expected.double()
     actual = actual.double()
     tol = RTOL[dtype]
     scale = expected.abs().max().item() if expected.numel() else 0.0
     torch.testing.assert_close(
-        actual, expected, rtol=tol, atol=tol * scale + 1e-12, equal_nan=True, msg=lambda m: f"{what}: {m}"
+        actual, expected, rtol=tol, atol=tol * scale + max(torch.finfo(dtype).tiny, 1e-12), equal_nan=True,
+        msg=lambda m: f"{what}: {m}",
     )
 
 

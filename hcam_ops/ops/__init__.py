@@ -3,6 +3,15 @@
 from .cam_gather import cam_gather
 from .cam_kl import cam_kl_loss, hierarchical_cam_kl_loss
 from .minmax_normalize import minmax_normalize
+from .multilabel_arcface import arcface_logits, multilabel_arcface_loss
 from .softmax_kl import softmax_kl
 
-__all__ = ["cam_gather", "cam_kl_loss", "hierarchical_cam_kl_loss", "minmax_normalize", "softmax_kl"]
+__all__ = [
+    "arcface_logits",
+    "cam_gather",
+    "cam_kl_loss",
+    "hierarchical_cam_kl_loss",
+    "minmax_normalize",
+    "multilabel_arcface_loss",
+    "softmax_kl",
+]

@@ -1,12 +1,11 @@
 // CPU kernels of cam_gather and the feature passes of the fused CAM-KL op.
 // Parallel over samples and tiles of the independent dimension; the inner loops
-// run over contiguous memory (at::vec dot products, simd axpy loops).
+// run over contiguous memory as flat `omp simd` loops (dot products, axpys),
+// one loop per level, which GCC vectorises.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
@@ -50,9 +49,11 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
           const int64_t n = i % N;
           const scalar_t* xr = x + i * C;
           for (int64_t l = 0; l < L; ++l) {
-            out[(b * L + l) * N + n] = static_cast<acc_t>(at::vec::map2_reduce_all<scalar_t>(
-                [](auto a, auto c) { return a * c; }, [](auto a, auto c) { return a + c; }, xr,
-                w[l], C));
+            const scalar_t* wl = w[l];
+            acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+            for (int64_t c = 0; c < C; ++c) s += static_cast<acc_t>(xr[c]) * static_cast<acc_t>(wl[c]);
+            out[(b * L + l) * N + n] = s;
           }
         }
       }
@@ -104,7 +105,7 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
     auto partial = at::zeros({B, splits, L, C}, coef.options());
     acc_t* p = partial.data_ptr<acc_t>();
     at::parallel_for(0, B * splits, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> wv(L * C), gn(L);
+      std::vector<acc_t> wv(L * C), gn(L), drow(C);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t b = t / splits, s = t % splits;
         const auto w = weight_rows_of<scalar_t>(lv, b, L);
@@ -119,12 +120,20 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
           for (int64_t l = 0; l < L; ++l) gn[l] = g[(b * L + l) * N + n] * f;
           const acc_t* wp = wv.data();
           const acc_t* gp = gn.data();
+          // One flat loop per level: a level loop inside the channel loop
+          // does not vectorise (measured 4x slower).
+          acc_t* d = drow.data();
+          const acc_t g0 = gp[0];
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            acc_t d = 0;
-            for (int64_t l = 0; l < L; ++l) d += gp[l] * wp[l * C + c];
-            dr[c] = static_cast<scalar_t>(d);
+          for (int64_t c = 0; c < C; ++c) d[c] = g0 * wp[c];
+          for (int64_t l = 1; l < L; ++l) {
+            const acc_t gl = gp[l];
+            const acc_t* wl = wp + l * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) d[c] += gl * wl[c];
           }
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dr[c] = static_cast<scalar_t>(d[c]);
           for (int64_t l = 0; l < L; ++l) {
             acc_t* pl = pt + l * C;
             const acc_t gv = gp[l];

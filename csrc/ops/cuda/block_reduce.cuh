@@ -56,6 +56,10 @@ struct Vals {
 };
 
 struct SumOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T a, T b) const {
+    return a + b;
+  }
   template <typename T, int K>
   __device__ __forceinline__ Vals<T, K> operator()(const Vals<T, K>& a, const Vals<T, K>& b) const {
     Vals<T, K> r;

@@ -41,13 +41,6 @@ __device__ __forceinline__ T nan_value() {
   return std::numeric_limits<T>::quiet_NaN();
 }
 
-struct AddOp {
-  template <typename T>
-  __device__ __forceinline__ T operator()(T a, T b) const {
-    return a + b;
-  }
-};
-
 // out[b, out_offset + l, r] = sum_s x[b, r, s] * v_l[s]           for l < L
 // dx[b, r, s] (+)=             sum_l u_l[r] * v_l[s]                 when kDx
 // v_l, u_l: the per-sample rows of vsrc and usrc, times their factors. A
@@ -111,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int l = 0; l < kMaxLevels; ++l) {
     if (l < L) {
-      const acc_t total = warp_allreduce(acc[l], AddOp{});
+      const acc_t total = warp_allreduce(acc[l], SumOp{});
       if (lane == 0) {
         out[(b * out_levels + out_offset + l) * R + r] = v[l] ? total : nan_value<acc_t>();
       }

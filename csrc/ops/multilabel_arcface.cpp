@@ -1,0 +1,233 @@
+// Multi-label ArcFace loss (SPEC section 2): schema and the host driver.
+//
+// The cosine matrix is a matrix product (the framework's BLAS, at::mm); all
+// that follows it is one fused elementwise kernel per chunk of classes (margin,
+// label select, scale, BCE, and d loss / d cos). With G2 = d loss / d cos
+// scaled by both inverse norms, the gradients through the normalisation are
+//   P = G2 @ W  ->  d f_b = P_b - (P_b . f^_b) f^_b
+//   Q = G2^T @ F ->  d w_k = Q_k - (Q_k . w^_k) w^_k
+// so one chunk of [B, K] is held at a time and no normalised copy of the
+// weight is made. For "mean"/"sum" the forward computes the gradients (three
+// products per chunk) and the backward only scales them; "none" recomputes in
+// its backward, where the upstream gradient is a [B, K] tensor.
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceGuard.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "multilabel_arcface.h"
+
+namespace hcam_ops {
+
+namespace {
+
+constexpr const char* kOp = "multilabel_arcface_loss";
+constexpr double kPi = 3.14159265358979323846;
+
+// Chunk width: `requested` when given (> 0), else the whole of K when the chunk buffers (the dot products and
+// G2, features dtype) fit in 64 MiB, else as many classes as fit, rounded down
+// to a multiple of 256 (whole GEMM tiles), at least 256.
+int64_t chunk_columns(int64_t B, int64_t K, int64_t elem_size, int64_t requested) {
+  if (requested > 0) return std::min(requested, K);
+  constexpr int64_t kBudget = 64ll << 20;
+  const int64_t per_column = std::max<int64_t>(1, 2 * B * elem_size);
+  const int64_t fit = kBudget / per_column;
+  if (fit >= K) return K;
+  return std::max<int64_t>(256, fit / 256 * 256);
+}
+
+ArcFaceParams make_params(double scale, double margin, bool easy) {
+  TORCH_CHECK(margin > 0 && margin < kPi / 2, kOp, ": margin must be in (0, pi/2), got ", margin);
+  TORCH_CHECK(std::isfinite(scale) && scale > 0, kOp, ": scale must be positive and finite, got ",
+              scale);
+  return {scale, std::cos(margin), std::sin(margin), std::cos(kPi - margin),
+          std::sin(kPi - margin) * margin, easy};
+}
+
+void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& labels) {
+  TORCH_CHECK(f.dim() == 2, kOp, ": features must be [B, D], got shape ", f.sizes());
+  TORCH_CHECK(w.dim() == 2, kOp, ": weight must be [K, D], got shape ", w.sizes());
+  TORCH_CHECK(f.size(1) == w.size(1), kOp, ": features have D = ", f.size(1), ", weight has ",
+              w.size(1));
+  TORCH_CHECK(f.size(1) > 0 && w.size(0) > 0, kOp, ": needs D > 0 and K > 0");
+  const auto t = f.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, kOp,
+              ": features must be float16, bfloat16, float32 or float64, got ", t);
+  TORCH_CHECK(w.scalar_type() == t, kOp, ": weight is ", w.scalar_type(), ", features ", t);
+  TORCH_CHECK(labels.dim() == 2 && labels.size(0) == f.size(0) && labels.size(1) == w.size(0),
+              kOp, ": labels must be [B, K] = [", f.size(0), ", ", w.size(0), "], got ",
+              labels.sizes());
+  TORCH_CHECK(labels.scalar_type() == at::kBool || labels.scalar_type() == t, kOp,
+              ": labels must be bool or ", t, ", got ", labels.scalar_type());
+  TORCH_CHECK(w.device() == f.device() && labels.device() == f.device(), kOp,
+              ": features, weight and labels must be on one device, got ", f.device(), ", ",
+              w.device(), ", ", labels.device());
+}
+
+bool on_cuda(const at::Tensor& t) { return t.is_cuda(); }
+
+at::Tensor inv_norms(const at::Tensor& x) {
+#ifdef HCAM_OPS_WITH_CUDA
+  if (on_cuda(x)) return cuda::arcface_inv_norms(x);
+#endif
+  TORCH_CHECK(!on_cuda(x), kOp, ": this build of hcam_ops has no CUDA kernels");
+  return cpu::arcface_inv_norms(x);
+}
+
+void chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
+#ifdef HCAM_OPS_WITH_CUDA
+  if (on_cuda(c.dot)) return cuda::arcface_chunk(c, p);
+#endif
+  cpu::arcface_chunk(c, p);
+}
+
+void project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst) {
+#ifdef HCAM_OPS_WITH_CUDA
+  if (on_cuda(x)) return cuda::arcface_project(src, x, scale, dst);
+#endif
+  cpu::arcface_project(src, x, scale, dst);
+}
+
+struct Outputs {
+  at::Tensor loss_rows, loss, logits, grad_features, grad_weight;
+};
+
+// The chunk loop. grad: the upstream [B, K] gradient ("none" backward) or
+// undefined; want_grads: accumulate the input gradients; grad_scale: scales
+// them (1 / (B*K) for "mean").
+Outputs run(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
+            const ArcFaceParams& p, const at::Tensor& grad, bool want_loss_rows,
+            bool want_loss, bool want_logits, bool want_grads, double grad_scale,
+            int64_t chunk_size) {
+  const c10::DeviceGuard guard(features.device());
+  const auto f = features.contiguous(), w = weight.contiguous(), y = labels.contiguous();
+  const int64_t B = f.size(0), D = f.size(1), K = w.size(0);
+  const auto opts = f.options();
+  const auto acc = opts.dtype(f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  Outputs out;
+  // Row sums of the loss in double: K terms per row, often 1e5.
+  if (want_loss_rows) out.loss_rows = at::zeros({B}, opts.dtype(at::kDouble));
+  if (want_loss) out.loss = at::empty({B, K}, opts);
+  if (want_logits) out.logits = at::empty({B, K}, opts);
+  if (B == 0) {
+    if (want_grads) {
+      out.grad_features = at::zeros({B, D}, opts);
+      out.grad_weight = at::zeros({K, D}, opts);
+    }
+    return out;
+  }
+  const auto inv_f = inv_norms(f), inv_w = inv_norms(w);
+  const int64_t kc = chunk_columns(B, K, f.element_size(), chunk_size);
+  auto dot_buf = at::empty({B * kc}, opts);
+  at::Tensor g2_buf, P;
+  if (want_grads) {
+    g2_buf = at::empty({B * kc}, opts);
+    P = at::zeros({B, D}, acc);
+    out.grad_weight = at::empty({K, D}, opts);
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t n = std::min(kc, K - k0);
+    const auto w_chunk = w.narrow(0, k0, n);
+    ArcFaceChunk c;
+    c.dot = dot_buf.narrow(0, 0, B * n).view({B, n});
+    at::mm_out(c.dot, f, w_chunk.t());
+    c.inv_f = inv_f;
+    c.inv_w = inv_w;
+    c.labels = y;
+    c.grad = grad;
+    c.k0 = k0;
+    c.n = n;
+    c.loss_rows = out.loss_rows;
+    c.loss = out.loss;
+    c.logits = out.logits;
+    if (want_grads) c.g2 = g2_buf.narrow(0, 0, B * n).view({B, n});
+    chunk(c, p);
+    if (want_grads) {
+      if (P.scalar_type() == f.scalar_type()) {
+        P.addmm_(c.g2, w_chunk);
+      } else {
+        P.add_(at::mm(c.g2, w_chunk));
+      }
+      auto rows = out.grad_weight.narrow(0, k0, n);  // contiguous rows of [K, D]
+      at::mm_out(rows, c.g2.t(), f);
+    }
+  }
+  if (want_grads) {
+    out.grad_features = at::empty({B, D}, opts);
+    project(P, f, grad_scale, out.grad_features);
+    project(out.grad_weight, w, grad_scale, out.grad_weight);
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_forward(
+    const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels, double scale,
+    double margin, bool easy_margin, c10::string_view reduction, bool compute_grad,
+    bool return_logits, int64_t chunk_size) {
+  check_inputs(features, weight, labels);
+  const auto p = make_params(scale, margin, easy_margin);
+  const bool none = reduction == "none", mean = reduction == "mean";
+  TORCH_CHECK(none || mean || reduction == "sum", kOp,
+              ": reduction must be 'mean', 'sum' or 'none', got '", std::string(reduction), "'");
+  const int64_t B = features.size(0), K = weight.size(0);
+  const double red = mean ? 1.0 / std::max<double>(1.0, static_cast<double>(B) * K) : 1.0;
+  const bool grads = compute_grad && !none;
+  auto out = run(features, weight, labels, p, at::Tensor(), !none, none, return_logits, grads, red,
+                 chunk_size);
+  // Outputs never alias: each absent one is its own empty tensor.
+  auto or_empty = [&](const at::Tensor& t) { return t.defined() ? t : at::empty({0}, features.options()); };
+  at::Tensor loss = none ? out.loss : out.loss_rows.sum().mul_(red).to(features.scalar_type());
+  return {loss, or_empty(out.grad_features), or_empty(out.grad_weight), or_empty(out.logits)};
+}
+
+std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(
+    const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight,
+    const at::Tensor& labels, double scale, double margin, bool easy_margin, int64_t chunk_size) {
+  check_inputs(features, weight, labels);
+  TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ",
+              grad.sizes());
+  const auto p = make_params(scale, margin, easy_margin);
+  auto out = run(features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false,
+                 false, false, true, 1.0, chunk_size);
+  return {out.grad_features, out.grad_weight};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
+  // features [B, D], weight [K, D], labels [B, K] (bool or the features' dtype).
+  // Returns the loss ([] or [B, K] for "none"); for "mean"/"sum" with
+  // compute_grad, the gradients of features and weight at unit upstream
+  // gradient (else empty); the training logits if return_logits (else empty).
+  m.def(
+      "multilabel_arcface_forward(Tensor features, Tensor weight, Tensor labels, float scale,"
+      " float margin, bool easy_margin, str reduction, bool compute_grad, bool return_logits,"
+      " int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
+  // chunk_size: classes per chunk, 0 to choose from the sizes (chunk_columns).
+  // Reduction "none": the gradients for an upstream [B, K] gradient.
+  m.def(
+      "multilabel_arcface_backward(Tensor grad, Tensor features, Tensor weight, Tensor labels,"
+      " float scale, float margin, bool easy_margin, int chunk_size) -> (Tensor, Tensor)");
+}
+
+// The driver runs on either device (its matrix products dispatch, its kernels
+// are chosen by device), so it is registered for both.
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("multilabel_arcface_forward", &multilabel_arcface_forward);
+  m.impl("multilabel_arcface_backward", &multilabel_arcface_backward);
+}
+
+#ifdef HCAM_OPS_WITH_CUDA
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("multilabel_arcface_forward", &multilabel_arcface_forward);
+  m.impl("multilabel_arcface_backward", &multilabel_arcface_backward);
+}
+#endif
+
+}  // namespace hcam_ops

@@ -1,0 +1,163 @@
+"""hcam_ops.multilabel_arcface_loss and arcface_logits (SPEC section 2).
+
+The cosine matrix is a matrix product (the framework's BLAS); the margin,
+label select, scale, BCE and d loss / d cos are one fused kernel per chunk of
+classes, and the input gradients are accumulated by matrix products through
+the normalisation, chunk by chunk: the loss path never holds more than one
+chunk of [B, K] (unless the logits are requested). For "mean"/"sum" the
+forward computes the gradients with the loss (three products per chunk) and
+the backward scales them; "none" recomputes in its backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+
+_OP = "multilabel_arcface_loss"
+
+
+@torch.library.register_fake("hcam_ops::multilabel_arcface_forward")
+def _forward_fake(features, weight, labels, scale, margin, easy_margin, reduction, compute_grad,
+                  return_logits, chunk_size):
+    B, D = features.shape
+    K = weight.shape[0]
+    loss = features.new_empty((B, K)) if reduction == "none" else features.new_empty(())
+    grads = compute_grad and reduction != "none"
+    empty = features.new_empty((0,))
+    return (
+        loss,
+        features.new_empty((B, D)) if grads else empty,
+        features.new_empty((K, D)) if grads else features.new_empty((0,)),
+        features.new_empty((B, K)) if return_logits else features.new_empty((0,)),
+    )
+
+
+@torch.library.register_fake("hcam_ops::multilabel_arcface_backward")
+def _backward_fake(grad, features, weight, labels, scale, margin, easy_margin, chunk_size):
+    return features.new_empty(features.shape), weight.new_empty(weight.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    features, weight, labels, scale, margin, easy_margin, reduction, compute_grad, _, chunk_size = inputs
+    _, grad_features, grad_weight, logits = output
+    ctx.mark_non_differentiable(grad_features, grad_weight, logits)
+    ctx.reduction, ctx.compute_grad = reduction, compute_grad
+    ctx.args = (scale, margin, easy_margin, chunk_size)
+    ctx.save_for_backward(features, weight, labels, grad_features, grad_weight)
+
+
+def _backward(ctx, grad_loss, _gf, _gw, _logits):
+    features, weight, labels, gf, gw = ctx.saved_tensors
+    if ctx.reduction != "none" and ctx.compute_grad:
+        gf, gw = gf * grad_loss, gw * grad_loss
+    else:
+        # "none", or a forward that was asked for no gradients: recompute, with
+        # the upstream gradient spread over [B, K] for "mean" and "sum".
+        if ctx.reduction != "none":
+            B, K = labels.shape
+            grad_loss = grad_loss.expand(B, K) / (max(B * K, 1) if ctx.reduction == "mean" else 1)
+        gf, gw = torch.ops.hcam_ops.multilabel_arcface_backward(grad_loss, features, weight, labels, *ctx.args)
+    return gf, gw, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "hcam_ops::multilabel_arcface_forward", _backward, setup_context=_setup_context
+)
+
+
+def _check(features, weight, labels, scale, margin, reduction, check_inputs):
+    _checks.check_float(features, _OP, "features")
+    _checks.check_float(weight, _OP, "weight")
+    if features.dim() != 2:
+        raise ValueError(f"{_OP}: features must be [B, D], got shape {tuple(features.shape)}")
+    if weight.dim() != 2:
+        raise ValueError(f"{_OP}: weight must be [K, D], got shape {tuple(weight.shape)}")
+    if weight.shape[1] != features.shape[1]:
+        raise ValueError(f"{_OP}: features have D = {features.shape[1]}, weight has {weight.shape[1]}")
+    if features.shape[1] == 0 or weight.shape[0] == 0:
+        raise ValueError(f"{_OP}: needs D > 0 and K > 0, got features {tuple(features.shape)}, weight {tuple(weight.shape)}")
+    if weight.dtype != features.dtype:
+        raise TypeError(f"{_OP}: weight is {weight.dtype}, features are {features.dtype}; cast one to the other's dtype")
+    _checks.check_same_device(features, weight, _OP, "weight")
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{_OP}: labels must be a tensor, got {type(labels).__name__}")
+    if tuple(labels.shape) != (features.shape[0], weight.shape[0]):
+        raise ValueError(
+            f"{_OP}: labels must be [B, K] = [{features.shape[0]}, {weight.shape[0]}], got {tuple(labels.shape)}"
+        )
+    if labels.dtype != torch.bool and not labels.is_floating_point():
+        raise TypeError(f"{_OP}: labels must be bool or float 0/1 (multi-hot), got {labels.dtype}")
+    _checks.check_same_device(features, labels, _OP, "labels")
+    s = float(scale)
+    if not (s > 0 and math.isfinite(s)):
+        raise ValueError(f"{_OP}: scale must be positive and finite, got {scale}")
+    m = float(margin)
+    if not (0 < m < math.pi / 2):
+        raise ValueError(f"{_OP}: margin must be in (0, pi/2), got {margin}")
+    _checks.check_choice(reduction, ("mean", "sum", "none"), _OP, "reduction")
+    if check_inputs and not torch.compiler.is_compiling() and features.device.type != "meta":
+        # One sync on CUDA; check_inputs=False skips it (then a NaN input gives NaN).
+        bad_labels = labels.is_floating_point() and bool(((labels != 0) & (labels != 1)).any())
+        if bad_labels:
+            raise ValueError(f"{_OP}: labels must be multi-hot: every value 0 or 1")
+        if not bool(torch.isfinite(features).all() & torch.isfinite(weight).all()):
+            raise ValueError(f"{_OP}: features or weight hold NaN or Inf")
+    return s, m
+
+
+def multilabel_arcface_loss(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float = 30.0,
+    margin: float = 0.5,
+    easy_margin: bool = False,
+    reduction: str = "mean",
+    return_logits: bool = False,
+    *,
+    check_inputs: bool = True,
+    chunk_size: int | None = None,
+):
+    """Multi-label ArcFace: additive angular margin on positive classes, then
+    per-class BCE with logits.
+
+    Args:
+        features: ``[B, D]``, not necessarily normalised.
+        weight: ``[K, D]`` class weights, same dtype and device.
+        labels: ``[B, K]`` multi-hot, bool or float 0/1.
+        scale, margin, easy_margin: ``s``, ``m`` (in ``(0, pi/2)``) and the
+            margin mode of SPEC section 2.
+        reduction: ``"mean"`` over ``B*K`` (default), ``"sum"``, or ``"none"`` (``[B, K]``).
+        return_logits: also return the training logits ``[B, K]`` (with the
+            margin; not differentiable: for metrics).
+        check_inputs: raise ``ValueError`` for labels outside {0, 1} and for
+            NaN/Inf in features or weight (one device sync on CUDA; skipped
+            under ``torch.compile``). Unchecked, a NaN input gives a NaN loss.
+        chunk_size: classes per chunk; default: all of ``K`` when the chunk
+            buffers fit in 64 MiB, else as many as fit, a multiple of 256.
+
+    A zero feature (or weight) row has ``cos = 0`` against every class, as
+    ``F.normalize`` defines it (``x / max(||x||, 1e-12)``), and its gradient is
+    that of the same formula: scaled by ``1 / 1e-12``, not projected.
+    Gradients reach ``features`` and ``weight``.
+    """
+    s, m = _check(features, weight, labels, scale, margin, reduction, check_inputs)
+    if labels.dtype != torch.bool and labels.dtype != features.dtype:
+        labels = labels.to(features.dtype)
+    compute_grad = torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
+    loss, _, _, logits = torch.ops.hcam_ops.multilabel_arcface_forward(
+        features, weight, labels, s, m, bool(easy_margin), reduction, compute_grad, bool(return_logits),
+        int(chunk_size or 0),
+    )
+    return (loss, logits) if return_logits else loss
+
+
+def arcface_logits(features: torch.Tensor, weight: torch.Tensor, scale: float = 30.0) -> torch.Tensor:
+    """Inference scores ``s * cos`` (no margin): one matrix product of the
+    normalised rows, a plain differentiable function (Grad-CAM can use it)."""
+    return scale * F.linear(F.normalize(features, dim=-1, eps=1e-12), F.normalize(weight, dim=-1, eps=1e-12))
