@@ -127,6 +127,65 @@ def arcface_cases():
         )
 
 
+# --- FGD feature distillation (SPEC 3) ------------------------------------------
+FGD_SHAPES = [(2, 256, 100, 152), (4, 384, 128, 128), (8, 256, 180, 180)]  # (B, C, H, W)
+# Every term on, so each implementation computes all of them.
+FGD_WEIGHTS = dict(fg_weight=1e-3, bg_weight=5e-4, attention_weight=1e-3, channel_weight=0.25, spatial_weight=2.5e-3)
+
+
+def _fgd_inputs(shape):
+    B, C, H, W = shape
+
+    def make(device, dtype, gen):
+        boxes = [torch.rand(6, 4, generator=gen) * 400 for _ in range(B)]
+        boxes = [torch.cat([b[:, :2], b[:, :2] + b[:, 2:] / 2], 1) for b in boxes]
+        fg, bg = hcam_ops.fgd_masks_from_boxes(boxes, (H * 4, W * 4), (H, W))
+        return dict(
+            student=torch.randn(B, C, H, W, generator=gen).to(device, dtype).requires_grad_(),
+            teacher=torch.randn(B, C, H, W, generator=gen).to(device, dtype),
+            fg_mask=fg.to(device),
+            bg_mask=bg.to(device),
+        )
+
+    return make
+
+
+def _fgd_floor(shape):
+    B, C, H, W = shape
+
+    def floor(dtype):
+        # read S and T once, write d S once
+        return 3 * B * C * H * W * torch.empty((), dtype=dtype).element_size()
+
+    return floor
+
+
+def _fused_fgd(**kw):
+    return sum(hcam_ops.fgd_loss(**kw, **FGD_WEIGHTS, check_finite=False).values())
+
+
+def _reference_fgd(**kw):
+    return sum(R.fgd_loss(**kw, **FGD_WEIGHTS).values())
+
+
+def fgd_cases():
+    for shape in FGD_SHAPES:
+        yield Case(
+            op="fgd_loss",
+            shape=shape,
+            label="B={} C={} H={} W={}".format(*shape),
+            make_inputs=_fgd_inputs(shape),
+            impls={
+                "fused": _fused_fgd,
+                "reference": _reference_fgd,
+                "compiled_ref": lambda **kw: compiled(_reference_fgd)(**kw),
+            },
+            grad_of=("student",),
+            floor_bytes=_fgd_floor(shape),
+        )
+
+
 def all_cases():
     yield from cam_kl_cases()
     yield from arcface_cases()
+    yield from fgd_cases()

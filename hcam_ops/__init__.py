@@ -12,21 +12,26 @@ from .ops import (
     arcface_logits,
     cam_gather,
     cam_kl_loss,
+    fgd_loss,
+    fgd_masks_from_boxes,
     hierarchical_cam_kl_loss,
     minmax_normalize,
     multilabel_arcface_loss,
     softmax_kl,
 )
-from . import nn, reference  # noqa: E402
+from . import distill, nn, reference  # noqa: E402
 
 __all__ = [
     "arcface_logits",
     "cam_gather",
     "cam_kl_loss",
+    "fgd_loss",
+    "fgd_masks_from_boxes",
     "hierarchical_cam_kl_loss",
     "minmax_normalize",
     "multilabel_arcface_loss",
     "softmax_kl",
+    "distill",
     "nn",
     "reference",
 ]

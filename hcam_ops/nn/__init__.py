@@ -2,5 +2,7 @@
 
 from .arcface import MultiLabelArcFaceLoss
 from .cam_consistency import CAMConsistencyLoss
+from .fgd import FGDLoss
+from .gc_block import GcBlock
 
-__all__ = ["CAMConsistencyLoss", "MultiLabelArcFaceLoss"]
+__all__ = ["CAMConsistencyLoss", "FGDLoss", "GcBlock", "MultiLabelArcFaceLoss"]

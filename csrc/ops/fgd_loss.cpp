@@ -1,0 +1,194 @@
+// FGD / DistillBEV feature-distillation loss (SPEC section 3): schema and the
+// host driver. The forward reads student and teacher once (fgd_math.h says
+// how the terms come out of one pass); the backward reads them once more and
+// writes d student, so the saved state is a few [B, HW] and [B, C] vectors.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "fgd_loss.h"
+
+namespace hcam_ops {
+
+namespace {
+
+constexpr const char* kOp = "fgd_loss";
+
+bool is_float_type(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+at::ScalarType acc_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// A mask [B, H, W] or [B, 1, H, W] as a contiguous [B, HW] in the accumulation dtype.
+at::Tensor mask_rows(const at::Tensor& m, const at::Tensor& s, const char* name) {
+  const int64_t B = s.size(0), H = s.size(2), W = s.size(3);
+  const bool ok = (m.dim() == 3 && m.size(0) == B && m.size(1) == H && m.size(2) == W) ||
+                  (m.dim() == 4 && m.size(0) == B && m.size(1) == 1 && m.size(2) == H &&
+                   m.size(3) == W);
+  TORCH_CHECK(ok, kOp, ": ", name, " must be [B, H, W] or [B, 1, H, W] = [", B, ", ", H, ", ", W,
+              "], got shape ", m.sizes());
+  TORCH_CHECK(is_float_type(m.scalar_type()), kOp, ": ", name, " must be a float tensor, got ",
+              m.scalar_type());
+  TORCH_CHECK(m.device() == s.device(), kOp, ": ", name, " is on ", m.device(), ", student on ",
+              s.device());
+  return m.reshape({B, H * W}).to(acc_type(s)).contiguous();
+}
+
+FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher,
+                      const at::Tensor& fg_mask, const at::Tensor& bg_mask) {
+  TORCH_CHECK(student.dim() == 4, kOp, ": student must be [B, C, H, W], got shape ",
+              student.sizes());
+  TORCH_CHECK(teacher.sizes() == student.sizes(), kOp, ": teacher ", teacher.sizes(),
+              " and student ", student.sizes(), " must have one shape");
+  TORCH_CHECK(is_float_type(student.scalar_type()), kOp,
+              ": student must be float16, bfloat16, float32 or float64, got ",
+              student.scalar_type());
+  TORCH_CHECK(teacher.scalar_type() == student.scalar_type(), kOp, ": teacher is ",
+              teacher.scalar_type(), ", student ", student.scalar_type());
+  TORCH_CHECK(teacher.device() == student.device(), kOp, ": teacher is on ", teacher.device(),
+              ", student on ", student.device());
+  TORCH_CHECK(student.size(1) > 0 && student.size(2) * student.size(3) > 0, kOp,
+              ": maps need C > 0 and H * W > 0, got shape ", student.sizes());
+  const int64_t B = student.size(0), C = student.size(1), HW = student.size(2) * student.size(3);
+  FgdInputs in;
+  // channels_last or strided maps are copied once: the kernels stream [C, HW] rows.
+  in.student = student.contiguous().view({B, C, HW});
+  in.teacher = teacher.contiguous().view({B, C, HW});
+  in.fg = mask_rows(fg_mask, student, "fg_mask");
+  in.bg = mask_rows(bg_mask, student, "bg_mask");
+  return in;
+}
+
+FgdParams make_params(double spatial_temperature, double channel_temperature,
+                      at::ArrayRef<double> weights, bool combined) {
+  TORCH_CHECK(std::isfinite(spatial_temperature) && spatial_temperature > 0, kOp,
+              ": spatial_temperature must be positive and finite, got ", spatial_temperature);
+  TORCH_CHECK(std::isfinite(channel_temperature) && channel_temperature > 0, kOp,
+              ": channel_temperature must be positive and finite, got ", channel_temperature);
+  TORCH_CHECK(weights.size() == kNumTerms, kOp, ": weights must hold ", int(kNumTerms),
+              " values (fg, bg, attention, channel, spatial), got ", weights.size());
+  FgdParams p;
+  p.inv_ts = 1.0 / spatial_temperature;
+  p.inv_tc = 1.0 / channel_temperature;
+  for (int k = 0; k < kNumTerms; ++k) {
+    TORCH_CHECK(std::isfinite(weights[k]), kOp, ": weights must be finite, got ", weights[k]);
+    p.w[k] = weights[k];
+  }
+  p.combined = combined;
+  return p;
+}
+
+bool on_cuda(const at::Tensor& t) { return t.is_cuda(); }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
+    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
+    const at::Tensor& bg_mask, double spatial_temperature, double channel_temperature,
+    at::ArrayRef<double> weights, bool combined) {
+  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined);
+  const c10::DeviceGuard guard(student.device());
+  const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
+  const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
+  const auto acc = student.options().dtype(acc_type(student));
+  auto col = at::empty({B, kNumCol, HW}, acc);
+  auto row = at::empty({B, kNumRow, C}, acc);
+  auto sample = at::empty({B, kNumSample}, acc);
+  if (B == 0) {
+    // An empty batch has zero loss (and a zero gradient).
+    return {at::zeros({kNumTerms}, student.options()), col, row, sample};
+  }
+  auto per_sample = at::empty({B, kNumTerms}, acc);
+#ifdef HCAM_OPS_WITH_CUDA
+  if (on_cuda(student)) {
+    cuda::fgd_forward(in, p, col, row, sample, per_sample);
+  } else
+#endif
+  {
+    TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
+    cpu::fgd_forward(in, p, col, row, sample, per_sample);
+  }
+  // [5] weights / B, fixed-order sum over the batch: tiny, and deterministic.
+  auto w = at::empty({kNumTerms}, acc.device(at::kCPU));
+  for (int k = 0; k < kNumTerms; ++k) {
+    if (w.scalar_type() == at::kDouble) {
+      w.data_ptr<double>()[k] = p.w[k] / B;
+    } else {
+      w.data_ptr<float>()[k] = static_cast<float>(p.w[k] / B);
+    }
+  }
+  auto terms = per_sample.sum(0).mul_(w.to(per_sample.device(), /*non_blocking=*/true));
+  return {terms.to(student.scalar_type()), col, row, sample};
+}
+
+at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student,
+                             const at::Tensor& teacher, const at::Tensor& fg_mask,
+                             const at::Tensor& bg_mask, const at::Tensor& col,
+                             const at::Tensor& row, const at::Tensor& sample,
+                             double spatial_temperature, double channel_temperature,
+                             at::ArrayRef<double> weights, bool combined) {
+  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined);
+  const c10::DeviceGuard guard(student.device());
+  const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
+  const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
+  TORCH_CHECK(grad.numel() == kNumTerms, kOp, "_backward: grad must hold ", int(kNumTerms),
+              " values, got shape ", grad.sizes());
+  TORCH_CHECK(col.sizes() == at::IntArrayRef({B, kNumCol, HW}) &&
+                  row.sizes() == at::IntArrayRef({B, kNumRow, C}) &&
+                  sample.sizes() == at::IntArrayRef({B, kNumSample}),
+              kOp, "_backward: saved statistics do not match the maps ", student.sizes());
+  auto grad_student = at::empty({B, C, HW}, in.student.options());
+  if (B > 0) {
+    const auto acc = acc_type(student);
+    const auto g = grad.reshape({kNumTerms}).to(acc).contiguous();
+    const auto c = col.to(acc).contiguous(), r = row.to(acc).contiguous(),
+               s = sample.to(acc).contiguous();
+#ifdef HCAM_OPS_WITH_CUDA
+    if (on_cuda(student)) {
+      cuda::fgd_backward(in, p, g, c, r, s, grad_student);
+    } else
+#endif
+    {
+      TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
+      cpu::fgd_backward(in, p, g, c, r, s, grad_student);
+    }
+  }
+  return grad_student.view(student.sizes());
+}
+
+TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
+  // weights: (fg, bg, attention, channel, spatial). Returns the five weighted
+  // terms [5] (the maps' dtype) and the statistics the backward needs:
+  // col [B, 4, HW], row [B, 4, C], sample [B, 10] (accumulation dtype).
+  m.def(
+      "fgd_loss_forward(Tensor student, Tensor teacher, Tensor fg_mask, Tensor bg_mask,"
+      " float spatial_temperature, float channel_temperature, float[] weights, bool combined)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
+  // d student for the upstream gradient of the five terms. The teacher and the
+  // masks get none.
+  m.def(
+      "fgd_loss_backward(Tensor grad, Tensor student, Tensor teacher, Tensor fg_mask,"
+      " Tensor bg_mask, Tensor col, Tensor row, Tensor sample, float spatial_temperature,"
+      " float channel_temperature, float[] weights, bool combined) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("fgd_loss_forward", &fgd_loss_forward);
+  m.impl("fgd_loss_backward", &fgd_loss_backward);
+}
+
+#ifdef HCAM_OPS_WITH_CUDA
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("fgd_loss_forward", &fgd_loss_forward);
+  m.impl("fgd_loss_backward", &fgd_loss_backward);
+}
+#endif
+
+}  // namespace hcam_ops

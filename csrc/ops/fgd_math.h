@@ -1,0 +1,74 @@
+// FGD (SPEC section 3): the layout of the statistics the fused loss keeps and
+// the per-position formulas shared by the CPU and CUDA kernels.
+//
+// One pass over student S and teacher T ([B, C, HW]) in tiles of hw positions
+// gives everything: per position the channel means (complete in a tile, since a
+// tile holds every channel), per channel partial sums over the tile, and the
+// tile's share of the masked squared error with the spatial weight
+// exp(e_hw - M_tile) taken relative to the tile's own maximum exponent (the
+// softmax over all of HW is not known yet). A per-sample finisher rescales the
+// tiles to the global maximum and forms the five terms. The backward is one
+// elementwise pass:
+//   dS = P_c Q_hw (S - T) + sign(S) (alpha_c + beta_hw) + gamma_c + delta_hw
+// with per-channel (P, alpha, gamma) and per-position (Q, beta, delta)
+// coefficients built from the saved statistics and the upstream gradients.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace hcam_ops {
+
+// Terms, in the order of the forward's output.
+enum FgdTerm : int { kFg = 0, kBg, kAttention, kChannel, kSpatial, kNumTerms };
+
+// col_stats [B, 4, HW]: channel means per position.
+enum FgdCol : int { kColAbsT = 0, kColAbsS, kColT, kColS, kNumCol };
+// row_stats [B, 4, C]: spatial means per channel.
+enum FgdRow : int { kRowAbsT = 0, kRowAbsS, kRowT, kRowS, kNumRow };
+// Tile partials [B, tiles, 6, C]: sums over the tile's positions; the two
+// masked squared errors are relative to the tile's maximum exponent.
+enum FgdPart : int { kPartAbsT = 0, kPartAbsS, kPartT, kPartS, kPartFg, kPartBg, kNumPart };
+// sample_stats [B, 10]: softmax maxima and sums, and the sums K = sum p * n * sign
+// of the attention term's softmax backward.
+enum FgdSample : int {
+  kMaxTc = 0, kSumTc, kMaxSc, kSumSc, kKc,  // channel softmaxes (over C)
+  kMaxTs, kSumTs, kMaxSs, kSumSs, kKs,      // spatial softmaxes (over HW)
+  kNumSample
+};
+
+struct FgdParams {
+  double inv_ts, inv_tc;       // 1 / T_s, 1 / T_c
+  double w[kNumTerms];         // term weights
+  bool combined;               // spatial weighting sqrt(A_s(T) A_s(S)) instead of A_s(T)
+};
+
+template <typename T>
+C10_HOST_DEVICE inline T fgd_sign(T x) {
+  return static_cast<T>((x > T(0)) - (x < T(0)));
+}
+
+// The exponent of the (unnormalised) spatial weight at one position, from the
+// channel means of |T| and |S| there.
+template <typename T>
+C10_HOST_DEVICE inline T fgd_exponent(T abs_t, T abs_s, T inv_ts, bool combined) {
+  return combined ? (abs_t + abs_s) * inv_ts * T(0.5) : abs_t * inv_ts;
+}
+
+// The global reference maximum and normaliser of the spatial weight:
+// W_hw = HW exp(e_hw - m) / d. Teacher: m = max e, d = sum exp(e - m).
+// Combined: sqrt of the product of both softmaxes.
+template <typename T>
+C10_HOST_DEVICE inline void fgd_weight_norm(const T* ss, bool combined, T& m, T& d) {
+  if (combined) {
+    m = (ss[kMaxTs] + ss[kMaxSs]) * T(0.5);
+    d = sqrt(ss[kSumTs] * ss[kSumSs]);
+  } else {
+    m = ss[kMaxTs];
+    d = ss[kSumTs];
+  }
+}
+
+}  // namespace hcam_ops

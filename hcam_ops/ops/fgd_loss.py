@@ -1,0 +1,155 @@
+"""hcam_ops.fgd_loss: FGD / DistillBEV feature distillation (SPEC section 3).
+
+The forward reads student and teacher once: the teacher's and student's
+spatial and channel attentions, the pooled means and the masked, attention-
+weighted squared error all come out of one tiled pass plus a per-sample
+finisher on the reduced vectors (csrc/ops/fgd_math.h). The backward reads
+them once more and writes ``d student`` directly; what is saved between the
+two is a few ``[B, HW]`` and ``[B, C]`` vectors, never a map.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks
+
+_OP = "fgd_loss"
+TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial")
+SPATIAL_ATTENTION = ("teacher", "combined")
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("hcam_ops::fgd_loss_forward")
+def _forward_fake(student, teacher, fg_mask, bg_mask, spatial_temperature, channel_temperature, weights, combined):
+    B, C, H, W = student.shape
+    acc = _acc_dtype(student.dtype)
+    return (
+        student.new_empty((len(TERMS),)),
+        student.new_empty((B, 4, H * W), dtype=acc),
+        student.new_empty((B, 4, C), dtype=acc),
+        student.new_empty((B, 10), dtype=acc),
+    )
+
+
+@torch.library.register_fake("hcam_ops::fgd_loss_backward")
+def _backward_fake(grad, student, teacher, fg_mask, bg_mask, col, row, sample, spatial_temperature,
+                   channel_temperature, weights, combined):
+    return student.new_empty(student.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    student, teacher, fg_mask, bg_mask, ts, tc, weights, combined = inputs
+    _, col, row, sample = output
+    ctx.mark_non_differentiable(col, row, sample)
+    ctx.args = (ts, tc, weights, combined)
+    ctx.save_for_backward(student, teacher, fg_mask, bg_mask, col, row, sample)
+
+
+def _backward(ctx, grad_terms, _col, _row, _sample):
+    student, teacher, fg_mask, bg_mask, col, row, sample = ctx.saved_tensors
+    grad_student = torch.ops.hcam_ops.fgd_loss_backward(
+        grad_terms, student, teacher, fg_mask, bg_mask, col, row, sample, *ctx.args
+    )
+    return grad_student, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("hcam_ops::fgd_loss_forward", _backward, setup_context=_setup_context)
+
+
+def _as_mask(mask, student: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{_OP}: {name} must be a tensor, got {type(mask).__name__}")
+    B, _, H, W = student.shape
+    if tuple(mask.shape) not in ((B, H, W), (B, 1, H, W)):
+        raise ValueError(f"{_OP}: {name} must be [B, H, W] or [B, 1, H, W] = [{B}, {H}, {W}], got {tuple(mask.shape)}")
+    _checks.check_same_device(student, mask, _OP, name)
+    if not mask.is_floating_point():
+        mask = mask.to(_acc_dtype(student.dtype))
+    return mask
+
+
+def _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention):
+    _checks.check_float(student, _OP, "student")
+    _checks.check_float(teacher, _OP, "teacher")
+    if student.dim() != 4:
+        raise ValueError(f"{_OP}: student must be [B, C, H, W], got shape {tuple(student.shape)}")
+    if teacher.shape != student.shape:
+        raise ValueError(
+            f"{_OP}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must have one shape "
+            "(map the student to the teacher's channels with an adapter first)"
+        )
+    if teacher.dtype != student.dtype:
+        raise TypeError(f"{_OP}: teacher is {teacher.dtype}, student {student.dtype}; cast one to the other")
+    if teacher.device != student.device:
+        raise ValueError(f"{_OP}: teacher is on {teacher.device}, student on {student.device}")
+    if student.shape[1] == 0 or student.shape[2] * student.shape[3] == 0:
+        raise ValueError(f"{_OP}: maps need C > 0 and H * W > 0, got shape {tuple(student.shape)}")
+    for name, t in (("spatial_temperature", spatial_temperature), ("channel_temperature", channel_temperature)):
+        if not (float(t) > 0 and math.isfinite(float(t))):
+            raise ValueError(f"{_OP}: {name} must be positive and finite, got {t}")
+    for name, w in zip(("fg_weight", "bg_weight", "attention_weight", "channel_weight", "spatial_weight"), weights):
+        if not math.isfinite(float(w)):
+            raise ValueError(f"{_OP}: {name} must be finite, got {w}")
+    _checks.check_choice(spatial_attention, SPATIAL_ATTENTION, _OP, "spatial_attention")
+
+
+def fgd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    fg_mask: torch.Tensor,
+    bg_mask: torch.Tensor,
+    *,
+    spatial_temperature: float = 0.5,
+    channel_temperature: float = 0.5,
+    fg_weight: float = 1e-3,
+    bg_weight: float = 5e-4,
+    attention_weight: float = 0.0,
+    channel_weight: float = 0.0,
+    spatial_weight: float = 0.0,
+    spatial_attention: str = "teacher",
+    check_finite: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The FGD feature-distillation terms (SPEC section 3), fused.
+
+    Args:
+        student: ``[B, C, H, W]``, already mapped to the teacher's channels.
+        teacher: ``[B, C, H, W]``, same dtype and device; gets no gradient.
+        fg_mask, bg_mask: ``[B, H, W]`` or ``[B, 1, H, W]`` per-cell weights
+            (see :func:`hcam_ops.fgd_masks_from_boxes`); no gradient.
+        spatial_temperature, channel_temperature: ``T_s``, ``T_c`` (> 0).
+        fg_weight, bg_weight, attention_weight, channel_weight, spatial_weight:
+            the term weights (defaults: FGD's, with the DistillBEV terms off).
+        spatial_attention: ``"teacher"`` weights cells by ``A_s(T)``;
+            ``"combined"`` by ``sqrt(A_s(T) A_s(S))`` with the student part
+            detached (DistillBEV).
+        check_finite: raise ``ValueError`` when the loss is not finite, which
+            is what NaN or Inf in student or teacher produce (one device sync
+            on CUDA; skipped under ``torch.compile``, where NaN propagates).
+
+    Returns:
+        ``{"loss_fg", "loss_bg", "loss_attention", "loss_channel",
+        "loss_spatial"}``: scalar tensors in the maps' dtype, each divided by
+        ``B``; an empty batch gives zeros. Non-contiguous (e.g. channels-last)
+        maps are copied once to ``[B, C, H, W]`` contiguous.
+    """
+    weights = [float(fg_weight), float(bg_weight), float(attention_weight), float(channel_weight), float(spatial_weight)]
+    _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention)
+    fg = _as_mask(fg_mask, student, "fg_mask")
+    bg = _as_mask(bg_mask, student, "bg_mask")
+    terms, _, _, _ = torch.ops.hcam_ops.fgd_loss_forward(
+        student, teacher.detach(), fg.detach(), bg.detach(), float(spatial_temperature),
+        float(channel_temperature), weights, spatial_attention == "combined",
+    )
+    if check_finite and not torch.compiler.is_compiling() and student.device.type != "meta":
+        if not bool(torch.isfinite(terms).all()):
+            raise ValueError(
+                f"{_OP}: the loss is not finite: student or teacher holds NaN or Inf "
+                "(or the maps overflow their dtype)"
+            )
+    return dict(zip(TERMS, terms.unbind(0)))

@@ -1,0 +1,93 @@
+"""hcam_ops.fgd_masks_from_boxes: FGD's foreground / background masks from
+boxes (SPEC section 3), rasterised by a kernel on the boxes' device."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+_OP = "fgd_masks_from_boxes"
+
+
+@torch.library.register_fake("hcam_ops::fgd_masks")
+def _masks_fake(boxes, offsets, img_shapes, height, width):
+    B = offsets.shape[0] - 1
+    return boxes.new_empty((B, height, width)), boxes.new_empty((B, height, width))
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{_OP}: {what} must be a pair (height, width), got {v!r}") from None
+    if a <= 0 or b <= 0:
+        raise ValueError(f"{_OP}: {what} must be positive, got ({a}, {b})")
+    return a, b
+
+
+def _img_shapes(img_shape, B: int, dtype, device) -> torch.Tensor:
+    if isinstance(img_shape, torch.Tensor):
+        shapes = img_shape.to(device=device, dtype=dtype).reshape(-1, 2)
+    elif len(img_shape) == 2 and not isinstance(img_shape[0], (tuple, list, torch.Tensor)):
+        shapes = torch.tensor([_pair(img_shape, "img_shape")] * B, dtype=dtype, device=device)
+    else:
+        shapes = torch.tensor([_pair(s, "img_shape") for s in img_shape], dtype=dtype, device=device)
+    if shapes.shape[0] == 1 and B != 1:
+        shapes = shapes.expand(B, 2)
+    if shapes.shape != (B, 2):
+        raise ValueError(f"{_OP}: img_shape must be one (h, w) pair or one per image ({B}), got {tuple(shapes.shape)}")
+    return shapes.contiguous()
+
+
+def fgd_masks_from_boxes(
+    boxes: Sequence[torch.Tensor],
+    img_shape,
+    feat_shape: tuple[int, int],
+    *,
+    check_boxes: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground and background masks of FGD from ground-truth boxes.
+
+    Args:
+        boxes: one ``[n_i, 4]`` tensor ``(x1, y1, x2, y2)`` in image pixels per
+            image (``n_i`` may be 0), all on one device.
+        img_shape: the image size ``(img_h, img_w)``, one pair for all images
+            or one per image (a sequence of pairs or a ``[B, 2]`` tensor).
+        feat_shape: the feature map's ``(H, W)``.
+        check_boxes: raise ``ValueError`` for non-finite boxes and for
+            ``x2 < x1`` or ``y2 < y1`` (one device sync on CUDA).
+
+    Returns:
+        ``(fg, bg)``, each ``[B, H, W]`` in the boxes' dtype (float64 stays,
+        anything else is float32). ``fg`` is the max over covering boxes of
+        ``1 / area`` (area in cells, before clipping to the map); cells
+        outside the map are dropped. ``bg`` is ``1 / count`` on the cells no
+        box covers, per image, and all zeros if boxes cover every cell.
+    """
+    if isinstance(boxes, torch.Tensor):
+        raise TypeError(f"{_OP}: boxes must be a list with one [n, 4] tensor per image, got a tensor")
+    boxes = list(boxes)
+    H, W = _pair(feat_shape, "feat_shape")
+    if not boxes:
+        raise ValueError(f"{_OP}: boxes is empty: one [n, 4] tensor per image is needed")
+    device = boxes[0].device
+    dtype = torch.float64 if all(b.dtype == torch.float64 for b in boxes) else torch.float32
+    for i, b in enumerate(boxes):
+        if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"{_OP}: boxes[{i}] must be [n, 4], got {getattr(b, 'shape', type(b).__name__)}")
+        if b.device != device:
+            raise ValueError(f"{_OP}: boxes[{i}] is on {b.device}, boxes[0] on {device}")
+    flat = torch.cat([b.to(dtype) for b in boxes], dim=0)
+    if check_boxes and flat.numel() and not torch.compiler.is_compiling() and device.type != "meta":
+        bad_order = (flat[:, 2] < flat[:, 0]) | (flat[:, 3] < flat[:, 1])
+        finite = torch.isfinite(flat).all()
+        bad, finite = torch.stack([bad_order.any(), finite]).tolist()
+        if not finite:
+            raise ValueError(f"{_OP}: boxes hold NaN or Inf")
+        if bad:
+            raise ValueError(f"{_OP}: boxes must have x2 >= x1 and y2 >= y1")
+    counts = [0] + [b.shape[0] for b in boxes]
+    offsets = torch.tensor(counts, dtype=torch.int64).cumsum(0).to(device)
+    shapes = _img_shapes(img_shape, len(boxes), dtype, device)
+    return torch.ops.hcam_ops.fgd_masks(flat.contiguous(), offsets, shapes, H, W)

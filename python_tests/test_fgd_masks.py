@@ -1,0 +1,104 @@
+"""hcam_ops.fgd_masks_from_boxes against the one-box-at-a-time reference."""
+
+import pytest
+import torch
+
+import hcam_ops
+from hcam_ops import reference as R
+
+from conftest import DEVICES, HAS_CUDA, NO_CUDA_REASON
+
+
+def _random_boxes(n, img_h, img_w, gen, dtype=torch.float32):
+    xy = torch.rand(n, 2, generator=gen, dtype=torch.float64) * torch.tensor([img_w, img_h]) * 1.2 - 20
+    wh = torch.rand(n, 2, generator=gen, dtype=torch.float64) * torch.tensor([img_w, img_h]) * 0.5
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+# Edge boxes: partly outside on every side, wholly outside, a point box, one
+# covering the whole image, one on a cell boundary.
+EDGE = torch.tensor(
+    [
+        [-30.0, -10.0, 5.0, 7.0],
+        [200.0, 190.0, 400.0, 500.0],
+        [300.0, 300.0, 400.0, 400.0],
+        [12.5, 13.7, 12.5, 13.7],
+        [32.0, 64.0, 96.0, 128.0],
+    ]
+)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("feat_shape", [(1, 1), (7, 9), (28, 28), (25, 38), (100, 152)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_parity(dtype, feat_shape, device, gen):
+    boxes = [
+        _random_boxes(5, 224, 224, gen, dtype),
+        torch.zeros(0, 4, dtype=dtype),
+        EDGE.to(dtype),
+        _random_boxes(300, 224, 224, gen, dtype),  # more boxes than a CUDA block stages at once
+    ]
+    got = hcam_ops.fgd_masks_from_boxes([b.to(device) for b in boxes], (224, 224), feat_shape)
+    want = R.fgd_masks_from_boxes(boxes, (224, 224), feat_shape)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.device.type == device and g.shape == (4, *feat_shape)
+        torch.testing.assert_close(g.cpu(), w, rtol=0, atol=0)
+
+
+def test_per_image_shapes_and_properties(gen):
+    boxes = [_random_boxes(3, 300, 500, gen), _random_boxes(4, 600, 200, gen), torch.zeros(0, 4)]
+    shapes = [(300, 500), (600, 200), (100, 100)]
+    fg, bg = hcam_ops.fgd_masks_from_boxes(boxes, shapes, (20, 30))
+    want = R.fgd_masks_from_boxes(boxes, shapes, (20, 30))
+    torch.testing.assert_close(fg, want[0], rtol=0, atol=0)
+    torch.testing.assert_close(bg, want[1], rtol=0, atol=0)
+    # background sums to 1 where any cell is free; the empty image is all background
+    torch.testing.assert_close(bg.sum((1, 2)), torch.ones(3))
+    assert (fg[2] == 0).all() and ((fg > 0) != (bg > 0)).all()
+
+
+def test_box_covering_everything_leaves_no_background():
+    fg, bg = hcam_ops.fgd_masks_from_boxes([torch.tensor([[0.0, 0.0, 224.0, 224.0]])], (224, 224), (7, 7))
+    assert (fg > 0).all() and (bg == 0).all()
+    torch.testing.assert_close(fg, torch.full_like(fg, 1 / 64))  # ceil(7) + 1 - 0 = 8 cells a side
+
+
+def test_integer_boxes_become_float32():
+    fg, _ = hcam_ops.fgd_masks_from_boxes([torch.tensor([[0, 0, 100, 100]])], torch.tensor([224, 224]), (7, 7))
+    assert fg.dtype == torch.float32
+
+
+def test_opcheck(gen):
+    boxes = _random_boxes(6, 224, 224, gen)
+    torch.library.opcheck(
+        torch.ops.hcam_ops.fgd_masks.default,
+        (boxes, torch.tensor([0, 2, 2, 6]), torch.full((3, 2), 224.0), 9, 11),
+    )
+
+
+@pytest.mark.parametrize(
+    "boxes, img_shape, feat_shape, error, match",
+    [
+        ([torch.tensor([[10.0, 10.0, 5.0, 20.0]])], (224, 224), (7, 7), ValueError, "x2 >= x1"),
+        ([torch.tensor([[10.0, 30.0, 15.0, 20.0]])], (224, 224), (7, 7), ValueError, "y2 >= y1"),
+        ([torch.tensor([[float("nan"), 0.0, 1.0, 1.0]])], (224, 224), (7, 7), ValueError, "NaN or Inf"),
+        ([torch.zeros(2, 5)], (224, 224), (7, 7), ValueError, r"must be \[n, 4\]"),
+        (torch.zeros(1, 2, 4), (224, 224), (7, 7), TypeError, "one \\[n, 4\\] tensor per image"),
+        ([], (224, 224), (7, 7), ValueError, "boxes is empty"),
+        ([torch.zeros(1, 4)], (224, 224), (0, 7), ValueError, "feat_shape must be positive"),
+        ([torch.zeros(1, 4)], (224, -1), (7, 7), ValueError, "img_shape must be positive"),
+        ([torch.zeros(1, 4), torch.zeros(1, 4)], [(1, 1), (2, 2), (3, 3)], (7, 7), ValueError, "one per image"),
+    ],
+)
+def test_bad_input(boxes, img_shape, feat_shape, error, match):
+    with pytest.raises(error, match=match):
+        hcam_ops.fgd_masks_from_boxes(boxes, img_shape, feat_shape)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+def test_cuda_matches_cpu(gen):
+    boxes = [_random_boxes(n, 512, 384, gen) for n in (0, 1, 40, 700)]
+    a = hcam_ops.fgd_masks_from_boxes(boxes, (512, 384), (64, 48))
+    b = hcam_ops.fgd_masks_from_boxes([x.cuda() for x in boxes], (512, 384), (64, 48))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y.cpu(), x, rtol=0, atol=0)
