@@ -72,6 +72,18 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& la
 
 bool on_cuda(const at::Tensor& t) { return t.is_cuda(); }
 
+// CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
+// falls back to a scalar loop there, 20x slower than float32 at B=256,
+// K=10000), and the kernels accumulate in float32 anyway: on CPU the whole op
+// runs on float32 copies and rounds its outputs once.
+bool cpu_half_precision(const at::Tensor& t) {
+  return !t.is_cuda() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
+}
+
+at::Tensor float_labels(const at::Tensor& labels) {
+  return labels.scalar_type() == at::kBool ? labels : labels.to(at::kFloat);
+}
+
 at::Tensor inv_norms(const at::Tensor& x) {
 #ifdef HCAM_OPS_WITH_CUDA
   if (on_cuda(x)) return cuda::arcface_inv_norms(x);
@@ -171,6 +183,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_fo
     double margin, bool easy_margin, c10::string_view reduction, bool compute_grad,
     bool return_logits, int64_t chunk_size) {
   check_inputs(features, weight, labels);
+  if (cpu_half_precision(features)) {
+    const auto t = features.scalar_type();
+    auto [l, gf, gw, lg] = multilabel_arcface_forward(
+        features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), scale, margin,
+        easy_margin, reduction, compute_grad, return_logits, chunk_size);
+    return {l.to(t), gf.to(t), gw.to(t), lg.to(t)};
+  }
   const auto p = make_params(scale, margin, easy_margin);
   const bool none = reduction == "none", mean = reduction == "mean";
   TORCH_CHECK(none || mean || reduction == "sum", kOp,
@@ -192,6 +211,13 @@ std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(
   check_inputs(features, weight, labels);
   TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ",
               grad.sizes());
+  if (cpu_half_precision(features)) {
+    const auto t = features.scalar_type();
+    auto [gf, gw] = multilabel_arcface_backward(grad.to(at::kFloat), features.to(at::kFloat),
+                                                weight.to(at::kFloat), float_labels(labels), scale,
+                                                margin, easy_margin, chunk_size);
+    return {gf.to(t), gw.to(t)};
+  }
   const auto p = make_params(scale, margin, easy_margin);
   auto out = run(features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false,
                  false, false, true, 1.0, chunk_size);
