@@ -22,6 +22,7 @@ class Case:
     impls: dict  # name -> fn(**inputs) -> scalar loss
     grad_of: tuple  # input names that get gradients
     floor_bytes: Callable[[torch.dtype], int] = None  # fewest bytes a fwd+bwd must move
+    modes: tuple = ("fwd", "fwd+bwd")  # an op with no gradient has only "fwd"
 
 
 _compiled = {}
@@ -185,7 +186,73 @@ def fgd_cases():
         )
 
 
+# --- CAST kernels (issue 5): segment_mean and farthest point sampling ------------
+SEGMENT_MEAN_SHAPES = [(64, 28, 28, 384, 196), (32, 28, 28, 768, 196)]  # (B, H, W, C, S)
+FPS_SHAPES = [(64, 197, 384, 64), (64, 64, 384, 32)]  # (B, N, C, k): CAST's first two poolings
+
+
+def _segment_mean_inputs(shape):
+    B, H, W, C, S = shape
+
+    def make(device, dtype, gen):
+        return dict(
+            x=torch.randn(B, H, W, C, generator=gen).to(device, dtype).requires_grad_(),
+            segments=torch.randint(0, S, (B, H, W), generator=gen).to(device),
+            num_segments=S,
+        )
+
+    return make
+
+
+def _fused_segment_mean(**kw):
+    return hcam_ops.segment_mean(**kw, check_segments=False)[0].sum()
+
+
+def _reference_segment_mean(**kw):
+    return R.segment_mean(**kw)[0].sum()
+
+
+def _fps_inputs(shape):
+    B, N, C, k = shape
+
+    def make(device, dtype, gen):
+        return dict(points=torch.randn(B, N, C, generator=gen).to(device, dtype), k=k)
+
+    return make
+
+
+def cast_kernel_cases():
+    for shape in SEGMENT_MEAN_SHAPES:
+        yield Case(
+            op="segment_mean",
+            shape=shape,
+            label="B={} H={} W={} C={} S={}".format(*shape),
+            make_inputs=_segment_mean_inputs(shape),
+            impls={
+                "fused": _fused_segment_mean,
+                "reference": _reference_segment_mean,
+                "compiled_ref": lambda **kw: compiled(_reference_segment_mean)(**kw),
+            },
+            grad_of=("x",),
+        )
+    for shape in FPS_SHAPES:
+        yield Case(
+            op="farthest_point_sample",
+            shape=shape,
+            label="B={} N={} C={} k={}".format(*shape),
+            make_inputs=_fps_inputs(shape),
+            impls={
+                "fused": hcam_ops.farthest_point_sample,
+                "reference": R.farthest_point_sample,
+                "compiled_ref": lambda **kw: compiled(R.farthest_point_sample)(**kw),
+            },
+            grad_of=(),
+            modes=("fwd",),
+        )
+
+
 def all_cases():
     yield from cam_kl_cases()
     yield from arcface_cases()
     yield from fgd_cases()
+    yield from cast_kernel_cases()

@@ -129,6 +129,8 @@ def main(argv=None):
             if bandwidth and case.floor_bytes:
                 floor_ms = case.floor_bytes(dtype) / bandwidth * 1e3
             for mode in modes:
+                if mode not in case.modes:
+                    continue
                 for name in impls:
                     impl = case.impls[name]
                     try:

@@ -33,14 +33,16 @@ def test_fwd_bwd(benchmark, case, impl):
         for name in case.grad_of:
             inputs[name].grad = None
         loss = fn(**inputs)
-        loss.backward()
+        if case.grad_of:
+            loss.backward()
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
         return loss
 
     step()  # compile / warm up outside the timing
     loss = benchmark(step)
-    assert torch.isfinite(loss)
+    # a loss is finite; farthest_point_sample returns indices, which must be in range
+    assert bool(torch.isfinite(loss).all()) if loss.is_floating_point() else bool((loss >= 0).all())
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

@@ -3,13 +3,17 @@ contract the fused kernels are tested against, and the benchmarks' baseline."""
 
 from .cam_gather import cam_gather
 from .cam_kl import cam_kl_loss, hierarchical_cam_kl_loss
+from .farthest_point_sample import farthest_point_sample
 from .fgd_loss import fgd_loss
 from .fgd_masks import fgd_masks_from_boxes
 from .minmax_normalize import minmax_normalize
 from .multilabel_arcface import arcface_logits, multilabel_arcface_loss
+from .segment_mean import segment_mean
 from .softmax_kl import softmax_kl
 
 __all__ = [
+    "farthest_point_sample",
+    "segment_mean",
     "fgd_loss",
     "fgd_masks_from_boxes",
     "arcface_logits",
