@@ -16,6 +16,16 @@ C10_HOST_DEVICE inline bool fps_better(T d, int64_t i, T best_d, int64_t best_i)
   return d > best_d || (d == best_d && i < best_i);
 }
 
+// The first pick: start, or the first unmasked point when start is masked
+// (start itself when every point is masked).
+C10_HOST_DEVICE inline int64_t fps_first(const bool* mask, int64_t N, int64_t start) {
+  if (mask == nullptr || mask[start]) return start;
+  for (int64_t j = 0; j < N; ++j) {
+    if (mask[j]) return j;
+  }
+  return start;
+}
+
 // points [B, N, C] contiguous; mask [B, N] bool contiguous or undefined;
 // idx [B, k] int64. Squared Euclidean distances accumulated in float32
 // (float64 for float64 points).

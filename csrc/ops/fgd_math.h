@@ -71,4 +71,20 @@ C10_HOST_DEVICE inline void fgd_weight_norm(const T* ss, bool combined, T& m, T&
   }
 }
 
+// One index of an attention pair over n entries (channels or positions): the
+// teacher's attention n softmax(abs_t / T), the student's softmax probability,
+// and the sign of their difference (the L1 term's derivative), from the
+// softmaxes' maxima and sums.
+struct FgdAttention {
+  double a_t, p_s, sign;
+};
+
+C10_HOST_DEVICE inline FgdAttention fgd_attention(double abs_t, double abs_s, double inv_temp,
+                                                  double max_t, double sum_t, double max_s,
+                                                  double sum_s, double n) {
+  const double a_t = n * exp(abs_t * inv_temp - max_t) / sum_t;
+  const double p_s = exp(abs_s * inv_temp - max_s) / sum_s;
+  return {a_t, p_s, fgd_sign(n * p_s - a_t)};
+}
+
 }  // namespace hcam_ops

@@ -27,20 +27,11 @@ void fps_impl(const at::Tensor& points, const at::Tensor& mask, int64_t start, c
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* p = pp + b * N * C;
       const bool* m = mp ? mp + b * N : nullptr;
-      int64_t first = start;
-      if (m && !m[first]) {
-        for (int64_t j = 0; j < N; ++j) {
-          if (m[j]) {
-            first = j;
-            break;
-          }
-        }
-      }
       for (int64_t j = 0; j < N; ++j) {
         dist[j] = (m && !m[j]) ? -std::numeric_limits<acc_t>::infinity()
                                : std::numeric_limits<acc_t>::infinity();
       }
-      int64_t cur = first;
+      int64_t cur = fps_first(m, N, start);
       ip[b * K] = cur;
       for (int64_t i = 1; i < K; ++i) {
         for (int64_t c = 0; c < C; ++c) last[c] = static_cast<acc_t>(p[cur * C + c]);

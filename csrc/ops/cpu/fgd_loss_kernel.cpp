@@ -171,20 +171,20 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
       }
       double lf = 0, lb = 0, att = 0, kc = 0, ch = 0;
       for (int64_t c = 0; c < C; ++c) {
-        const double a_t = dC * std::exp(rw[kRowAbsT * C + c] * inv_tc - mtc) / ztc;
-        const double p_s = std::exp(rw[kRowAbsS * C + c] * inv_tc - msc) / zsc;
+        const auto [a_t, p_s, sg] =
+            fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, mtc, ztc, msc, zsc, dC);
         lf += a_t * qf[c];
         lb += a_t * qb[c];
         att += std::abs(dC * p_s - a_t);
-        kc += p_s * dC * fgd_sign(dC * p_s - a_t);
+        kc += p_s * dC * sg;
         ch += std::abs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
       }
       double ks = 0, sp = 0;
       for (int64_t j = 0; j < HW; ++j) {
-        const double a_t = dHW * std::exp(cl[kColAbsT * HW + j] * inv_ts - mt) / zt;
-        const double p_s = std::exp(cl[kColAbsS * HW + j] * inv_ts - ms) / zs;
+        const auto [a_t, p_s, sg] =
+            fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, mt, zt, ms, zs, dHW);
         att += std::abs(dHW * p_s - a_t);
-        ks += p_s * dHW * fgd_sign(dHW * p_s - a_t);
+        ks += p_s * dHW * sg;
         sp += std::abs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
       }
       ss[kMaxTc] = mtc;
@@ -233,9 +233,8 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
       acc_t* r = rcp + b * 3 * C;
       acc_t* q = ccp + b * 3 * HW;
       for (int64_t c = 0; c < C; ++c) {
-        const double a_t = dC * std::exp(rw[kRowAbsT * C + c] * p.inv_tc - ss[kMaxTc]) / ss[kSumTc];
-        const double p_s = std::exp(rw[kRowAbsS * C + c] * p.inv_tc - ss[kMaxSc]) / ss[kSumSc];
-        const double sg = fgd_sign(dC * p_s - a_t);
+        const auto [a_t, p_s, sg] =
+            fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, ss[kMaxTc], ss[kSumTc], ss[kMaxSc], ss[kSumSc], dC);
         r[c] = a_t;
         r[C + c] = ga * p_s * (dC * sg - ss[kKc]) * p.inv_tc / dHW;
         r[2 * C + c] = -gc * fgd_sign(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]) / dHW;
@@ -246,9 +245,8 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
         const acc_t e = fgd_exponent<acc_t>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j],
                                             static_cast<acc_t>(p.inv_ts), p.combined);
         const double w = dHW * std::exp(static_cast<double>(e) - wm) / wd;
-        const double a_t = dHW * std::exp(cl[kColAbsT * HW + j] * p.inv_ts - ss[kMaxTs]) / ss[kSumTs];
-        const double p_s = std::exp(cl[kColAbsS * HW + j] * p.inv_ts - ss[kMaxSs]) / ss[kSumSs];
-        const double sg = fgd_sign(dHW * p_s - a_t);
+        const auto [a_t, p_s, sg] =
+            fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, ss[kMaxTs], ss[kSumTs], ss[kMaxSs], ss[kSumSs], dHW);
         q[j] = 2.0 * (gf * fg[b * HW + j] + gb * bg[b * HW + j]) * w;
         q[HW + j] = ga * p_s * (dHW * sg - ss[kKs]) * p.inv_ts / dC;
         q[2 * HW + j] = -gs * fgd_sign(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]) / dC;
@@ -269,9 +267,8 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
 #pragma omp simd
       for (int64_t j = 0; j < HW; ++j) {
         const acc_t x = static_cast<acc_t>(s[j]);
-        const acc_t sg = static_cast<acc_t>((x > acc_t(0)) - (x < acc_t(0)));
         d[j] = static_cast<scalar_t>(pc * q[j] * (x - static_cast<acc_t>(t[j])) +
-                                     sg * (al + q[HW + j]) + ga_ + q[2 * HW + j]);
+                                     fgd_sign(x) * (al + q[HW + j]) + ga_ + q[2 * HW + j]);
       }
     }
   });

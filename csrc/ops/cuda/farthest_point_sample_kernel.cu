@@ -48,17 +48,8 @@ __global__ void __launch_bounds__(kThreads)
     dist[j] = (m && !m[j]) ? -pos_inf<acc_t>() : pos_inf<acc_t>();
   }
   if (threadIdx.x == 0) {
-    int64_t first = start;
-    if (m && !m[first]) {
-      for (int64_t j = 0; j < N; ++j) {
-        if (m[j]) {
-          first = j;
-          break;
-        }
-      }
-    }
-    cur = first;
-    idx[b * K] = first;
+    cur = fps_first(m, N, start);
+    idx[b * K] = cur;
   }
   __syncthreads();
   for (int64_t i = 1; i < K; ++i) {

@@ -224,21 +224,21 @@ __global__ void __launch_bounds__(kThreads)
   Vals<double, 5> acc{{0, 0, 0, 0, 0}};  // fg, bg, attention (channel), K_c, channel
   const acc_t* p0 = part + b * tiles * kNumPart * C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const double a_t = dC * exp(rw[kRowAbsT * C + c] * inv_tc - mc.v[0]) / zc.v[0];
-    const double p_s = exp(rw[kRowAbsS * C + c] * inv_tc - mc.v[1]) / zc.v[1];
+    const auto [a_t, p_s, sg] =
+        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, mc.v[0], zc.v[0], mc.v[1], zc.v[1], dC);
     acc.v[0] += a_t * p0[kPartFg * C + c];
     acc.v[1] += a_t * p0[kPartBg * C + c];
     acc.v[2] += fabs(dC * p_s - a_t);
-    acc.v[3] += p_s * dC * fgd_sign(dC * p_s - a_t);
+    acc.v[3] += p_s * dC * sg;
     acc.v[4] += fabs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
   }
   acc = block_allreduce(acc, SumOp{}, red);
   Vals<double, 3> sp{{0, 0, 0}};  // attention (spatial), K_s, spatial
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
-    const double a_t = dHW * exp(cl[kColAbsT * HW + j] * inv_ts - mx.v[0]) / z.v[0];
-    const double p_s = exp(cl[kColAbsS * HW + j] * inv_ts - mx.v[1]) / z.v[1];
+    const auto [a_t, p_s, sg] =
+        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, mx.v[0], z.v[0], mx.v[1], z.v[1], dHW);
     sp.v[0] += fabs(dHW * p_s - a_t);
-    sp.v[1] += p_s * dHW * fgd_sign(dHW * p_s - a_t);
+    sp.v[1] += p_s * dHW * sg;
     sp.v[2] += fabs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
   }
   sp = block_allreduce(sp, SumOp{}, red3);
@@ -281,9 +281,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t b = i / C, c = i % C;
     const acc_t* ss = sample + b * kNumSample;
     const acc_t* rw = row + b * kNumRow * C;
-    const double a_t = dC * exp(rw[kRowAbsT * C + c] * inv_tc - ss[kMaxTc]) / ss[kSumTc];
-    const double p_s = exp(rw[kRowAbsS * C + c] * inv_tc - ss[kMaxSc]) / ss[kSumSc];
-    const double sg = fgd_sign(dC * p_s - a_t);
+    const auto [a_t, p_s, sg] =
+        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, ss[kMaxTc], ss[kSumTc], ss[kMaxSc], ss[kSumSc], dC);
     acc_t* r = rc + b * 3 * C;
     r[c] = static_cast<acc_t>(a_t);
     r[C + c] = static_cast<acc_t>(g[kAttention] * w.att * p_s * (dC * sg - ss[kKc]) * inv_tc / dHW);
@@ -298,9 +297,8 @@ __global__ void __launch_bounds__(kThreads)
     const acc_t e = fgd_exponent<acc_t>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j],
                                         static_cast<acc_t>(inv_ts), combined);
     const double wt = dHW * exp(static_cast<double>(e) - wm) / wd;
-    const double a_t = dHW * exp(cl[kColAbsT * HW + j] * inv_ts - ss[kMaxTs]) / ss[kSumTs];
-    const double p_s = exp(cl[kColAbsS * HW + j] * inv_ts - ss[kMaxSs]) / ss[kSumSs];
-    const double sg = fgd_sign(dHW * p_s - a_t);
+    const auto [a_t, p_s, sg] =
+        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, ss[kMaxTs], ss[kSumTs], ss[kMaxSs], ss[kSumSs], dHW);
     acc_t* q = cc + b * 3 * HW;
     q[j] = static_cast<acc_t>(2.0 * (g[kFg] * w.fg * fg[k] + g[kBg] * w.bg * bg[k]) * wt);
     q[HW + j] = static_cast<acc_t>(g[kAttention] * w.att * p_s * (dHW * sg - ss[kKs]) * inv_ts / dC);
