@@ -21,7 +21,7 @@ from .ops import (
     segment_mean,
     softmax_kl,
 )
-from . import distill, nn, reference  # noqa: E402
+from . import distill, models, nn, reference  # noqa: E402  (models registers with timm)
 
 __all__ = [
     "arcface_logits",
@@ -36,6 +36,7 @@ __all__ = [
     "segment_mean",
     "softmax_kl",
     "distill",
+    "models",
     "nn",
     "reference",
 ]
