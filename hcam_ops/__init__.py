@@ -21,7 +21,7 @@ from .ops import (
     segment_mean,
     softmax_kl,
 )
-from . import distill, models, nn, reference  # noqa: E402  (models registers with timm)
+from . import distill, nn, reference  # noqa: E402
 
 __all__ = [
     "arcface_logits",
@@ -36,7 +36,6 @@ __all__ = [
     "segment_mean",
     "softmax_kl",
     "distill",
-    "models",
     "nn",
     "reference",
 ]
@@ -45,3 +44,13 @@ __all__ = [
 def cuda_built() -> bool:
     """Whether this build holds the CUDA kernels."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("hcam_ops::cam_kl_forward", "CUDA")
+
+
+def __getattr__(name):
+    # hcam_ops.models needs timm (and registers its models there): imported on
+    # first use, so the ops work where timm is not installed.
+    if name in ("models", "train", "superpixels"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'hcam_ops' has no attribute {name!r}")

@@ -2,7 +2,9 @@
 registration, and the CAM-consistency loss wired into a training step."""
 
 import pytest
-import timm
+
+pytest.importorskip("timm", reason="the timm package is not installed here")
+import timm  # noqa: E402
 import torch
 import torch.nn.functional as F
 

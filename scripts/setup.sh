@@ -10,9 +10,10 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "${HCAM_OPS_TORCH:-torch==2.14.1}"
 fi
-"$PY" - <<'PYEOF' || "$PY" -m pip install -q numpy ninja pybind11 pytest pytest-benchmark timm matplotlib
+"$PY" - <<'PYEOF' || "$PY" -m pip install -q numpy ninja pybind11 pytest pytest-benchmark timm matplotlib tqdm \
+  scikit-image opencv-contrib-python-headless
 import importlib.util, sys
-need = ["numpy", "ninja", "pybind11", "pytest", "pytest_benchmark", "timm", "matplotlib"]
+need = ["numpy", "ninja", "pybind11", "pytest", "pytest_benchmark", "timm", "matplotlib", "tqdm", "skimage", "cv2"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PYEOF
 

@@ -171,13 +171,13 @@ def clusters_to_grid(values: torch.Tensor, intermediates: dict, stage: int = 1) 
     return torch.gather(v, 1, ids.reshape(B, -1)).reshape(B, h, w)
 
 
-def _create(variant: str, pretrained: bool, embed_dim: int, **kwargs) -> HCAST:
+def _create(variant: str, pretrained: bool, default_dim: int, **kwargs) -> HCAST:
     if pretrained:
         raise ValueError(
             f"{variant}: no hub weights here; build with pretrained=False and pass "
             "checkpoint_path=... to timm.create_model to load a local checkpoint"
         )
-    return HCAST(embed_dim=embed_dim, **kwargs)
+    return HCAST(**{"embed_dim": default_dim, **kwargs})
 
 
 @register_model

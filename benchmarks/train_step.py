@@ -1,0 +1,101 @@
+"""Train-step time of hcast_small with the fused CAM-consistency loss against
+the plain-PyTorch reference loss, and the loss's share of the step.
+
+    python benchmarks/train_step.py [--batch-size 64] [--tiny]
+
+On CUDA: the full model at 224 x 224, batch 64, CUDA-event timing. `--tiny`
+(the default on CPU) shrinks the model so the run takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import hcam_ops
+import hcam_ops.models  # noqa: F401  (registers the timm names)
+import timm
+from hcam_ops import reference as R
+from hcam_ops.train.losses import hierarchical_loss
+from hcam_ops.train.data import synthetic_hierarchy
+
+
+def _timer(device):
+    if device.type == "cuda":
+        def run(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+    else:
+        def run(fn):
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--repeat", type=int, default=None)
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    tiny = args.tiny or device.type == "cpu"
+    B = args.batch_size or (8 if tiny else 64)
+    repeat = args.repeat or (3 if tiny else 20)
+    h = synthetic_hierarchy((100, 70, 30))
+    cfg = dict(num_classes=tuple(h.num_classes), num_segments=256)
+    if tiny:
+        cfg.update(img_size=64, embed_dim=96, depths=(1, 1, 1, 1), num_heads=4, num_clusters=(16, 8, 4, 2))
+    size = cfg.get("img_size", 224)
+    model = timm.create_model("hcast_small", **cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, 3, size, size, generator=g).to(device)
+    cell = size // 14
+    ids = (torch.arange(size) // cell)[:, None] * 14 + (torch.arange(size) // cell)[None, :]
+    seg = ids.clamp_max(255).expand(B, size, size).contiguous().to(device)
+    labels = h.labels(torch.randint(0, 100, (B,), generator=g).to(device))
+    timer = _timer(device)
+    fused = lambda *a, **k: hcam_ops.hierarchical_cam_kl_loss(*a, **k, check_index=False)  # noqa: E731
+    rows = []
+    for name, cam_fn in (("fused", fused), ("reference", R.hierarchical_cam_kl_loss)):
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits, inter = model(x, seg, return_intermediates=True)
+                loss = hierarchical_loss(model, logits, inter, labels, h, cam_weight=0.1, cam_loss=cam_fn)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits, inter = model(x, seg, return_intermediates=True)
+        tokens = inter["centroid1"].detach().float().requires_grad_()
+        weights = [hd.weight.detach().float().requires_grad_() for hd in model.heads]
+        classes = [lg.detach().argmax(1) for lg in logits]
+
+        def loss_only():
+            cam_fn(tokens, weights, classes).backward()
+
+        for fn in (step, loss_only):
+            fn()
+        step_ms = statistics.median(timer(step) for _ in range(repeat))
+        loss_ms = statistics.median(timer(loss_only) for _ in range(repeat))
+        rows.append((name, step_ms, loss_ms))
+    print(f"hcast_small train step, batch {B}, {'tiny config, ' if tiny else ''}{device}")
+    print("| CAM loss | step ms | CAM loss fwd+bwd ms | loss share of step |")
+    print("|---|---|---|---|")
+    for name, step_ms, loss_ms in rows:
+        print(f"| {name} | {step_ms:.2f} | {loss_ms:.3f} | {100 * loss_ms / step_ms:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
