@@ -74,7 +74,7 @@ class HCAST(nn.Module):
         num_classes: int | Sequence[int] = (100, 70, 30),
         img_size: int = 224,
         in_chans: int = 3,
-        num_segments: int = 196,
+        num_segments: int = 256,
         embed_dim: int = 384,
         depths: Sequence[int] = (3, 3, 3, 2),
         num_heads: int = 12,
