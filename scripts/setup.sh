@@ -18,7 +18,7 @@ sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PYEOF
 # grad-cam without its dependencies: it would add opencv-python beside the
 # contrib build (both own cv2); its other needs are named here.
-"$PY" - <<'PYEOF' || "$PY" -m pip install -q --no-deps grad-cam ttach && "$PY" -m pip install -q scikit-learn torchmetrics
+"$PY" - <<'PYEOF' || { "$PY" -m pip install -q --no-deps grad-cam ttach && "$PY" -m pip install -q scikit-learn torchmetrics; }
 import importlib.util, sys
 need = ["pytorch_grad_cam", "ttach", "sklearn", "torchmetrics"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
