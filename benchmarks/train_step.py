@@ -1,10 +1,12 @@
-"""Train-step time of hcast_small with the fused CAM-consistency loss against
-the plain-PyTorch reference loss, and the loss's share of the step.
+"""Train-step times of the models with their fused loss against the
+plain-PyTorch reference loss, and the loss's share of the step:
+hcast_small (batch 64) with the CAM-consistency loss, arc_psa_swin_tiny
+(batch 32) with the multi-label ArcFace head.
 
-    python benchmarks/train_step.py [--batch-size 64] [--tiny]
+    python benchmarks/train_step.py [--tiny]
 
-On CUDA: the full model at 224 x 224, batch 64, CUDA-event timing. `--tiny`
-(the default on CPU) shrinks the model so the run takes seconds.
+On CUDA: the full models at 224 x 224, CUDA-event timing. `--tiny` (the
+default on CPU) shrinks them so the run takes seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +40,50 @@ def _timer(device):
             fn()
             return (time.perf_counter() - t0) * 1e3
     return run
+
+
+def arcface_rows(device, tiny, repeat, timer):
+    """arc_psa_swin_tiny train step with the fused head against the reference
+    multi-label ArcFace on the same features and weight."""
+    B = 8 if tiny else 32
+    size = 64 if tiny else 224
+    kw = {"backbone_kwargs": {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}} if tiny else {}
+    torch.manual_seed(0)
+    model = timm.create_model("arc_psa_swin_tiny", img_size=size, **kw).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, 3, size, size, generator=g).to(device)
+    y = (torch.rand(B, 6, generator=g) < 0.3).float().to(device)
+    fused = lambda f, w, y: hcam_ops.multilabel_arcface_loss(f, w, y, check_inputs=False)  # noqa: E731
+    rows = []
+    for name, loss_fn in (("fused", fused), ("reference", R.multilabel_arcface_loss)):
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                feats = model.features(x)
+            loss = loss_fn(feats.float(), model.head.weight, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        feats = model.features(x).detach().float().requires_grad_()
+        weight = model.head.weight.detach().requires_grad_()
+
+        def loss_only():
+            loss_fn(feats, weight, y).backward()
+
+        for fn in (step, loss_only):
+            fn()
+        rows.append((name, statistics.median(timer(step) for _ in range(repeat)),
+                     statistics.median(timer(loss_only) for _ in range(repeat))))
+    return B, rows
+
+
+def _print(title, rows):
+    print(title)
+    print("| loss | step ms | loss fwd+bwd ms | loss share of step |")
+    print("|---|---|---|---|")
+    for name, step_ms, loss_ms in rows:
+        print(f"| {name} | {step_ms:.2f} | {loss_ms:.3f} | {100 * loss_ms / step_ms:.1f}% |")
 
 
 def main(argv=None):
@@ -90,11 +136,11 @@ def main(argv=None):
         step_ms = statistics.median(timer(step) for _ in range(repeat))
         loss_ms = statistics.median(timer(loss_only) for _ in range(repeat))
         rows.append((name, step_ms, loss_ms))
-    print(f"hcast_small train step, batch {B}, {'tiny config, ' if tiny else ''}{device}")
-    print("| CAM loss | step ms | CAM loss fwd+bwd ms | loss share of step |")
-    print("|---|---|---|---|")
-    for name, step_ms, loss_ms in rows:
-        print(f"| {name} | {step_ms:.2f} | {loss_ms:.3f} | {100 * loss_ms / step_ms:.1f}% |")
+    tag = f"{'tiny config, ' if tiny else ''}{device}"
+    _print(f"hcast_small train step with the CAM-consistency loss, batch {B}, {tag}", rows)
+    B2, rows2 = arcface_rows(device, tiny, repeat, timer)
+    print()
+    _print(f"arc_psa_swin_tiny train step with the multi-label ArcFace head, batch {B2}, {tag}", rows2)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ python3 -m pytest python_tests -q -x -p no:cacheprovider >"$OUT/tests.log" 2>&1
 test_rc=$?
 tail -15 "$OUT/tests.log"
 
-echo "== hcast_small train step (fused vs reference CAM loss)"
+echo "== model train steps (fused vs reference loss)"
 python3 benchmarks/train_step.py 2>>"$OUT/bench.log" | tee "$OUT/train_step.md"
 
 echo "== benchmarks"

@@ -40,8 +40,8 @@ class PSAFeatures(nn.Module):
         return self.project(self.feature_map(x).mean((2, 3)))
 
 
-def _swin(name: str, img_size: int, checkpoint_path: str | None):
-    backbone = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size)
+def _swin(name: str, img_size: int, checkpoint_path: str | None, backbone_kwargs: dict | None = None):
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size, **(backbone_kwargs or {}))
     if checkpoint_path:
         timm.models.load_checkpoint(backbone, checkpoint_path, strict=False)
     return backbone
@@ -55,11 +55,14 @@ class ArcPSASwin(nn.Module):
     ``forward(x, labels)`` returns ``(loss, logits)`` (the fused ArcFace loss
     and the training logits); ``predict(x)`` margin-free probabilities;
     ``logits(x)`` the margin-free scores ``s * cos`` (for Grad-CAM).
+    ``backbone_kwargs`` go to timm's Swin (e.g. a smaller ``embed_dim`` and
+    ``depths`` for tests).
     """
 
     def __init__(self, backbone: str = "swin_tiny_patch4_window7_224", num_classes: int = len(LEAF_CLASSES),
                  img_size: int = 224, feature_dim: int = 512, mid_chans: int = 512, scale: float = 30.0,
-                 margin: float = 0.5, stn: bool = False, backbone_checkpoint: str | None = None, **kwargs):
+                 margin: float = 0.5, stn: bool = False, backbone_checkpoint: str | None = None,
+                 backbone_kwargs: dict | None = None, **kwargs):
         super().__init__()
         for key in _TIMM_KEYS:
             kwargs.pop(key, None)
@@ -67,7 +70,7 @@ class ArcPSASwin(nn.Module):
             raise TypeError(f"ArcPSASwin: unexpected arguments {sorted(kwargs)}")
         self.num_classes = num_classes
         self.stn = STN() if stn else None
-        self.backbone = _swin(backbone, img_size, backbone_checkpoint)
+        self.backbone = _swin(backbone, img_size, backbone_checkpoint, backbone_kwargs)
         self.neck = PSAFeatures(self.backbone.num_features, mid_chans, feature_dim)
         self.head = MultiLabelArcFaceLoss(feature_dim, num_classes, scale=scale, margin=margin)
 
@@ -107,14 +110,15 @@ class SwinFocal(nn.Module):
     same interface as :class:`ArcPSASwin`."""
 
     def __init__(self, backbone: str = "swin_tiny_patch4_window7_224", num_classes: int = len(LEAF_CLASSES),
-                 img_size: int = 224, backbone_checkpoint: str | None = None, **kwargs):
+                 img_size: int = 224, backbone_checkpoint: str | None = None, backbone_kwargs: dict | None = None,
+                 **kwargs):
         super().__init__()
         for key in _TIMM_KEYS:
             kwargs.pop(key, None)
         if kwargs:
             raise TypeError(f"SwinFocal: unexpected arguments {sorted(kwargs)}")
         self.num_classes = num_classes
-        self.backbone = _swin(backbone, img_size, backbone_checkpoint)
+        self.backbone = _swin(backbone, img_size, backbone_checkpoint, backbone_kwargs)
         self.fc = nn.Linear(self.backbone.num_features, num_classes)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,8 @@ LOG_COLUMNS = ["epoch", "lr", "loss", "ce", "gk_loss", "cam_loss", "val_acc_l0",
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m hcam_ops.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="hierarchical", choices=["hierarchical", "multilabel"],
+                    help="multilabel: the ArcFace-PSA-Swin task (see --task multilabel --help)")
     ap.add_argument("--data", help="ImageFolder root with train/ and val/ (default: synthetic data)")
     ap.add_argument("--hierarchy", help="CSV: fine,parent[,grandparent] per line (with --data)")
     ap.add_argument("--synthetic-levels", default="8,4,2", help="classes per level of the synthetic set")
@@ -137,6 +139,13 @@ def run_epoch(model, loader, hierarchy, args, device, optimizer=None, scaler=Non
 
 
 def main(argv=None):
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--task" in argv and argv[argv.index("--task") + 1] == "multilabel":
+        from .multilabel import main as multilabel_main
+
+        return multilabel_main(argv)
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)

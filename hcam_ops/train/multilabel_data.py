@@ -1,0 +1,93 @@
+"""Data for the multi-label task: a CSV of one-hot labels next to an image
+folder, and a synthetic multi-label image set made on the fly (the CLI's
+default)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torchvision import transforms
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def train_transform(size: int):
+    """The original work's augmentations: resize, flip, rotation 30, colour
+    jitter, affine."""
+    return transforms.Compose([
+        transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip(),
+        transforms.RandomRotation(30), transforms.ColorJitter(0.2, 0.2, 0.2, 0.02),
+        transforms.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+        transforms.ToTensor(), transforms.Normalize(MEAN, STD),
+    ])
+
+
+def eval_transform(size: int):
+    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+class CsvMultiLabel(torch.utils.data.Dataset):
+    """``image,<class 1>,<class 2>,...`` with 0/1 columns; images under ``root``."""
+
+    def __init__(self, csv_path: str, root: str, classes: Sequence[str], transform):
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in classes if c not in reader.fieldnames]
+            if missing:
+                raise ValueError(f"CsvMultiLabel: {csv_path} lacks the columns {missing}")
+            key = reader.fieldnames[0]
+            rows = list(reader)
+        self.paths = [os.path.join(root, r[key]) for r in rows]
+        self.labels = torch.tensor([[float(r[c]) for c in classes] for r in rows])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.transform(Image.open(self.paths[i]).convert("RGB")), self.labels[i]
+
+
+class SyntheticMultiLabel(torch.utils.data.Dataset):
+    """Each class is a coloured blob pattern of its own hue; an image holds a
+    random subset of the classes (at least one), with noise. Deterministic
+    per index."""
+
+    def __init__(self, num_classes: int = 6, size: int = 64, length: int = 256, seed: int = 0, train: bool = True):
+        self.num_classes, self.size, self.length, self.seed = num_classes, size, length, seed
+        self.norm = transforms.Normalize(MEAN, STD)
+        self.flip = train
+        g = torch.Generator().manual_seed(seed)
+        self.labels = (torch.rand(length, num_classes, generator=g) < 0.3).float()
+        self.labels[self.labels.sum(1) == 0, 0] = 1.0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        S = self.size
+        img = 0.35 + 0.05 * torch.randn(3, S, S, generator=g)
+        ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij")
+        for k in torch.nonzero(self.labels[i])[:, 0].tolist():
+            hue = 2 * math.pi * k / self.num_classes
+            colour = torch.tensor([math.cos(hue), math.cos(hue + 2.1), math.cos(hue + 4.2)]) * 0.4 + 0.5
+            cy, cx = (torch.rand(2, generator=g) * 0.6 + 0.2) * S
+            blob = (((ys - cy) ** 2 + (xs - cx) ** 2) < (0.15 * S) ** 2).float()
+            img = img * (1 - blob) + colour.view(3, 1, 1) * blob
+        if self.flip and bool(torch.rand(1, generator=g) < 0.5):
+            img = torch.flip(img, dims=[2])
+        return self.norm(img.clamp(0, 1)), self.labels[i]
+
+
+def oversample_weights(labels: torch.Tensor, classes: Sequence[int], factor: float) -> torch.Tensor:
+    """Sampling weights: ``factor`` for a sample holding any of ``classes``, else 1."""
+    w = torch.ones(labels.shape[0])
+    if classes:
+        w[labels[:, list(classes)].sum(1) > 0] = factor
+    return w
