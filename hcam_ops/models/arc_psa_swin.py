@@ -13,9 +13,9 @@ from torch import nn
 from ..nn.arcface import MultiLabelArcFaceLoss
 from ..nn.psa import PolarizedSelfAttention
 from ..nn.stn import STN
+from ._factory import check_kwargs, refuse_pretrained
 
 LEAF_CLASSES = ("scab", "healthy", "frog_eye_leaf_spot", "rust", "complex", "powdery_mildew")
-_TIMM_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 def _conv_bn_prelu(cin: int, cout: int) -> nn.Sequential:
@@ -64,10 +64,7 @@ class ArcPSASwin(nn.Module):
                  margin: float = 0.5, stn: bool = False, backbone_checkpoint: str | None = None,
                  backbone_kwargs: dict | None = None, **kwargs):
         super().__init__()
-        for key in _TIMM_KEYS:
-            kwargs.pop(key, None)
-        if kwargs:
-            raise TypeError(f"ArcPSASwin: unexpected arguments {sorted(kwargs)}")
+        check_kwargs("ArcPSASwin", kwargs)
         self.num_classes = num_classes
         self.stn = STN() if stn else None
         self.backbone = _swin(backbone, img_size, backbone_checkpoint, backbone_kwargs)
@@ -113,10 +110,7 @@ class SwinFocal(nn.Module):
                  img_size: int = 224, backbone_checkpoint: str | None = None, backbone_kwargs: dict | None = None,
                  **kwargs):
         super().__init__()
-        for key in _TIMM_KEYS:
-            kwargs.pop(key, None)
-        if kwargs:
-            raise TypeError(f"SwinFocal: unexpected arguments {sorted(kwargs)}")
+        check_kwargs("SwinFocal", kwargs)
         self.num_classes = num_classes
         self.backbone = _swin(backbone, img_size, backbone_checkpoint, backbone_kwargs)
         self.fc = nn.Linear(self.backbone.num_features, num_classes)
@@ -142,9 +136,7 @@ class SwinFocal(nn.Module):
 
 
 def _create(cls, pretrained: bool, name: str, **kwargs):
-    if pretrained:
-        raise ValueError(f"{name}: no hub weights here; pass checkpoint_path=... (whole model) or "
-                         "backbone_checkpoint=... (Swin only), both local files")
+    refuse_pretrained(name, pretrained, "pass checkpoint_path=... (whole model) or backbone_checkpoint=... (Swin only)")
     return cls(**kwargs)
 
 

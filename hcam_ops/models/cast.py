@@ -15,6 +15,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..ops.segment_mean import segment_mean
+from ._factory import check_kwargs, refuse_pretrained
 from .graph_pool import GraphPool
 
 
@@ -39,9 +40,6 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.layers(x))
-
-
-_TIMM_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 class HCAST(nn.Module):
@@ -86,10 +84,7 @@ class HCAST(nn.Module):
         **kwargs,
     ):
         super().__init__()
-        for key in _TIMM_KEYS:  # what timm.create_model passes to every model
-            kwargs.pop(key, None)
-        if kwargs:
-            raise TypeError(f"HCAST: unexpected arguments {sorted(kwargs)}")
+        check_kwargs("HCAST", kwargs)
         if len(depths) != len(num_clusters):
             raise ValueError("HCAST: one num_clusters entry per stage")
         self.levels = [num_classes] if isinstance(num_classes, int) else list(num_classes)
@@ -172,11 +167,7 @@ def clusters_to_grid(values: torch.Tensor, intermediates: dict, stage: int = 1) 
 
 
 def _create(variant: str, pretrained: bool, default_dim: int, **kwargs) -> HCAST:
-    if pretrained:
-        raise ValueError(
-            f"{variant}: no hub weights here; build with pretrained=False and pass "
-            "checkpoint_path=... to timm.create_model to load a local checkpoint"
-        )
+    refuse_pretrained(variant, pretrained)
     return HCAST(**{"embed_dim": default_dim, **kwargs})
 
 
