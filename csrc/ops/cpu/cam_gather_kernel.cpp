@@ -14,6 +14,7 @@
 
 #include <vector>
 
+#include "convert.h"
 #include "../cam_features.h"
 #include "cam_passes.h"
 
@@ -133,7 +134,7 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
             for (int64_t c = 0; c < C; ++c) d[c] += gl * wl[c];
           }
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) dr[c] = static_cast<scalar_t>(d[c]);
+          for (int64_t c = 0; c < C; ++c) dr[c] = to_scalar<scalar_t>(d[c]);
           for (int64_t l = 0; l < L; ++l) {
             acc_t* pl = pt + l * C;
             const acc_t gv = gp[l];
@@ -166,7 +167,7 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
 #pragma omp simd
           for (int64_t n = 0; n < N; ++n) d[n] += wc * gr[n];
         }
-        for (int64_t n = 0; n < N; ++n) dr[n] = static_cast<scalar_t>(drow[n]);
+        for (int64_t n = 0; n < N; ++n) dr[n] = to_scalar<scalar_t>(drow[n]);
         for (int64_t l = 0; l < L; ++l) {
           const acc_t* gr = g + (b * L + l) * N;
           acc_t s = 0;

@@ -16,6 +16,7 @@
 #include <limits>
 #include <vector>
 
+#include "convert.h"
 #include "../cam_features.h"
 #include "../cam_math.h"
 #include "cam_passes.h"
@@ -155,8 +156,8 @@ void softmax_kl_backward_impl(const at::Tensor& grad, const at::Tensor& p, const
       const acc_t scale = static_cast<acc_t>(g[r]) * inv_t;
       for (int64_t n = 0; n < N; ++n) {
         const acc_t lp = up(n) - sk.lse_p, lq = uq(n) - sk.lse_q;
-        gpp[r * N + n] = static_cast<scalar_t>(scale * kl_grad_p(lp, lq, sk.kl, f2c));
-        gqp[r * N + n] = static_cast<scalar_t>(scale * kl_grad_q(lp, lq, sk.kl, f2c));
+        gpp[r * N + n] = to_scalar<scalar_t>(scale * kl_grad_p(lp, lq, sk.kl, f2c));
+        gqp[r * N + n] = to_scalar<scalar_t>(scale * kl_grad_q(lp, lq, sk.kl, f2c));
       }
     }
   });

@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "convert.h"
 #include "../fgd_loss.h"
 
 namespace hcam_ops::cpu {
@@ -267,7 +268,7 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
 #pragma omp simd
       for (int64_t j = 0; j < HW; ++j) {
         const acc_t x = static_cast<acc_t>(s[j]);
-        d[j] = static_cast<scalar_t>(pc * q[j] * (x - static_cast<acc_t>(t[j])) +
+        d[j] = to_scalar<scalar_t>(pc * q[j] * (x - static_cast<acc_t>(t[j])) +
                                      fgd_sign(x) * (al + q[HW + j]) + ga_ + q[2 * HW + j]);
       }
     }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "convert.h"
 #include "../segment_mean.h"
 
 namespace hcam_ops::cpu {
@@ -47,7 +48,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& segments, const at::Ten
       for (int64_t s = 0; s < S; ++s) {
         const acc_t inv = cnt[s] > 0 ? acc_t(1) / static_cast<acc_t>(cnt[s]) : acc_t(0);
         scalar_t* out = mp + (b * S + s) * C + c0;
-        for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(sums[s * n + j] * inv);
+        for (int64_t j = 0; j < n; ++j) out[j] = to_scalar<scalar_t>(sums[s * n + j] * inv);
         if (c0 == 0) cp[b * S + s] = cnt[s];
       }
     }
@@ -74,7 +75,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at:
       const acc_t inv = acc_t(1) / static_cast<acc_t>(cp[b * S + s]);
       const scalar_t* g = gp + (b * S + s) * C;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(static_cast<acc_t>(g[c]) * inv);
+      for (int64_t c = 0; c < C; ++c) out[c] = to_scalar<scalar_t>(static_cast<acc_t>(g[c]) * inv);
     }
   });
 }
