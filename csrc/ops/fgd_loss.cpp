@@ -8,6 +8,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "fgd_loss.h"
@@ -67,7 +68,7 @@ FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher,
 }
 
 FgdParams make_params(double spatial_temperature, double channel_temperature,
-                      at::ArrayRef<double> weights, bool combined) {
+                      at::ArrayRef<double> weights, bool combined, int64_t batch) {
   TORCH_CHECK(std::isfinite(spatial_temperature) && spatial_temperature > 0, kOp,
               ": spatial_temperature must be positive and finite, got ", spatial_temperature);
   TORCH_CHECK(std::isfinite(channel_temperature) && channel_temperature > 0, kOp,
@@ -79,7 +80,7 @@ FgdParams make_params(double spatial_temperature, double channel_temperature,
   p.inv_tc = 1.0 / channel_temperature;
   for (int k = 0; k < kNumTerms; ++k) {
     TORCH_CHECK(std::isfinite(weights[k]), kOp, ": weights must be finite, got ", weights[k]);
-    p.w[k] = weights[k];
+    p.scale[k] = weights[k] / static_cast<double>(std::max<int64_t>(batch, 1));
   }
   p.combined = combined;
   return p;
@@ -93,7 +94,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
     const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
     const at::Tensor& bg_mask, double spatial_temperature, double channel_temperature,
     at::ArrayRef<double> weights, bool combined) {
-  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined);
+  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined,
+                             student.size(0));
   const c10::DeviceGuard guard(student.device());
   const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
@@ -115,16 +117,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
     TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
     cpu::fgd_forward(in, p, col, row, sample, per_sample);
   }
-  // [5] weights / B, fixed-order sum over the batch: tiny, and deterministic.
-  auto w = at::empty({kNumTerms}, acc.device(at::kCPU));
-  for (int k = 0; k < kNumTerms; ++k) {
-    if (w.scalar_type() == at::kDouble) {
-      w.data_ptr<double>()[k] = p.w[k] / B;
-    } else {
-      w.data_ptr<float>()[k] = static_cast<float>(p.w[k] / B);
-    }
-  }
-  auto terms = per_sample.sum(0).mul_(w.to(per_sample.device(), /*non_blocking=*/true));
+  // The finishers weight each sample's terms; a fixed-order sum over the batch.
+  auto terms = per_sample.sum(0);
   return {terms.to(student.scalar_type()), col, row, sample};
 }
 
@@ -134,7 +128,8 @@ at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student,
                              const at::Tensor& row, const at::Tensor& sample,
                              double spatial_temperature, double channel_temperature,
                              at::ArrayRef<double> weights, bool combined) {
-  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined);
+  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined,
+                             student.size(0));
   const c10::DeviceGuard guard(student.device());
   const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);

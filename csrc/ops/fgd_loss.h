@@ -15,7 +15,7 @@ struct FgdInputs {
 };
 
 // fgd_forward fills col [B, 4, HW], row [B, 4, C], sample [B, 10] and
-// per_sample [B, 5] (the unweighted terms of each sample; accumulation dtype).
+// per_sample [B, 5] (each sample's terms times p.scale; accumulation dtype).
 // fgd_backward writes d student [B, C, HW] for the upstream gradients g [5]
 // (accumulation dtype, on the device).
 namespace cpu {

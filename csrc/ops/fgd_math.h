@@ -41,7 +41,7 @@ enum FgdSample : int {
 
 struct FgdParams {
   double inv_ts, inv_tc;       // 1 / T_s, 1 / T_c
-  double w[kNumTerms];         // term weights
+  double scale[kNumTerms];     // each term's weight over the batch size, w_k / B
   bool combined;               // spatial weighting sqrt(A_s(T) A_s(S)) instead of A_s(T)
 };
 
@@ -85,6 +85,45 @@ C10_HOST_DEVICE inline FgdAttention fgd_attention(double abs_t, double abs_s, do
   const double a_t = n * exp(abs_t * inv_temp - max_t) / sum_t;
   const double p_s = exp(abs_s * inv_temp - max_s) / sum_s;
   return {a_t, p_s, fgd_sign(n * p_s - a_t)};
+}
+
+// The backward's coefficients of one channel (P, alpha, gamma) or one
+// position (Q, beta, delta), for the upstream gradients g [5]:
+//   dS = P_c Q_hw (S - T) + sign(S) (alpha_c + beta_hw) + gamma_c + delta_hw.
+struct FgdCoefs {
+  double scale, sign_coef, shift;
+};
+
+// rw: the sample's row statistics [4, C]; ss: its sample statistics.
+template <typename T>
+C10_HOST_DEVICE inline FgdCoefs fgd_channel_coefs(const T* rw, const T* ss, const T* g, int64_t C,
+                                                  int64_t HW, int64_t c, const FgdParams& p) {
+  const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
+  const auto att = fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, ss[kMaxTc],
+                                 ss[kSumTc], ss[kMaxSc], ss[kSumSc], dC);
+  return {att.a_t,
+          g[kAttention] * p.scale[kAttention] * att.p_s * (dC * att.sign - ss[kKc]) * p.inv_tc / dHW,
+          -g[kChannel] * p.scale[kChannel] *
+              fgd_sign(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]) / dHW};
+}
+
+// cl: the sample's column statistics [4, HW]; fg, bg: its masks at position j.
+template <typename T>
+C10_HOST_DEVICE inline FgdCoefs fgd_position_coefs(const T* cl, const T* ss, const T* g, T fg, T bg,
+                                                   int64_t C, int64_t HW, int64_t j,
+                                                   const FgdParams& p) {
+  const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
+  T wm, wd;
+  fgd_weight_norm<T>(ss, p.combined, wm, wd);
+  const T e = fgd_exponent<T>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], static_cast<T>(p.inv_ts),
+                              p.combined);
+  const double weight = dHW * exp(static_cast<double>(e) - wm) / wd;
+  const auto att = fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, ss[kMaxTs],
+                                 ss[kSumTs], ss[kMaxSs], ss[kSumSs], dHW);
+  return {2.0 * (g[kFg] * p.scale[kFg] * fg + g[kBg] * p.scale[kBg] * bg) * weight,
+          g[kAttention] * p.scale[kAttention] * att.p_s * (dHW * att.sign - ss[kKs]) * p.inv_ts / dC,
+          -g[kSpatial] * p.scale[kSpatial] *
+              fgd_sign(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]) / dC};
 }
 
 }  // namespace hcam_ops

@@ -31,7 +31,7 @@ class GraphPool(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor):
         B, N, C = tokens.shape
         k = min(self.num_clusters, N)
-        idx = farthest_point_sample(tokens.detach(), k, 0, mask)
+        idx = farthest_point_sample(tokens, k, 0, mask)  # not differentiable: it detaches
         seeds = torch.gather(tokens, 1, idx.unsqueeze(-1).expand(B, k, C))
         sim = F.normalize(tokens, dim=-1) @ F.normalize(seeds, dim=-1).transpose(1, 2)
         assign = torch.softmax(self.scale * sim, dim=-1) * mask.unsqueeze(-1).to(tokens.dtype)

@@ -30,7 +30,7 @@ PRESETS = {
 }
 
 
-def _levels(x, name: str) -> list:
+def _levels(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
@@ -81,7 +81,7 @@ class FGDLoss(nn.Module):
         region_threshold: float = 0.1,
     ):
         super().__init__()
-        s_ch, t_ch = _levels(student_channels, "student"), _levels(teacher_channels, "teacher")
+        s_ch, t_ch = _levels(student_channels), _levels(teacher_channels)
         if len(s_ch) != len(t_ch):
             raise ValueError(f"FGDLoss: {len(s_ch)} student levels but {len(t_ch)} teacher levels")
         self.num_levels = len(s_ch)
@@ -114,7 +114,7 @@ class FGDLoss(nn.Module):
         if fg_mask is not None or bg_mask is not None:
             if fg_mask is None or bg_mask is None:
                 raise ValueError("FGDLoss: give both fg_mask and bg_mask, or boxes")
-            fg, bg = _levels(fg_mask, "fg"), _levels(bg_mask, "bg")
+            fg, bg = _levels(fg_mask), _levels(bg_mask)
             if len(fg) != self.num_levels or len(bg) != self.num_levels:
                 raise ValueError(f"FGDLoss: masks for {len(fg)} levels, model has {self.num_levels}")
             return fg[level], bg[level]
@@ -124,7 +124,7 @@ class FGDLoss(nn.Module):
 
     def forward(self, student, teacher, *, boxes=None, img_shape=None, fg_mask=None, bg_mask=None,
                 teacher_heatmap=None, gt_heatmap=None) -> dict[str, torch.Tensor]:
-        students, teachers = _levels(student, "student"), _levels(teacher, "teacher")
+        students, teachers = _levels(student), _levels(teacher)
         if len(students) != self.num_levels or len(teachers) != self.num_levels:
             raise ValueError(
                 f"FGDLoss: got {len(students)} student and {len(teachers)} teacher maps for {self.num_levels} levels"

@@ -72,7 +72,7 @@ def check_index(index: torch.Tensor, features: torch.Tensor, B: int, op: str, na
     check_same_device(features, index, op, name)
 
 
-def check_index_range(index: torch.Tensor, K: int, op: str, name: str) -> None:
+def check_index_range(index: torch.Tensor, K: int, op: str, name: str, what: str = "class") -> None:
     """Raises for a class index outside [0, K). On CUDA this costs one device
     sync, which check_index=False skips; it is skipped under torch.compile,
     where the kernels write NaN for such a sample instead of reading out of
@@ -83,13 +83,13 @@ def check_index_range(index: torch.Tensor, K: int, op: str, name: str) -> None:
     lo, hi = (int(v) for v in torch.stack([lo, hi]).tolist())
     if lo < 0 or hi >= K:
         bad = lo if lo < 0 else hi
-        raise IndexError(f"{op}: {name} holds class {bad}, outside [0, {K})")
+        raise IndexError(f"{op}: {name} holds {what} {bad}, outside [0, {K})")
 
 
-def check_temperature(temperature: float, op: str) -> float:
+def check_temperature(temperature: float, op: str, name: str = "temperature") -> float:
     t = float(temperature)
     if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"{op}: temperature must be positive and finite, got {temperature}")
+        raise ValueError(f"{op}: {name} must be positive and finite, got {temperature}")
     return t
 
 

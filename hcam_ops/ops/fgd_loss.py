@@ -90,9 +90,8 @@ def _check(student, teacher, spatial_temperature, channel_temperature, weights, 
         raise ValueError(f"{_OP}: teacher is on {teacher.device}, student on {student.device}")
     if student.shape[1] == 0 or student.shape[2] * student.shape[3] == 0:
         raise ValueError(f"{_OP}: maps need C > 0 and H * W > 0, got shape {tuple(student.shape)}")
-    for name, t in (("spatial_temperature", spatial_temperature), ("channel_temperature", channel_temperature)):
-        if not (float(t) > 0 and math.isfinite(float(t))):
-            raise ValueError(f"{_OP}: {name} must be positive and finite, got {t}")
+    _checks.check_temperature(spatial_temperature, _OP, "spatial_temperature")
+    _checks.check_temperature(channel_temperature, _OP, "channel_temperature")
     for name, w in zip(("fg_weight", "bg_weight", "attention_weight", "channel_weight", "spatial_weight"), weights):
         if not math.isfinite(float(w)):
             raise ValueError(f"{_OP}: {name} must be finite, got {w}")

@@ -62,9 +62,6 @@ def segment_mean(
     S = int(num_segments)
     if S <= 0:
         raise ValueError(f"{_OP}: num_segments must be positive, got {num_segments}")
-    if check_segments and segments.numel() and not torch.compiler.is_compiling() and x.device.type != "meta":
-        lo, hi = torch.aminmax(segments)
-        lo, hi = (int(v) for v in torch.stack([lo.long(), hi.long()]).tolist())
-        if lo < 0 or hi >= S:
-            raise IndexError(f"{_OP}: segments hold id {lo if lo < 0 else hi}, outside [0, {S})")
+    if check_segments:
+        _checks.check_index_range(segments, S, _OP, "segments", what="id")
     return torch.ops.hcam_ops.segment_mean_forward(x, segments, S)

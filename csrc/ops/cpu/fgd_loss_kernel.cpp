@@ -121,7 +121,7 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
   const double inv_ts = p.inv_ts, inv_tc = p.inv_tc;
   const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> qf(C), qb(C);
+    std::vector<double> qf(C), qb(C), sums(kNumRow * C);
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* cl = colp + b * kNumCol * HW;
       acc_t* rw = rowp + b * kNumRow * C;
@@ -146,7 +146,7 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
       // Channel means and the masked errors, tiles rescaled to the global maximum.
       std::fill(qf.begin(), qf.end(), 0.0);
       std::fill(qb.begin(), qb.end(), 0.0);
-      std::vector<double> sums(kNumRow * C, 0.0);
+      std::fill(sums.begin(), sums.end(), 0.0);
       for (int64_t t = 0; t < tiles; ++t) {
         const acc_t* pr = partp + (b * tiles + t) * kNumPart * C;
         const double f = std::exp(static_cast<double>(tmax[b * tiles + t]) - wm);
@@ -195,11 +195,11 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
       ss[kKc] = kc;
       ss[kKs] = ks;
       acc_t* o = out + b * kNumTerms;
-      o[kFg] = lf * dHW / wd;
-      o[kBg] = lb * dHW / wd;
-      o[kAttention] = att;
-      o[kChannel] = ch;
-      o[kSpatial] = sp;
+      o[kFg] = p.scale[kFg] * lf * dHW / wd;
+      o[kBg] = p.scale[kBg] * lb * dHW / wd;
+      o[kAttention] = p.scale[kAttention] * att;
+      o[kChannel] = p.scale[kChannel] * ch;
+      o[kSpatial] = p.scale[kSpatial] * sp;
     }
   });
 }
@@ -221,36 +221,23 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
   auto cc = at::empty({B, 3, HW}, col.options());
   acc_t* rcp = rc.data_ptr<acc_t>();
   acc_t* ccp = cc.data_ptr<acc_t>();
-  const double inv_b = 1.0 / static_cast<double>(B);
-  const double gf = gp[kFg] * p.w[kFg] * inv_b, gb = gp[kBg] * p.w[kBg] * inv_b;
-  const double ga = gp[kAttention] * p.w[kAttention] * inv_b;
-  const double gc = gp[kChannel] * p.w[kChannel] * inv_b, gs = gp[kSpatial] * p.w[kSpatial] * inv_b;
-  const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* ss = ssp + b * kNumSample;
-      const acc_t* rw = rowp + b * kNumRow * C;
-      const acc_t* cl = colp + b * kNumCol * HW;
       acc_t* r = rcp + b * 3 * C;
       acc_t* q = ccp + b * 3 * HW;
       for (int64_t c = 0; c < C; ++c) {
-        const auto [a_t, p_s, sg] =
-            fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, ss[kMaxTc], ss[kSumTc], ss[kMaxSc], ss[kSumSc], dC);
-        r[c] = a_t;
-        r[C + c] = ga * p_s * (dC * sg - ss[kKc]) * p.inv_tc / dHW;
-        r[2 * C + c] = -gc * fgd_sign(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]) / dHW;
+        const auto k = fgd_channel_coefs(rowp + b * kNumRow * C, ss, gp, C, HW, c, p);
+        r[c] = k.scale;
+        r[C + c] = k.sign_coef;
+        r[2 * C + c] = k.shift;
       }
-      acc_t wm, wd;
-      fgd_weight_norm<acc_t>(ss, p.combined, wm, wd);
       for (int64_t j = 0; j < HW; ++j) {
-        const acc_t e = fgd_exponent<acc_t>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j],
-                                            static_cast<acc_t>(p.inv_ts), p.combined);
-        const double w = dHW * std::exp(static_cast<double>(e) - wm) / wd;
-        const auto [a_t, p_s, sg] =
-            fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, ss[kMaxTs], ss[kSumTs], ss[kMaxSs], ss[kSumSs], dHW);
-        q[j] = 2.0 * (gf * fg[b * HW + j] + gb * bg[b * HW + j]) * w;
-        q[HW + j] = ga * p_s * (dHW * sg - ss[kKs]) * p.inv_ts / dC;
-        q[2 * HW + j] = -gs * fgd_sign(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]) / dC;
+        const auto k = fgd_position_coefs(colp + b * kNumCol * HW, ss, gp, fg[b * HW + j], bg[b * HW + j],
+                                          C, HW, j, p);
+        q[j] = k.scale;
+        q[HW + j] = k.sign_coef;
+        q[2 * HW + j] = k.shift;
       }
     }
   });

@@ -9,6 +9,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <limits>
+
 #include "../farthest_point_sample.h"
 #include "block_reduce.cuh"
 #include "cam_passes.h"
@@ -19,13 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-template <typename T>
-__device__ __forceinline__ T pos_inf();
-template <>
-__device__ __forceinline__ float pos_inf<float>() { return __int_as_float(0x7f800000); }
-template <>
-__device__ __forceinline__ double pos_inf<double>() { return __longlong_as_double(0x7ff0000000000000ll); }
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
@@ -43,9 +38,10 @@ __global__ void __launch_bounds__(kThreads)
   const bool* m = mask ? mask + b * N : nullptr;
   acc_t* dist = dist_all + b * N;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const acc_t inf = std::numeric_limits<acc_t>::infinity();
 
   for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
-    dist[j] = (m && !m[j]) ? -pos_inf<acc_t>() : pos_inf<acc_t>();
+    dist[j] = (m && !m[j]) ? -inf : inf;
   }
   if (threadIdx.x == 0) {
     cur = fps_first(m, N, start);
@@ -55,7 +51,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = 1; i < K; ++i) {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) last[c] = static_cast<acc_t>(p[cur * C + c]);
     __syncthreads();
-    acc_t best_d = -pos_inf<acc_t>();
+    acc_t best_d = -inf;
     int64_t best_i = N;
     for (int64_t j = warp; j < N; j += kWarps) {
       acc_t dj = dist[j];

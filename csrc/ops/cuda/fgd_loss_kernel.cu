@@ -16,6 +16,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "../fgd_loss.h"
 #include "block_reduce.cuh"
@@ -28,32 +29,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-template <typename T>
-__device__ __forceinline__ T neg_inf() {
-  return -__int_as_float(0x7f800000);
-}
-
-template <>
-__device__ __forceinline__ double neg_inf<double>() {
-  return -__longlong_as_double(0x7ff0000000000000ll);
-}
-
-// VEC values of one row from position `pos`; zeros past `HW`.
-template <int VEC, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_vals(const scalar_t* __restrict__ row, int64_t pos, int64_t HW,
-                                          bool vec_ok, acc_t (&out)[VEC]) {
-  if (vec_ok && pos + VEC <= HW) {
-    const auto p = load_pack<VEC>(row + pos);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) out[i] = static_cast<acc_t>(p.v[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      out[i] = pos + i < HW ? static_cast<acc_t>(row[pos + i]) : acc_t(0);
-    }
-  }
-}
 
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
@@ -79,8 +54,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int64_t c = warp; c < C; c += kWarps) {
     acc_t x[VEC], y[VEC];
-    load_vals<VEC>(S + (b * C + c) * HW, pos, HW, vec_ok, x);
-    load_vals<VEC>(T + (b * C + c) * HW, pos, HW, vec_ok, y);
+    load_pack_or_zeros<VEC>(S + (b * C + c) * HW, pos, HW, vec_ok, x);
+    load_pack_or_zeros<VEC>(T + (b * C + c) * HW, pos, HW, vec_ok, y);
     Vals<acc_t, 4> r{{acc_t(0), acc_t(0), acc_t(0), acc_t(0)}};
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
@@ -111,7 +86,7 @@ __global__ void __launch_bounds__(kThreads)
 
   // Channel means per position, and the tile's largest weight exponent.
   const acc_t inv_c = acc_t(1) / static_cast<acc_t>(C);
-  acc_t e = neg_inf<acc_t>();
+  acc_t e = -std::numeric_limits<acc_t>::infinity();
   const int j = threadIdx.x;
   const bool mine = j < kTile && h0 + j < HW;
   if (mine) {
@@ -137,8 +112,8 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t c = warp; c < C; c += kWarps) {
     acc_t x[VEC], y[VEC];
-    load_vals<VEC>(S + (b * C + c) * HW, pos, HW, vec_ok, x);
-    load_vals<VEC>(T + (b * C + c) * HW, pos, HW, vec_ok, y);
+    load_pack_or_zeros<VEC>(S + (b * C + c) * HW, pos, HW, vec_ok, x);
+    load_pack_or_zeros<VEC>(T + (b * C + c) * HW, pos, HW, vec_ok, y);
     Vals<acc_t, 2> q{{acc_t(0), acc_t(0)}};
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
@@ -156,8 +131,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    finish_kernel(int64_t C, int64_t HW, int64_t tiles, double inv_ts, double inv_tc,
-                  bool combined, acc_t* __restrict__ part, const acc_t* __restrict__ tile_max,
+    finish_kernel(int64_t C, int64_t HW, int64_t tiles, FgdParams p, acc_t* __restrict__ part, const acc_t* __restrict__ tile_max,
                   const acc_t* __restrict__ col, acc_t* __restrict__ row, acc_t* __restrict__ sample,
                   acc_t* __restrict__ out) {
   __shared__ Vals<double, 5> red[32];
@@ -171,16 +145,17 @@ __global__ void __launch_bounds__(kThreads)
 
   // Spatial softmaxes: maxima, then sums. Values as stored (acc_t), as the
   // backward will read them.
-  Vals<double, 2> mx{{-INFINITY, -INFINITY}};
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  Vals<double, 2> mx{{-kInf, -kInf}};
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
-    mx.v[0] = max(mx.v[0], cl[kColAbsT * HW + j] * inv_ts);
-    mx.v[1] = max(mx.v[1], cl[kColAbsS * HW + j] * inv_ts);
+    mx.v[0] = max(mx.v[0], cl[kColAbsT * HW + j] * p.inv_ts);
+    mx.v[1] = max(mx.v[1], cl[kColAbsS * HW + j] * p.inv_ts);
   }
   mx = block_allreduce(mx, MaxOp{}, red2);
   Vals<double, 2> z{{0.0, 0.0}};
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
-    z.v[0] += exp(cl[kColAbsT * HW + j] * inv_ts - mx.v[0]);
-    z.v[1] += exp(cl[kColAbsS * HW + j] * inv_ts - mx.v[1]);
+    z.v[0] += exp(cl[kColAbsT * HW + j] * p.inv_ts - mx.v[0]);
+    z.v[1] += exp(cl[kColAbsS * HW + j] * p.inv_ts - mx.v[1]);
   }
   z = block_allreduce(z, SumOp{}, red2);
   acc_t sp_stats[kNumSample];
@@ -189,11 +164,11 @@ __global__ void __launch_bounds__(kThreads)
   sp_stats[kMaxSs] = static_cast<acc_t>(mx.v[1]);
   sp_stats[kSumSs] = static_cast<acc_t>(z.v[1]);
   acc_t wm, wd;
-  fgd_weight_norm<acc_t>(sp_stats, combined, wm, wd);
+  fgd_weight_norm<acc_t>(sp_stats, p.combined, wm, wd);
 
   // Channel means, and the masked errors with the tiles rescaled to the
   // global maximum; the errors are parked in tile 0's slots.
-  Vals<double, 2> mc{{-INFINITY, -INFINITY}};
+  Vals<double, 2> mc{{-kInf, -kInf}};
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     double s[kNumRow] = {0, 0, 0, 0};
     double qf = 0, qb = 0;
@@ -210,14 +185,14 @@ __global__ void __launch_bounds__(kThreads)
     p0[kPartBg * C + c] = static_cast<acc_t>(qb);
 #pragma unroll
     for (int k = 0; k < kNumRow; ++k) rw[k * C + c] = static_cast<acc_t>(s[k] / dHW);
-    mc.v[0] = max(mc.v[0], rw[kRowAbsT * C + c] * inv_tc);
-    mc.v[1] = max(mc.v[1], rw[kRowAbsS * C + c] * inv_tc);
+    mc.v[0] = max(mc.v[0], rw[kRowAbsT * C + c] * p.inv_tc);
+    mc.v[1] = max(mc.v[1], rw[kRowAbsS * C + c] * p.inv_tc);
   }
   mc = block_allreduce(mc, MaxOp{}, red2);
   Vals<double, 2> zc{{0.0, 0.0}};
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    zc.v[0] += exp(rw[kRowAbsT * C + c] * inv_tc - mc.v[0]);
-    zc.v[1] += exp(rw[kRowAbsS * C + c] * inv_tc - mc.v[1]);
+    zc.v[0] += exp(rw[kRowAbsT * C + c] * p.inv_tc - mc.v[0]);
+    zc.v[1] += exp(rw[kRowAbsS * C + c] * p.inv_tc - mc.v[1]);
   }
   zc = block_allreduce(zc, SumOp{}, red2);
 
@@ -225,7 +200,7 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t* p0 = part + b * tiles * kNumPart * C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const auto [a_t, p_s, sg] =
-        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, mc.v[0], zc.v[0], mc.v[1], zc.v[1], dC);
+        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, mc.v[0], zc.v[0], mc.v[1], zc.v[1], dC);
     acc.v[0] += a_t * p0[kPartFg * C + c];
     acc.v[1] += a_t * p0[kPartBg * C + c];
     acc.v[2] += fabs(dC * p_s - a_t);
@@ -236,7 +211,7 @@ __global__ void __launch_bounds__(kThreads)
   Vals<double, 3> sp{{0, 0, 0}};  // attention (spatial), K_s, spatial
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
     const auto [a_t, p_s, sg] =
-        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, mx.v[0], z.v[0], mx.v[1], z.v[1], dHW);
+        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, mx.v[0], z.v[0], mx.v[1], z.v[1], dHW);
     sp.v[0] += fabs(dHW * p_s - a_t);
     sp.v[1] += p_s * dHW * sg;
     sp.v[2] += fabs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
@@ -254,56 +229,38 @@ __global__ void __launch_bounds__(kThreads)
     ss[kKc] = static_cast<acc_t>(acc.v[3]);
     ss[kKs] = static_cast<acc_t>(sp.v[1]);
     acc_t* o = out + b * kNumTerms;
-    o[kFg] = static_cast<acc_t>(acc.v[0] * dHW / wd);
-    o[kBg] = static_cast<acc_t>(acc.v[1] * dHW / wd);
-    o[kAttention] = static_cast<acc_t>(acc.v[2] + sp.v[0]);
-    o[kChannel] = static_cast<acc_t>(acc.v[4]);
-    o[kSpatial] = static_cast<acc_t>(sp.v[2]);
+    o[kFg] = static_cast<acc_t>(p.scale[kFg] * acc.v[0] * dHW / wd);
+    o[kBg] = static_cast<acc_t>(p.scale[kBg] * acc.v[1] * dHW / wd);
+    o[kAttention] = static_cast<acc_t>(p.scale[kAttention] * (acc.v[2] + sp.v[0]));
+    o[kChannel] = static_cast<acc_t>(p.scale[kChannel] * acc.v[4]);
+    o[kSpatial] = static_cast<acc_t>(p.scale[kSpatial] * sp.v[2]);
   }
 }
-
-struct TermScales {
-  double fg, bg, att, ch, sp;  // w_k / B (times the upstream gradient, read on the device)
-};
 
 // Per-channel (P, alpha, gamma) into rc [B, 3, C] and per-position
 // (Q, beta, delta) into cc [B, 3, HW]: one thread each.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    coef_kernel(int64_t B, int64_t C, int64_t HW, double inv_ts, double inv_tc, bool combined,
-                TermScales w, const acc_t* __restrict__ g, const acc_t* __restrict__ fg,
+    coef_kernel(int64_t B, int64_t C, int64_t HW, FgdParams p, const acc_t* __restrict__ g, const acc_t* __restrict__ fg,
                 const acc_t* __restrict__ bg, const acc_t* __restrict__ col,
                 const acc_t* __restrict__ row, const acc_t* __restrict__ sample,
                 acc_t* __restrict__ rc, acc_t* __restrict__ cc) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
   if (i < B * C) {
     const int64_t b = i / C, c = i % C;
-    const acc_t* ss = sample + b * kNumSample;
-    const acc_t* rw = row + b * kNumRow * C;
-    const auto [a_t, p_s, sg] =
-        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, ss[kMaxTc], ss[kSumTc], ss[kMaxSc], ss[kSumSc], dC);
+    const auto k = fgd_channel_coefs(row + b * kNumRow * C, sample + b * kNumSample, g, C, HW, c, p);
     acc_t* r = rc + b * 3 * C;
-    r[c] = static_cast<acc_t>(a_t);
-    r[C + c] = static_cast<acc_t>(g[kAttention] * w.att * p_s * (dC * sg - ss[kKc]) * inv_tc / dHW);
-    r[2 * C + c] = static_cast<acc_t>(-g[kChannel] * w.ch *
-                                      fgd_sign(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]) / dHW);
+    r[c] = static_cast<acc_t>(k.scale);
+    r[C + c] = static_cast<acc_t>(k.sign_coef);
+    r[2 * C + c] = static_cast<acc_t>(k.shift);
   } else if (i < B * C + B * HW) {
-    const int64_t k = i - B * C, b = k / HW, j = k % HW;
-    const acc_t* ss = sample + b * kNumSample;
-    const acc_t* cl = col + b * kNumCol * HW;
-    acc_t wm, wd;
-    fgd_weight_norm<acc_t>(ss, combined, wm, wd);
-    const acc_t e = fgd_exponent<acc_t>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j],
-                                        static_cast<acc_t>(inv_ts), combined);
-    const double wt = dHW * exp(static_cast<double>(e) - wm) / wd;
-    const auto [a_t, p_s, sg] =
-        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, ss[kMaxTs], ss[kSumTs], ss[kMaxSs], ss[kSumSs], dHW);
+    const int64_t e = i - B * C, b = e / HW, j = e % HW;
+    const auto k = fgd_position_coefs(col + b * kNumCol * HW, sample + b * kNumSample, g, fg[e], bg[e], C,
+                                      HW, j, p);
     acc_t* q = cc + b * 3 * HW;
-    q[j] = static_cast<acc_t>(2.0 * (g[kFg] * w.fg * fg[k] + g[kBg] * w.bg * bg[k]) * wt);
-    q[HW + j] = static_cast<acc_t>(g[kAttention] * w.att * p_s * (dHW * sg - ss[kKs]) * inv_ts / dC);
-    q[2 * HW + j] = static_cast<acc_t>(-g[kSpatial] * w.sp *
-                                       fgd_sign(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]) / dC);
+    q[j] = static_cast<acc_t>(k.scale);
+    q[HW + j] = static_cast<acc_t>(k.sign_coef);
+    q[2 * HW + j] = static_cast<acc_t>(k.shift);
   }
 }
 
@@ -320,8 +277,8 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t pc = rc[b * 3 * C + c], al = rc[b * 3 * C + C + c], ga = rc[b * 3 * C + 2 * C + c];
   const acc_t* q = cc + b * 3 * HW;
   acc_t x[VEC], y[VEC];
-  load_vals<VEC>(S + bc * HW, pos, HW, vec_ok, x);
-  load_vals<VEC>(T + bc * HW, pos, HW, vec_ok, y);
+  load_pack_or_zeros<VEC>(S + bc * HW, pos, HW, vec_ok, x);
+  load_pack_or_zeros<VEC>(T + bc * HW, pos, HW, vec_ok, y);
   Pack<scalar_t, VEC> out;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
@@ -340,16 +297,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t>
-bool vectorizable(int64_t HW, std::initializer_list<const void*> ptrs) {
-  constexpr int VEC = pack_width<scalar_t>();
-  if (HW % VEC != 0) return false;
-  for (const void* p : ptrs) {
-    if (!aligned_to(p, sizeof(scalar_t) * VEC)) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
@@ -365,14 +312,14 @@ void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
     auto tile_max = at::empty({B, tiles}, col.options());
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
-    const bool vec_ok = vectorizable<scalar_t>(HW, {S, T});
+    const bool vec_ok = packs_fit<scalar_t>(HW, {S, T});
     stats_kernel<scalar_t, acc_t, VEC><<<checked_grid(B * tiles), kThreads, 0, stream>>>(
         S, T, in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), C, HW, tiles,
         static_cast<acc_t>(p.inv_ts), p.combined, vec_ok, col.data_ptr<acc_t>(),
         part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     finish_kernel<acc_t><<<checked_grid(B), kThreads, 0, stream>>>(
-        C, HW, tiles, p.inv_ts, p.inv_tc, p.combined, part.data_ptr<acc_t>(),
+        C, HW, tiles, p, part.data_ptr<acc_t>(),
         tile_max.data_ptr<acc_t>(), col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
         sample.data_ptr<acc_t>(), per_sample.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -386,22 +333,19 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
   const auto stream = c10::cuda::getCurrentCUDAStream();
   auto rc = at::empty({B, 3, C}, col.options());
   auto cc = at::empty({B, 3, HW}, col.options());
-  const double inv_b = 1.0 / static_cast<double>(B);
-  const TermScales w{p.w[kFg] * inv_b, p.w[kBg] * inv_b, p.w[kAttention] * inv_b,
-                     p.w[kChannel] * inv_b, p.w[kSpatial] * inv_b};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int VEC = pack_width<scalar_t>();
     const int64_t n = B * (C + HW);
     coef_kernel<acc_t><<<checked_grid((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        B, C, HW, p.inv_ts, p.inv_tc, p.combined, w, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(),
+        B, C, HW, p, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(),
         in.bg.data_ptr<acc_t>(), col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
         sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
     scalar_t* dS = grad_student.data_ptr<scalar_t>();
-    const bool vec_ok = vectorizable<scalar_t>(HW, {S, T, dS});
+    const bool vec_ok = packs_fit<scalar_t>(HW, {S, T, dS});
     const int64_t chunks = (HW + kThreads * VEC - 1) / (kThreads * VEC);
     TORCH_CHECK(chunks <= 65535, "fgd_loss: maps with more than ", 65535ll * kThreads * VEC,
                 " positions are not supported on CUDA");

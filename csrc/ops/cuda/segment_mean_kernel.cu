@@ -11,7 +11,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "../segment_mean.h"
 #include "block_reduce.cuh"
@@ -105,17 +104,12 @@ void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const
   TORCH_CHECK(slices <= 65535, "segment_mean: too many channels for one launch: ", C);
   const dim3 grid(static_cast<unsigned>(checked_grid(B * S)), static_cast<unsigned>(slices));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_mean", [&] {
-    auto launch = [&](auto* seg) {
-      using index_t = std::remove_const_t<std::remove_pointer_t<decltype(seg)>>;
+    AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean", [&] {
       forward_kernel<scalar_t, index_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          x.data_ptr<scalar_t>(), seg, P, C, S, mean.data_ptr<scalar_t>(), counts.data_ptr<int64_t>());
+          x.data_ptr<scalar_t>(), segments.data_ptr<index_t>(), P, C, S, mean.data_ptr<scalar_t>(),
+          counts.data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    };
-    if (segments.scalar_type() == at::kInt) {
-      launch(segments.data_ptr<int32_t>());
-    } else {
-      launch(segments.data_ptr<int64_t>());
-    }
+    });
   });
 }
 
@@ -123,17 +117,12 @@ void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments,
                            const at::Tensor& counts, const at::Tensor& dx) {
   const int64_t B = dx.size(0), P = dx.size(1), C = dx.size(2), S = grad.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "segment_mean_backward", [&] {
-    auto launch = [&](auto* seg) {
-      using index_t = std::remove_const_t<std::remove_pointer_t<decltype(seg)>>;
+    AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward", [&] {
       backward_kernel<scalar_t, index_t><<<checked_grid(B * P), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          grad.data_ptr<scalar_t>(), seg, counts.data_ptr<int64_t>(), P, C, S, dx.data_ptr<scalar_t>());
+          grad.data_ptr<scalar_t>(), segments.data_ptr<index_t>(), counts.data_ptr<int64_t>(), P, C, S,
+          dx.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    };
-    if (segments.scalar_type() == at::kInt) {
-      launch(segments.data_ptr<int32_t>());
-    } else {
-      launch(segments.data_ptr<int64_t>());
-    }
+    });
   });
 }
 
