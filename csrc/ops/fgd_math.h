@@ -71,6 +71,12 @@ C10_HOST_DEVICE inline void fgd_weight_norm(const T* ss, bool combined, T& m, T&
   }
 }
 
+// The normalisers of a teacher/student pair of softmaxes over n entries:
+// max_x = max(x * inv_t), sum_x = sum exp(x * inv_t - max_x), in double.
+struct SoftmaxPair {
+  double max_t, sum_t, max_s, sum_s;
+};
+
 // One index of an attention pair over n entries (channels or positions): the
 // teacher's attention n softmax(abs_t / T), the student's softmax probability,
 // and the sign of their difference (the L1 term's derivative), from the

@@ -105,6 +105,20 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
   });
 }
 
+template <typename T>
+SoftmaxPair softmax_pair(const T* t, const T* s, int64_t n, double inv_temp) {
+  SoftmaxPair r{-INFINITY, 0.0, -INFINITY, 0.0};
+  for (int64_t i = 0; i < n; ++i) {
+    r.max_t = std::max(r.max_t, t[i] * inv_temp);
+    r.max_s = std::max(r.max_s, s[i] * inv_temp);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    r.sum_t += std::exp(t[i] * inv_temp - r.max_t);
+    r.sum_s += std::exp(s[i] * inv_temp - r.max_s);
+  }
+  return r;
+}
+
 // Per sample: the tiles reduced in order, both softmaxes, the five terms, and
 // the statistics the backward needs. Sums in double.
 template <typename acc_t>
@@ -127,16 +141,8 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
       acc_t* rw = rowp + b * kNumRow * C;
       acc_t* ss = ssp + b * kNumSample;
       // Spatial softmaxes of the channel means of |T| and |S|.
-      double mt = -INFINITY, ms = -INFINITY;
-      for (int64_t j = 0; j < HW; ++j) {
-        mt = std::max(mt, cl[kColAbsT * HW + j] * inv_ts);
-        ms = std::max(ms, cl[kColAbsS * HW + j] * inv_ts);
-      }
-      double zt = 0, zs = 0;
-      for (int64_t j = 0; j < HW; ++j) {
-        zt += std::exp(cl[kColAbsT * HW + j] * inv_ts - mt);
-        zs += std::exp(cl[kColAbsS * HW + j] * inv_ts - ms);
-      }
+      const auto sp_norm = softmax_pair(cl + kColAbsT * HW, cl + kColAbsS * HW, HW, inv_ts);
+      const double mt = sp_norm.max_t, zt = sp_norm.sum_t, ms = sp_norm.max_s, zs = sp_norm.sum_s;
       ss[kMaxTs] = mt;
       ss[kSumTs] = zt;
       ss[kMaxSs] = ms;
@@ -160,16 +166,8 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
       }
       for (int64_t k = 0; k < kNumRow * C; ++k) rw[k] = static_cast<acc_t>(sums[k] / dHW);
       // Channel softmaxes.
-      double mtc = -INFINITY, msc = -INFINITY;
-      for (int64_t c = 0; c < C; ++c) {
-        mtc = std::max(mtc, rw[kRowAbsT * C + c] * inv_tc);
-        msc = std::max(msc, rw[kRowAbsS * C + c] * inv_tc);
-      }
-      double ztc = 0, zsc = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        ztc += std::exp(rw[kRowAbsT * C + c] * inv_tc - mtc);
-        zsc += std::exp(rw[kRowAbsS * C + c] * inv_tc - msc);
-      }
+      const auto ch_norm = softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, inv_tc);
+      const double mtc = ch_norm.max_t, ztc = ch_norm.sum_t, msc = ch_norm.max_s, zsc = ch_norm.sum_s;
       double lf = 0, lb = 0, att = 0, kc = 0, ch = 0;
       for (int64_t c = 0; c < C; ++c) {
         const auto [a_t, p_s, sg] =

@@ -129,6 +129,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// SoftmaxPair of two rows of n values by block reductions; every thread gets it.
+template <typename T>
+__device__ SoftmaxPair block_softmax_pair(const T* t, const T* s, int64_t n, double inv_temp,
+                                          Vals<double, 2>* red) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  Vals<double, 2> m{{-kInf, -kInf}};
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    m.v[0] = max(m.v[0], t[i] * inv_temp);
+    m.v[1] = max(m.v[1], s[i] * inv_temp);
+  }
+  m = block_allreduce(m, MaxOp{}, red);
+  Vals<double, 2> z{{0.0, 0.0}};
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    z.v[0] += exp(t[i] * inv_temp - m.v[0]);
+    z.v[1] += exp(s[i] * inv_temp - m.v[1]);
+  }
+  z = block_allreduce(z, SumOp{}, red);
+  return {m.v[0], z.v[0], m.v[1], z.v[1]};
+}
+
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     finish_kernel(int64_t C, int64_t HW, int64_t tiles, FgdParams p, acc_t* __restrict__ part, const acc_t* __restrict__ tile_max,
@@ -143,32 +163,19 @@ __global__ void __launch_bounds__(kThreads)
   auto* red2 = reinterpret_cast<Vals<double, 2>*>(red);
   auto* red3 = reinterpret_cast<Vals<double, 3>*>(red);
 
-  // Spatial softmaxes: maxima, then sums. Values as stored (acc_t), as the
-  // backward will read them.
-  constexpr double kInf = std::numeric_limits<double>::infinity();
-  Vals<double, 2> mx{{-kInf, -kInf}};
-  for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
-    mx.v[0] = max(mx.v[0], cl[kColAbsT * HW + j] * p.inv_ts);
-    mx.v[1] = max(mx.v[1], cl[kColAbsS * HW + j] * p.inv_ts);
-  }
-  mx = block_allreduce(mx, MaxOp{}, red2);
-  Vals<double, 2> z{{0.0, 0.0}};
-  for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
-    z.v[0] += exp(cl[kColAbsT * HW + j] * p.inv_ts - mx.v[0]);
-    z.v[1] += exp(cl[kColAbsS * HW + j] * p.inv_ts - mx.v[1]);
-  }
-  z = block_allreduce(z, SumOp{}, red2);
+  // Spatial softmaxes, from the values as stored (acc_t), as the backward
+  // will read them.
+  const auto sn = block_softmax_pair(cl + kColAbsT * HW, cl + kColAbsS * HW, HW, p.inv_ts, red2);
   acc_t sp_stats[kNumSample];
-  sp_stats[kMaxTs] = static_cast<acc_t>(mx.v[0]);
-  sp_stats[kSumTs] = static_cast<acc_t>(z.v[0]);
-  sp_stats[kMaxSs] = static_cast<acc_t>(mx.v[1]);
-  sp_stats[kSumSs] = static_cast<acc_t>(z.v[1]);
+  sp_stats[kMaxTs] = static_cast<acc_t>(sn.max_t);
+  sp_stats[kSumTs] = static_cast<acc_t>(sn.sum_t);
+  sp_stats[kMaxSs] = static_cast<acc_t>(sn.max_s);
+  sp_stats[kSumSs] = static_cast<acc_t>(sn.sum_s);
   acc_t wm, wd;
   fgd_weight_norm<acc_t>(sp_stats, p.combined, wm, wd);
 
   // Channel means, and the masked errors with the tiles rescaled to the
   // global maximum; the errors are parked in tile 0's slots.
-  Vals<double, 2> mc{{-kInf, -kInf}};
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     double s[kNumRow] = {0, 0, 0, 0};
     double qf = 0, qb = 0;
@@ -185,22 +192,15 @@ __global__ void __launch_bounds__(kThreads)
     p0[kPartBg * C + c] = static_cast<acc_t>(qb);
 #pragma unroll
     for (int k = 0; k < kNumRow; ++k) rw[k * C + c] = static_cast<acc_t>(s[k] / dHW);
-    mc.v[0] = max(mc.v[0], rw[kRowAbsT * C + c] * p.inv_tc);
-    mc.v[1] = max(mc.v[1], rw[kRowAbsS * C + c] * p.inv_tc);
   }
-  mc = block_allreduce(mc, MaxOp{}, red2);
-  Vals<double, 2> zc{{0.0, 0.0}};
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    zc.v[0] += exp(rw[kRowAbsT * C + c] * p.inv_tc - mc.v[0]);
-    zc.v[1] += exp(rw[kRowAbsS * C + c] * p.inv_tc - mc.v[1]);
-  }
-  zc = block_allreduce(zc, SumOp{}, red2);
+  __syncthreads();  // the channel means are read across threads below
+  const auto cn = block_softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, p.inv_tc, red2);
 
   Vals<double, 5> acc{{0, 0, 0, 0, 0}};  // fg, bg, attention (channel), K_c, channel
   const acc_t* p0 = part + b * tiles * kNumPart * C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const auto [a_t, p_s, sg] =
-        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, mc.v[0], zc.v[0], mc.v[1], zc.v[1], dC);
+        fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, cn.max_t, cn.sum_t, cn.max_s, cn.sum_s, dC);
     acc.v[0] += a_t * p0[kPartFg * C + c];
     acc.v[1] += a_t * p0[kPartBg * C + c];
     acc.v[2] += fabs(dC * p_s - a_t);
@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(kThreads)
   Vals<double, 3> sp{{0, 0, 0}};  // attention (spatial), K_s, spatial
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
     const auto [a_t, p_s, sg] =
-        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, mx.v[0], z.v[0], mx.v[1], z.v[1], dHW);
+        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, sn.max_t, sn.sum_t, sn.max_s, sn.sum_s, dHW);
     sp.v[0] += fabs(dHW * p_s - a_t);
     sp.v[1] += p_s * dHW * sg;
     sp.v[2] += fabs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
@@ -222,10 +222,10 @@ __global__ void __launch_bounds__(kThreads)
     ss[kSumTs] = sp_stats[kSumTs];
     ss[kMaxSs] = sp_stats[kMaxSs];
     ss[kSumSs] = sp_stats[kSumSs];
-    ss[kMaxTc] = static_cast<acc_t>(mc.v[0]);
-    ss[kSumTc] = static_cast<acc_t>(zc.v[0]);
-    ss[kMaxSc] = static_cast<acc_t>(mc.v[1]);
-    ss[kSumSc] = static_cast<acc_t>(zc.v[1]);
+    ss[kMaxTc] = static_cast<acc_t>(cn.max_t);
+    ss[kSumTc] = static_cast<acc_t>(cn.sum_t);
+    ss[kMaxSc] = static_cast<acc_t>(cn.max_s);
+    ss[kSumSc] = static_cast<acc_t>(cn.sum_s);
     ss[kKc] = static_cast<acc_t>(acc.v[3]);
     ss[kKs] = static_cast<acc_t>(sp.v[1]);
     acc_t* o = out + b * kNumTerms;
