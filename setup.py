@@ -3,7 +3,9 @@
 Environment:
   HCAM_OPS_CUDA=auto|0|1   auto (default): build the CUDA kernels when torch has
                            CUDA and a toolkit is found; 0: CPU only; 1: CUDA or fail.
-  TORCH_CUDA_ARCH_LIST     CUDA architectures, default "9.0" (H100).
+  TORCH_CUDA_ARCH_LIST     CUDA architectures; default: the GPU present, else
+                           8.0;8.6;8.9;9.0+PTX (A100, RTX 30xx/A10, RTX 40xx/L4,
+                           H100, and PTX for newer GPUs).
   CUDA_HOME / CUDA_PATH    the toolkit, else /usr/local/cuda, else nvcc's own.
   MAX_JOBS                 parallel compile jobs (ninja).
 """
@@ -46,10 +48,30 @@ CUDA_HOME = find_cuda_home()
 if CUDA_HOME and CUDA_MODE != "0":
     # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
     os.environ["CUDA_HOME"] = CUDA_HOME
-os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-
-import torch  # noqa: E402
+try:
+    import torch
+except ImportError:
+    # pip's build isolation gives a fresh environment without the user's
+    # torch; building there would pull another torch and link against it.
+    sys.exit(
+        "hcam_ops: torch is not importable in the build environment. The extension builds against the torch you "
+        "have installed: install torch first, then `pip install --no-build-isolation .` (or -e .)"
+    )
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0+PTX"
+
+
+def default_arch_list() -> str:
+    """The architecture of each visible GPU, else a list that covers current
+    data-centre and desktop GPUs (with PTX for newer ones)."""
+    try:
+        if torch.cuda.is_available():
+            caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+            return ";".join(f"{major}.{minor}" for major, minor in caps)
+    except RuntimeError:  # a driver problem: fall back to the portable list
+        pass
+    return DEFAULT_ARCHS
 
 
 def torch_cuda_include_dirs():
@@ -112,6 +134,7 @@ def extensions():
     cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"]
     kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False)
     if want_cuda():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_arch_list())
         check_toolkit_version()
         sources += sorted(
             os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(csrc, "ops", "cuda", "*.cu"))

@@ -21,8 +21,8 @@ import hcam_ops
 import hcam_ops.models  # noqa: F401  (registers the timm names)
 import timm
 from hcam_ops import reference as R
-from hcam_ops.train.losses import hierarchical_loss
-from hcam_ops.train.data import synthetic_hierarchy
+from hcam_ops.train.hierarchical.losses import hierarchical_loss
+from hcam_ops.train.hierarchical.data import synthetic_hierarchy
 
 
 def _timer(device):

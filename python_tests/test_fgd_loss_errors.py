@@ -21,7 +21,7 @@ def _nan(x, v=float("nan")):
 
 CASES = [
     ("teacher", lambda a: torch.randn(2, 3, 4, 6), ValueError, "one shape"),
-    ("teacher", lambda a: a["teacher"].double(), TypeError, "teacher is torch.float64"),
+    ("teacher", lambda a: a["teacher"].int(), TypeError, "teacher must be float"),
     ("student", lambda a: torch.randn(2, 3, 20), ValueError, r"\[B, C, H, W\]"),
     ("student", lambda a: a["student"].long(), TypeError, "float16, bfloat16"),
     ("fg_mask", lambda a: torch.rand(2, 5, 4), ValueError, "fg_mask must be"),

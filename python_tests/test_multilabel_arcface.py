@@ -202,7 +202,7 @@ def test_empty_batch():
         (lambda a: {**a, "y": a["y"] * 2}, ValueError, "every value 0 or 1"),
         (lambda a: {**a, "y": a["y"].long()}, TypeError, "bool or float"),
         (lambda a: {**a, "w": a["w"][:, :4]}, ValueError, "D = 5, weight has 4"),
-        (lambda a: {**a, "w": a["w"].double()}, TypeError, "cast one"),
+        (lambda a: {**a, "w": a["w"].long()}, TypeError, "weight must be float"),
         (lambda a: {**a, "f": a["f"][0]}, ValueError, r"\[B, D\]"),
         (lambda a: {**a, "kw": {"margin": 0.0}}, ValueError, r"margin must be in \(0, pi/2\)"),
         (lambda a: {**a, "kw": {"margin": 1.6}}, ValueError, r"margin must be in \(0, pi/2\)"),

@@ -61,3 +61,20 @@ def test_dataset_wrapper_batches(gen):
     images, segments, targets = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert images.shape == (4, 3, 64, 64) and segments.shape == (4, 64, 64) and targets.tolist() == [0, 1, 2, 3]
     assert abs(float(images.mean())) < 3  # normalised
+
+
+def test_contrib_cv2_wins_the_install():
+    """grad-cam pulls opencv-python-headless beside our opencv-contrib-python-headless;
+    both install a cv2 package. The extras rely on pip installing the contrib
+    build last (pyproject.toml); if that ever changes, SEEDS would silently
+    become SLIC, so this fails instead."""
+    import importlib.metadata as md
+
+    try:
+        md.version("opencv-contrib-python-headless")
+    except md.PackageNotFoundError:
+        pytest.skip("opencv-contrib-python-headless is not installed here (the train extra brings it)")
+    import cv2
+
+    assert hasattr(cv2, "ximgproc"), "cv2 is not the contrib build: reinstall opencv-contrib-python-headless"
+    assert Superpixels(196, "seeds").method == "seeds"

@@ -1,6 +1,7 @@
 """hcam_ops.train: hierarchy, losses, metrics, and the CLI on synthetic data."""
 
 import csv
+import json
 
 import pytest
 
@@ -11,8 +12,10 @@ pytest.importorskip("skimage", reason="the skimage package is not installed here
 import torch
 import torch.nn.functional as F
 
-from hcam_ops.train import Hierarchy, HierarchyMetrics, global_kl, main
-from hcam_ops.train.data import SyntheticHierarchical, synthetic_hierarchy
+from hcam_ops.train import Hierarchy, HierarchyMetrics, build_model, checkpoint, global_kl, main, sync_bn
+from hcam_ops.train.cli import route
+from hcam_ops.train.history import History
+from hcam_ops.train.hierarchical.data import SyntheticHierarchical, synthetic_hierarchy
 
 
 def test_hierarchy_from_file(tmp_path):
@@ -59,20 +62,81 @@ def test_synthetic_data_is_deterministic_and_not_constant():
     assert torch.equal(a, b) and ya == yb == 3 and a.std() > 0.1
 
 
-def test_cli_two_tiny_epochs(tmp_path):
+TINY = ["--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
+        "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--synthetic-size", "48",
+        "--no-progress"]
+
+
+def test_cli_two_tiny_epochs_then_resume(tmp_path):
     out = tmp_path / "run"
-    best = main(["--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
-                 "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--epochs", "2",
-                 "--batch-size", "16", "--synthetic-size", "48", "--cam-consist", "--globalkl", "--amp",
-                 "--out", str(out), "--no-progress"])
+    best = main(["hierarchical", *TINY, "--epochs", "2", "--batch-size", "16", "--cam-consist", "--globalkl",
+                 "--amp", "--out", str(out)])
     rows = list(csv.DictReader(open(out / "log.csv")))
-    assert len(rows) == 2 and float(rows[0]["cam_loss"]) > 0 and float(rows[0]["gk_loss"]) > 0
-    assert (out / "last.pth").exists() and (out / "best.pth").exists() and 0 <= best <= 1
-    ckpt = torch.load(out / "last.pth")
-    assert ckpt["epoch"] == 1
-    # resume for one more epoch
-    main(["--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
-          "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--epochs", "3",
-          "--batch-size", "16", "--synthetic-size", "48", "--out", str(out), "--no-progress",
-          "--resume", str(out / "last.pth")])
-    assert len(list(csv.DictReader(open(out / "log.csv")))) == 3
+    assert len(rows) == 2 and float(rows[0]["train_cam_loss"]) > 0 and float(rows[0]["train_gk_loss"]) > 0
+    assert {"val_full_path_acc", "val_consistency", "val_cam_iou", "val_loss", "lr"} <= set(rows[0])
+    for name in ("last.pth", "best.pth", "history.png", "args.json"):
+        assert (out / name).exists(), name
+    assert any((out / "tb").iterdir())
+    assert 0 <= best <= 1
+    assert json.loads((out / "args.json").read_text())["world_size"] == 1
+    # plain data only: loads with weights_only=True, and names the model
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["task"] == "hierarchical" and ckpt["model_name"] == "hcast_small"
+    assert ckpt["model_config"]["embed_dim"] == 48 and ckpt["model_config"]["num_classes"] == (8, 4, 2)
+    assert {"optimizer", "scheduler", "scaler", "best", "stale"} <= set(ckpt)
+    model = build_model(ckpt)  # from the file alone
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # resume for one more epoch: rows appended, the epoch counter continues
+    main(["--task=hierarchical", *TINY, "--epochs", "3", "--batch-size", "16", "--out", str(out),
+          "--cam-consist", "--globalkl", "--resume", str(out / "last.pth")])
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
+
+
+def test_routing_of_task_and_subcommand():
+    assert route(["--epochs", "1"]) == ["hierarchical", "--epochs", "1"]
+    assert route(["--task", "multilabel", "--epochs", "1"]) == ["multilabel", "--epochs", "1"]
+    assert route(["--epochs", "1", "--task=multilabel"]) == ["multilabel", "--epochs", "1"]
+    assert route(["multilabel", "--epochs", "1"]) == ["multilabel", "--epochs", "1"]
+    assert route(["--help"]) == ["--help"]
+
+
+def test_history_plot_and_csv(tmp_path):
+    h = History(str(tmp_path), resume=False, tensorboard=False)
+    for e in range(3):
+        h.append({"epoch": e, "lr": 0.1, "train_loss": 1.0 / (e + 1), "val_acc": 0.2 * e, "seconds": 1.0})
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [float(r["train_loss"]) for r in rows] == [1.0, 0.5, 1 / 3]
+    assert (tmp_path / "history.png").stat().st_size > 0
+    again = History(str(tmp_path), resume=True, tensorboard=False)
+    assert len(again.rows) == 3 and again.columns == ["epoch", "lr", "train_loss", "val_acc", "seconds"]
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "last.pth")
+    checkpoint.save({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def killed(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"trunc")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # the old file is whole
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary left
+
+
+def test_sync_batchnorm_is_plain_batchnorm_in_one_process(gen):
+    bn = torch.nn.BatchNorm2d(5)
+    bn.weight.data.uniform_(0.5, 1.5)
+    model, n = sync_bn.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), bn), torch.device("cpu"))
+    assert n == 1 and isinstance(model[1], sync_bn.GlooSyncBatchNorm)
+    assert set(model.state_dict()) == set(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), torch.nn.BatchNorm2d(5)).state_dict())
+    x = torch.randn(4, 5, 3, 3, generator=gen)
+    ref = torch.nn.BatchNorm2d(5)
+    ref.load_state_dict(bn.state_dict())
+    torch.testing.assert_close(model[1](x), ref(x))

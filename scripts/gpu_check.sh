@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# One call on the GPU machine (torch 2.11 + CUDA 13, no network): build for
-# sm_90, run every test including the CUDA ones, run the benchmarks, and print
-# a short table last. Logs and results go to $OUT when set (the device tool),
-# else benchmarks/out.
+# One call on the GPU machine: set-up as scripts/setup.sh does it (offline:
+# the packages that machine lacks travel as wheels in .whl/, see
+# scripts/gpu_wheels.sh), the build for the GPU present, every test (the CUDA
+# ones run), the model train steps and the benchmarks. Nothing stops at the
+# first failure; every log is kept in $OUT (the device tool) or benchmarks/out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} HCAM_OPS_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-git log -1 --format='commit %H %cd' 2>/dev/null || true
+export HCAM_OPS_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt" || true
+git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/device.txt" || true
 
-echo "== build"
+echo "== set-up and build"
 start=$(date +%s)
-if ! python3 setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
+if [ -d .whl ]; then
+  # The machine has no network: the wheels are the only index.
+  python3 -m pip install -q --no-index --find-links .whl .whl/*.whl >"$OUT/wheels.log" 2>&1 || tail -5 "$OUT/wheels.log"
+  export HCAM_OPS_WHEELS=$PWD/.whl
+fi
+if ! bash scripts/setup.sh >"$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"; echo "SET-UP FAILED"; exit 1
 fi
 grep -E "spill|warning" "$OUT/build.log" | grep -v "pragma" | head -5
-echo "built in $(( $(date +%s) - start )) s"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+tail -1 "$OUT/build.log"
+echo "set-up and build in $(( $(date +%s) - start )) s"
 
 echo "== tests"
-python3 -m pytest python_tests -q -x -p no:cacheprovider >"$OUT/tests.log" 2>&1
+python3 -m pytest python_tests -q -p no:cacheprovider -rs >"$OUT/tests.log" 2>&1
 test_rc=$?
-tail -15 "$OUT/tests.log"
+grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -30
+tail -3 "$OUT/tests.log"
 
 echo "== model train steps (fused vs reference loss)"
-python3 benchmarks/train_step.py 2>>"$OUT/bench.log" | tee "$OUT/train_step.md"
+python3 benchmarks/train_step.py 2>"$OUT/train_step.err" | tee "$OUT/train_step.md"
 
 echo "== benchmarks"
-python3 benchmarks/run.py --out "$OUT" "$@" 2>"$OUT/bench.log"
+python3 benchmarks/run.py --out "$OUT" "$@" 2>"$OUT/bench.err"
 bench_rc=$?
 echo "tests rc=$test_rc bench rc=$bench_rc"
 exit $(( test_rc || bench_rc ))

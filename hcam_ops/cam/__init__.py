@@ -1,4 +1,4 @@
-"""Looking at models (SPEC section 4): Grad-CAM per class through
+"""Looking at models (docs/ops/cam.md#cam-tools): Grad-CAM per class through
 pytorch-grad-cam, GAP-CAM through hcam_ops.cam_gather, attention rollout,
 overlays; ``python -m hcam_ops.cam`` is the CLI."""
 

@@ -1,4 +1,4 @@
-"""CenterNet Gaussian heatmaps (SPEC section 3): per class, the max over
+"""CenterNet Gaussian heatmaps (docs/ops/fgd.md#centernet-heatmaps): per class, the max over
 objects of exp(-((x - p_x)^2 + (y - p_y)^2) / (2 sigma^2))."""
 
 from __future__ import annotations

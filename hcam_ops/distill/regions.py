@@ -1,4 +1,4 @@
-"""DistillBEV's region decomposition (SPEC section 3): each cell is a true or
+"""DistillBEV's region decomposition (docs/ops/fgd.md#region-decomposition): each cell is a true or
 false positive or negative of the teacher against the ground truth."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def region_weights(
     weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Per-cell weight ``[B, H, W]``: each region's weight (default 1 for all;
-    the spec leaves them to the user) on its cells. Multiply the FGD masks by
+    the docs leave them to the user) on its cells. Multiply the FGD masks by
     it to weight the feature loss per region."""
     w = {k: 1.0 for k in REGIONS}
     if weights:

@@ -27,7 +27,7 @@ def classes_of(selector: torch.Tensor) -> torch.Tensor:
 
 
 class CAMConsistencyLoss(nn.Module):
-    """Asks each finer head's CAM to follow the next coarser head's (SPEC 1).
+    """Asks each finer head's CAM to follow the next coarser head's (docs/ops/cam.md#hierarchical_cam_kl_loss).
 
     Holds references to the heads (not registered as submodules: the model owns
     their parameters). A head's bias is ignored: it shifts a CAM by a constant,

@@ -1,5 +1,5 @@
-"""FGDLoss: the distillation module a detector or BEV model holds (SPEC
-section 3), around the fused hcam_ops.fgd_loss."""
+"""FGDLoss: the distillation module a detector or BEV model holds
+(docs/ops/fgd.md#fgdloss), around the fused hcam_ops.fgd_loss."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..ops.fgd_loss import TERMS, fgd_loss
 from ..ops.fgd_masks import fgd_masks_from_boxes
 from .gc_block import GcBlock
 
-# SPEC section 3's default weights; DistillBEV weights cells by the combined
+# The default weights of docs/ops/fgd.md#presets; DistillBEV weights cells by the combined
 # teacher-student spatial attention.
 PRESETS = {
     "fgd": dict(
@@ -104,7 +104,7 @@ class FGDLoss(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, student_channels, teacher_channels, **overrides) -> "FGDLoss":
-        """``"fgd"`` or ``"distillbev"`` with SPEC section 3's weights; any
+        """``"fgd"`` or ``"distillbev"`` with the weights of docs/ops/fgd.md#presets; any
         keyword overrides one."""
         if name not in PRESETS:
             raise ValueError(f"FGDLoss.from_preset: unknown preset {name!r}; one of {sorted(PRESETS)}")

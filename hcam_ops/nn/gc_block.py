@@ -1,4 +1,4 @@
-"""The global relation block of FGD (SPEC section 3), a GcBlock context:
+"""The global relation block of FGD (docs/ops/fgd.md#global-relation-term), a GcBlock context:
 R(F) = F + channel_add(sum_hw softmax_hw(conv1x1(F)) * F)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -48,12 +48,32 @@ def as_weight_matrix(weight: torch.Tensor, features: torch.Tensor, C: int, op: s
         raise ValueError(f"{op}: {name} has {weight.shape[1]} channels, features have {C}")
     if weight.shape[0] == 0:
         raise ValueError(f"{op}: {name} has no classes (K = 0)")
-    if weight.dtype != features.dtype:
-        raise TypeError(
-            f"{op}: {name} is {weight.dtype}, features are {features.dtype}; cast one to the other's dtype"
-        )
+    # A dtype other than the features' is fine: promote_floats casts both.
     check_same_device(features, weight, op, name)
     return weight
+
+
+def promote_floats(op: str, tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The mixed-precision policy of every op with several float inputs.
+
+    Checks that each named tensor is a float tensor (``TypeError`` naming it
+    otherwise) and returns them, in order, cast to their common dtype, the
+    ``torch.promote_types`` of all of them: a bfloat16 or float16 feature map
+    (what autocast makes) with a float32 head weight runs in float32, as
+    torch's losses do under autocast. A tensor already in that dtype is
+    returned as it is (no copy). The cast is a plain ``.to(dtype)``, so
+    autograd hands each input its gradient in its own dtype, and
+    ``torch.compile`` traces it without a graph break (dtypes are static).
+    Integer tensors (class indices, segment ids) and per-cell masks or labels
+    do not take part: pass only the tensors the kernel computes with.
+    """
+    for name, t in tensors.items():
+        check_float(t, op, name)
+    values = list(tensors.values())
+    dtype = values[0].dtype
+    for t in values[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t if t.dtype == dtype else t.to(dtype) for t in values]
 
 
 def check_same_device(ref: torch.Tensor, x: torch.Tensor, op: str, name: str) -> None:

@@ -1,4 +1,4 @@
-"""hcam_ops.cam_gather: class activation maps of chosen classes (SPEC 1, step 1)."""
+"""hcam_ops.cam_gather: class activation maps of chosen classes (docs/ops/cam.md#cam_gather)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def cam_gather(
             position ``h*W + w``), any float dtype; read in place when
             contiguous, channels-last, or a transposed ``[B, C, N]`` buffer.
         weight: the head's weight, ``[K, C]`` (linear) or ``[K, C, 1, 1]`` (1x1 conv),
-            same dtype and device as ``features``. No bias: a constant per map.
+            on the device of ``features``. No bias: a constant per map.
         index: int64 class per sample, ``[B]`` (gives ``[B, N]``) or ``[B, L]``
             (gives ``[B, L, N]``).
         check_index: raise ``IndexError`` for a class outside ``[0, K)``. On CUDA
@@ -53,12 +53,18 @@ def cam_gather(
 
     Gradients flow to ``features`` and ``weight``; the weight gradient sums over
     samples sharing a class in a fixed order (deterministic).
+
+    Mixed dtypes (e.g. bfloat16 features from autocast with a float32 head
+    weight) are promoted to their common dtype (``torch.promote_types``) before
+    the kernel, with or without autocast: the maps come out in that dtype and
+    each input's gradient in its own dtype.
     """
     B, N, C = _checks.check_features(features, _OP)
     weight = _checks.as_weight_matrix(weight, features, C, _OP, "weight")
     _checks.check_index(index, features, B, _OP, "index", dims=(1, 2))
     if check_index:
         _checks.check_index_range(index, weight.shape[0], _OP, "index")
+    features, weight = _checks.promote_floats(_OP, {"features": features, "weight": weight})
     single = index.dim() == 1
     cams = torch.ops.hcam_ops.cam_gather(features, weight, index.unsqueeze(1) if single else index)
     return cams.squeeze(1) if single else cams

@@ -1,5 +1,5 @@
 """hcam_ops.cam_kl_loss and hierarchical_cam_kl_loss: the fused CAM-consistency
-loss (SPEC section 1). One read of the features gives every level's CAM; the
+loss (docs/ops/cam.md#hierarchical_cam_kl_loss). One read of the features gives every level's CAM; the
 per-sample min-max, softmax and KL run inside the kernel, which also stores the
 backward's per-position coefficients, so the backward is one more read of the
 features plus a deterministic per-class reduction for the weight gradients."""
@@ -71,6 +71,12 @@ def hierarchical_cam_kl_loss(
     Inf in a sample's features makes that sample's loss NaN (other samples are
     unaffected), as PyTorch's own losses propagate NaN. ``check_index`` as in
     :func:`hcam_ops.cam_gather`.
+
+    Mixed dtypes (e.g. bfloat16 features from autocast with float32 head
+    weights) are promoted to the common dtype of the features and all weights
+    (``torch.promote_types``) before the kernel, with or without autocast, as
+    torch's losses run in float32 under autocast: the loss is in that dtype and
+    each input's gradient in its own dtype.
     """
     op = "hierarchical_cam_kl_loss"
     B, N, C = _checks.check_features(features, op)
@@ -87,6 +93,9 @@ def hierarchical_cam_kl_loss(
     eps = _checks.check_eps(eps, op)
     _checks.check_choice(direction, _checks.DIRECTIONS, op, "direction")
     _checks.check_choice(reduction, ("batchmean", "sum", "none"), op, "reduction")
+    features, *weights = _checks.promote_floats(
+        op, {"features": features, **{f"weights[{l}]": w for l, w in enumerate(weights)}}
+    )
     kl, _ = torch.ops.hcam_ops.cam_kl_forward(features, weights, list(indices), temperature, eps, direction)
     return _checks.reduce_rows(kl, reduction, op)
 
@@ -114,7 +123,9 @@ def cam_kl_loss(
         temperature, eps, direction, reduction: see :func:`hierarchical_cam_kl_loss`.
 
     Gradients flow to ``features`` and ``fine_weight`` only: the coarse map is
-    a fixed teacher.
+    a fixed teacher. Mixed dtypes (e.g. bfloat16 features under autocast with
+    float32 head weights) are promoted to their common dtype before the kernel;
+    the loss is in that dtype, each gradient in its input's dtype.
     """
     return hierarchical_cam_kl_loss(
         features,

@@ -1,4 +1,4 @@
-"""hcam_ops.fgd_loss: FGD / DistillBEV feature distillation (SPEC section 3).
+"""hcam_ops.fgd_loss: FGD / DistillBEV feature distillation (docs/ops/fgd.md#fgd_loss).
 
 The forward reads student and teacher once: the teacher's and student's
 spatial and channel attentions, the pooled means and the masked, attention-
@@ -84,8 +84,6 @@ def _check(student, teacher, spatial_temperature, channel_temperature, weights, 
             f"{_OP}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must have one shape "
             "(map the student to the teacher's channels with an adapter first)"
         )
-    if teacher.dtype != student.dtype:
-        raise TypeError(f"{_OP}: teacher is {teacher.dtype}, student {student.dtype}; cast one to the other")
     if teacher.device != student.device:
         raise ValueError(f"{_OP}: teacher is on {teacher.device}, student on {student.device}")
     if student.shape[1] == 0 or student.shape[2] * student.shape[3] == 0:
@@ -114,11 +112,11 @@ def fgd_loss(
     spatial_attention: str = "teacher",
     check_finite: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """The FGD feature-distillation terms (SPEC section 3), fused.
+    """The FGD feature-distillation terms (docs/ops/fgd.md#fgd_loss), fused.
 
     Args:
         student: ``[B, C, H, W]``, already mapped to the teacher's channels.
-        teacher: ``[B, C, H, W]``, same dtype and device; gets no gradient.
+        teacher: ``[B, C, H, W]``, on the student's device; gets no gradient.
         fg_mask, bg_mask: ``[B, H, W]`` or ``[B, 1, H, W]`` per-cell weights
             (see :func:`hcam_ops.fgd_masks_from_boxes`); no gradient.
         spatial_temperature, channel_temperature: ``T_s``, ``T_c`` (> 0).
@@ -133,12 +131,20 @@ def fgd_loss(
 
     Returns:
         ``{"loss_fg", "loss_bg", "loss_attention", "loss_channel",
-        "loss_spatial"}``: scalar tensors in the maps' dtype, each divided by
+        "loss_spatial"}``: scalar tensors in the maps' (common) dtype, each divided by
         ``B``; an empty batch gives zeros. Non-contiguous (e.g. channels-last)
         maps are copied once to ``[B, C, H, W]`` contiguous.
+
+    Mixed dtypes (e.g. a bfloat16 student under autocast with a float32
+    teacher) are promoted to their common dtype (``torch.promote_types``)
+    before the kernel, with or without autocast: the terms are in that dtype
+    and the student's gradient in its own dtype. The masks do not take part
+    (any float dtype; the kernel reads them in its float32 accumulation, or
+    float64 for float64 maps).
     """
     weights = [float(fg_weight), float(bg_weight), float(attention_weight), float(channel_weight), float(spatial_weight)]
     _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention)
+    student, teacher = _checks.promote_floats(_OP, {"student": student, "teacher": teacher})
     fg = _as_mask(fg_mask, student, "fg_mask")
     bg = _as_mask(bg_mask, student, "bg_mask")
     terms, _, _, _ = torch.ops.hcam_ops.fgd_loss_forward(

@@ -1,5 +1,5 @@
 """hcam_ops.fgd_masks_from_boxes: FGD's foreground / background masks from
-boxes (SPEC section 3), rasterised by a kernel on the boxes' device."""
+boxes (docs/ops/fgd.md#fgd_masks_from_boxes), rasterised by a kernel on the boxes' device."""
 
 from __future__ import annotations
 

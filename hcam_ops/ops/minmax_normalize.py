@@ -1,4 +1,4 @@
-"""hcam_ops.minmax_normalize: per-row min-max normalisation (SPEC 1, step 2)."""
+"""hcam_ops.minmax_normalize: per-row min-max normalisation (docs/ops/cam.md#minmax_normalize)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""hcam_ops.multilabel_arcface_loss and arcface_logits (SPEC section 2).
+"""hcam_ops.multilabel_arcface_loss and arcface_logits (docs/ops/multilabel_arcface.md).
 
 The cosine matrix is a matrix product (the framework's BLAS); the margin,
 label select, scale, BCE and d loss / d cos are one fused kernel per chunk of
@@ -81,8 +81,6 @@ def _check(features, weight, labels, scale, margin, reduction, check_inputs):
         raise ValueError(f"{_OP}: features have D = {features.shape[1]}, weight has {weight.shape[1]}")
     if features.shape[1] == 0 or weight.shape[0] == 0:
         raise ValueError(f"{_OP}: needs D > 0 and K > 0, got features {tuple(features.shape)}, weight {tuple(weight.shape)}")
-    if weight.dtype != features.dtype:
-        raise TypeError(f"{_OP}: weight is {weight.dtype}, features are {features.dtype}; cast one to the other's dtype")
     _checks.check_same_device(features, weight, _OP, "weight")
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{_OP}: labels must be a tensor, got {type(labels).__name__}")
@@ -128,10 +126,10 @@ def multilabel_arcface_loss(
 
     Args:
         features: ``[B, D]``, not necessarily normalised.
-        weight: ``[K, D]`` class weights, same dtype and device.
-        labels: ``[B, K]`` multi-hot, bool or float 0/1.
+        weight: ``[K, D]`` class weights, on the features' device.
+        labels: ``[B, K]`` multi-hot, bool or float 0/1 (any float dtype).
         scale, margin, easy_margin: ``s``, ``m`` (in ``(0, pi/2)``) and the
-            margin mode of SPEC section 2.
+            margin mode of docs/ops/multilabel_arcface.md.
         reduction: ``"mean"`` over ``B*K`` (default), ``"sum"``, or ``"none"`` (``[B, K]``).
         return_logits: also return the training logits ``[B, K]`` (with the
             margin; not differentiable: for metrics).
@@ -145,8 +143,15 @@ def multilabel_arcface_loss(
     ``F.normalize`` defines it (``x / max(||x||, 1e-12)``), and its gradient is
     that of the same formula: scaled by ``1 / 1e-12``, not projected.
     Gradients reach ``features`` and ``weight``.
+
+    Mixed dtypes (e.g. bfloat16 features from autocast with a float32 weight)
+    are promoted to their common dtype (``torch.promote_types``) before the
+    kernel, with or without autocast, as torch's losses run in float32 under
+    autocast: the loss (and logits) are in that dtype and each input's
+    gradient in its own dtype.
     """
     s, m = _check(features, weight, labels, scale, margin, reduction, check_inputs)
+    features, weight = _checks.promote_floats(_OP, {"features": features, "weight": weight})
     if labels.dtype != torch.bool and labels.dtype != features.dtype:
         labels = labels.to(features.dtype)
     compute_grad = torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
@@ -159,5 +164,13 @@ def multilabel_arcface_loss(
 
 def arcface_logits(features: torch.Tensor, weight: torch.Tensor, scale: float = 30.0) -> torch.Tensor:
     """Inference scores ``s * cos`` (no margin): one matrix product of the
-    normalised rows, a plain differentiable function (Grad-CAM can use it)."""
+    normalised rows, a plain differentiable function (Grad-CAM can use it).
+
+    Mixed dtypes (e.g. bfloat16 features with a float32 weight) are promoted
+    to their common dtype (``torch.promote_types``) first, so the scores are
+    in that dtype; under autocast the product then follows autocast's rule for
+    ``F.linear`` (it runs in the autocast dtype), as torch's own layers do."""
+    features, weight = _checks.promote_floats(
+        "arcface_logits", {"features": features, "weight": weight}
+    )
     return scale * F.linear(F.normalize(features, dim=-1, eps=1e-12), F.normalize(weight, dim=-1, eps=1e-12))

@@ -1,4 +1,4 @@
-"""hcam_ops.softmax_kl: KL between two rows of logits' softmaxes (SPEC 1, steps 3-5)."""
+"""hcam_ops.softmax_kl: KL between two rows of logits' softmaxes (docs/ops/cam.md#softmax_kl)."""
 
 from __future__ import annotations
 
@@ -52,14 +52,15 @@ def softmax_kl(
     ``sum Q log(Q / P)`` (what ``F.kl_div(log P, Q)`` computes). ``reduction``:
     ``"batchmean"`` (sum over rows divided by the first dim; 0 for an empty
     batch), ``"sum"``, or ``"none"`` (the leading dims). Both inputs get
-    gradients; detach the teacher yourself.
+    gradients; detach the teacher yourself. Mixed dtypes (e.g. bfloat16 student
+    logits under autocast with a float32 teacher) are promoted to their common
+    dtype (``torch.promote_types``) before the kernel, with or without
+    autocast: the loss is in that dtype, each gradient in its input's dtype.
     """
     _checks.check_float(p_logits, _OP, "p_logits")
     _checks.check_float(q_logits, _OP, "q_logits")
     if p_logits.shape != q_logits.shape:
         raise ValueError(f"{_OP}: p_logits {tuple(p_logits.shape)} and q_logits {tuple(q_logits.shape)} differ in shape")
-    if p_logits.dtype != q_logits.dtype:
-        raise TypeError(f"{_OP}: p_logits is {p_logits.dtype}, q_logits {q_logits.dtype}")
     if p_logits.device != q_logits.device:
         raise ValueError(f"{_OP}: p_logits is on {p_logits.device}, q_logits on {q_logits.device}")
     if p_logits.dim() == 0 or p_logits.shape[-1] == 0:
@@ -67,5 +68,6 @@ def softmax_kl(
     temperature = _checks.check_temperature(temperature, _OP)
     _checks.check_choice(direction, _checks.DIRECTIONS, _OP, "direction")
     _checks.check_choice(reduction, ("batchmean", "sum", "none"), _OP, "reduction")
+    p_logits, q_logits = _checks.promote_floats(_OP, {"p_logits": p_logits, "q_logits": q_logits})
     per_row = torch.ops.hcam_ops.softmax_kl(p_logits, q_logits, temperature, direction)
     return _checks.reduce_rows(per_row, reduction, _OP)

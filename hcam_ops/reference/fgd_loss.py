@@ -1,5 +1,5 @@
-"""Plain-PyTorch FGD / DistillBEV terms (SPEC section 3): the contract of
-hcam_ops.fgd_loss, written as the spec reads."""
+"""Plain-PyTorch FGD / DistillBEV terms (docs/ops/fgd.md#fgd_loss): the contract of
+hcam_ops.fgd_loss, written as the docs read."""
 
 from __future__ import annotations
 

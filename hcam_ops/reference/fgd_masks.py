@@ -1,4 +1,4 @@
-"""Plain-PyTorch FGD masks from boxes (SPEC section 3): one box at a time."""
+"""Plain-PyTorch FGD masks from boxes (docs/ops/fgd.md#fgd_masks_from_boxes): one box at a time."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Training of the hierarchical models (``python -m hcam_ops.train``)."""
+"""Training (``python -m hcam_ops.train hierarchical|multilabel``, one process
+or several under ``torchrun``): the shared engine (``engine.py``) and one
+package per task."""
 
-from .hierarchy import Hierarchy
-from .losses import global_kl, hierarchical_loss
-from .loop import main
-from .metrics import HierarchyMetrics, cam_iou
+from .checkpoint import build_model
+from .cli import main
+from .hierarchical import Hierarchy, HierarchyMetrics, cam_iou, global_kl, hierarchical_loss
 
-__all__ = ["Hierarchy", "HierarchyMetrics", "cam_iou", "global_kl", "hierarchical_loss", "main"]
+__all__ = ["Hierarchy", "HierarchyMetrics", "build_model", "cam_iou", "global_kl", "hierarchical_loss", "main"]

@@ -37,20 +37,45 @@ class CsvMultiLabel(torch.utils.data.Dataset):
     def __init__(self, csv_path: str, root: str, classes: Sequence[str], transform):
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                raise ValueError(f"{csv_path}: empty file (expected a header: image,<class>,...)")
             missing = [c for c in classes if c not in reader.fieldnames]
             if missing:
-                raise ValueError(f"CsvMultiLabel: {csv_path} lacks the columns {missing}")
+                raise ValueError(f"{csv_path}: no column for the classes {missing} (columns: {reader.fieldnames})")
             key = reader.fieldnames[0]
             rows = list(reader)
+        if not rows:
+            raise ValueError(f"{csv_path}: a header but no rows")
+        labels = []
+        for number, r in enumerate(rows, start=2):  # line 1 is the header
+            if not (r.get(key) or "").strip():
+                raise ValueError(f"{csv_path} line {number}: no image name in column {key!r}")
+            labels.append([_binary(r[c], csv_path, number, c) for c in classes])
         self.paths = [os.path.join(root, r[key]) for r in rows]
-        self.labels = torch.tensor([[float(r[c]) for c in classes] for r in rows])
+        self.labels = torch.tensor(labels)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i):
-        return self.transform(Image.open(self.paths[i]).convert("RGB")), self.labels[i]
+        try:
+            image = Image.open(self.paths[i]).convert("RGB")
+        except (FileNotFoundError, OSError) as e:
+            raise FileNotFoundError(f"CsvMultiLabel: image {self.paths[i]} (item {i}): {e.strerror or e}") from None
+        return self.transform(image), self.labels[i]
+
+
+def _binary(cell, path: str, line: int, column: str) -> float:
+    """A label cell: 0 or 1 (as written by pandas too: 0.0, 1.0)."""
+    text = (cell or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        raise ValueError(f"{path} line {line}, column {column!r}: {text!r} is not a label (0 or 1)")
+    return value
 
 
 class SyntheticMultiLabel(torch.utils.data.Dataset):

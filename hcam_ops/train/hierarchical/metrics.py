@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models.cast import clusters_to_grid
-from ..ops.cam_gather import cam_gather
+from ...models.cast import clusters_to_grid
+from ...ops.cam_gather import cam_gather
 from .hierarchy import Hierarchy
 
 
@@ -51,8 +51,19 @@ class HierarchyMetrics:
             self.iou_sum += float(iou.sum())
         self.n += preds[0].numel()
 
-    def compute(self) -> dict[str, float]:
-        n = max(self.n, 1)
-        out = {f"acc_l{l}": c / n for l, c in enumerate(self.correct)}
-        out.update(full_path_acc=self.full / n, consistency=self.consistent / n, cam_iou=self.iou_sum / n)
+    def counts(self) -> dict[str, float]:
+        """The sums behind the metrics (to add up over processes)."""
+        out = {f"correct_l{l}": float(c) for l, c in enumerate(self.correct)}
+        out.update(full=float(self.full), consistent=float(self.consistent), iou_sum=self.iou_sum, n=float(self.n))
         return out
+
+    @staticmethod
+    def from_counts(counts: dict[str, float]) -> dict[str, float]:
+        n = max(counts["n"], 1)
+        levels = sorted(k for k in counts if k.startswith("correct_l"))
+        out = {f"acc_l{k[len('correct_l'):]}": counts[k] / n for k in levels}
+        out.update(full_path_acc=counts["full"] / n, consistency=counts["consistent"] / n, cam_iou=counts["iou_sum"] / n)
+        return out
+
+    def compute(self) -> dict[str, float]:
+        return self.from_counts(self.counts())

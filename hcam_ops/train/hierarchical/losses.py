@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import ops
+from ... import ops
 from .hierarchy import Hierarchy
 
 

@@ -1,0 +1,113 @@
+"""``python -m hcam_ops.train hierarchical|multilabel [flags]``.
+
+One process: ``python -m hcam_ops.train multilabel --epochs 10``. Several
+(data parallel, one per GPU, or CPU processes on gloo)::
+
+    torchrun --nproc_per_node=4 -m hcam_ops.train hierarchical --data root --hierarchy h.csv
+
+``--batch-size`` is per process (the global batch is world size x batch size);
+multi-node runs use torchrun's own ``--nnodes`` / ``--rdzv-*`` flags.
+``--task NAME`` (or ``--task=NAME``) is an alias of the subcommand; with
+neither, the task is ``hierarchical``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .engine import AMP_DTYPES, fit
+from .errors import CLIError
+
+TASKS = ("hierarchical", "multilabel")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def _engine_args() -> argparse.ArgumentParser:
+    ap = _Parser(add_help=False)
+    g = ap.add_argument_group("training (shared by the tasks)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="per process")
+    g.add_argument("--opt", default="adamw", help="a timm optimizer name (adamw, adam, sgd, lamb, ...)")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float, default=0.9, help="for sgd")
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--sched", default="cosine", choices=["cosine", "step", "plateau", "none"],
+                   help="cosine (per update, with warm-up), step (every --decay-epochs), plateau (on the monitored metric)")
+    g.add_argument("--warmup-epochs", type=int, default=1)
+    g.add_argument("--warmup-lr", type=float, default=1e-6)
+    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--decay-epochs", type=float, default=30, help="step: epochs between decays")
+    g.add_argument("--decay-rate", type=float, default=0.1, help="step and plateau: the lr factor")
+    g.add_argument("--plateau-patience", type=int, default=2, help="plateau: epochs without improvement")
+    g.add_argument("--amp", action="store_true", help="mixed precision (float16 + scaler on CUDA, bfloat16 on CPU)")
+    g.add_argument("--amp-dtype", choices=sorted(AMP_DTYPES), help="override the autocast dtype")
+    g.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without a better monitored metric (0: off)")
+    g.add_argument("--workers", type=int, default=0, help="data-loading processes per training process")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--out", help="folder for log.csv, tb/, history.png, args.json, last.pth, best.pth")
+    g.add_argument("--resume", help="a last.pth of the same configuration to continue from")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when not a TTY)")
+    g.add_argument("--no-tensorboard", action="store_true")
+    g.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process")
+    return ap
+
+
+def parser() -> argparse.ArgumentParser:
+    from .hierarchical import task as hierarchical
+    from .multilabel import task as multilabel
+
+    ap = _Parser(prog="python -m hcam_ops.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", metavar="{hierarchical,multilabel}", required=True, parser_class=_Parser)
+    shared = _engine_args()
+    for name, module in (("hierarchical", hierarchical), ("multilabel", multilabel)):
+        p = sub.add_parser(name, parents=[shared], help=module.__doc__.splitlines()[0], description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_args(p)
+    return ap
+
+
+def route(argv: list[str]) -> list[str]:
+    """``--task NAME`` / ``--task=NAME`` anywhere becomes the subcommand;
+    with no subcommand and no ``--task``, ``hierarchical``."""
+    argv = list(argv)
+    task = None
+    for i, a in enumerate(argv):
+        if a == "--task":
+            if i + 1 >= len(argv):
+                raise CLIError("--task: expected one of " + ", ".join(TASKS))
+            task = argv[i + 1]
+            del argv[i : i + 2]
+            break
+        if a.startswith("--task="):
+            task = a.split("=", 1)[1]
+            del argv[i]
+            break
+    if task is not None and task not in TASKS:
+        raise CLIError(f"--task {task!r}: one of {', '.join(TASKS)}")
+    given = argv[0] if argv and argv[0] in TASKS else None
+    if task and given and task != given:
+        raise CLIError(f"--task {task} contradicts the subcommand {given}")
+    if given is None and argv[:1] not in (["-h"], ["--help"]):
+        argv.insert(0, task or "hierarchical")
+    return argv
+
+
+def main(argv=None):
+    """Returns the multilabel test report, or the hierarchical best full-path accuracy."""
+    argv = route(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if args.command == "hierarchical":
+        from .hierarchical.task import HierarchicalTask as Task
+    else:
+        from .multilabel.task import MultilabelTask as Task
+    return fit(Task(args), args)

@@ -1,0 +1,243 @@
+"""The training loop both tasks share (``python -m hcam_ops.train hierarchical|multilabel``).
+
+Data parallel over processes when launched by ``torchrun`` (DDP; NCCL on
+GPUs, gloo on CPUs): every rank reads its own shard of each epoch
+(``DistributedSampler``; ``--batch-size`` is per process), gradients are
+averaged by DDP, BatchNorm statistics are synchronised, evaluation metrics are
+summed over the ranks, and only rank 0 logs and writes files. Around it: AMP
+(bfloat16, or float16 with a gradient scaler), gradient accumulation and
+clipping, timm's schedulers (cosine with warm-up, step, plateau), early
+stopping on the task's monitored metric, checkpoints with the model's name and
+config (``checkpoint.py``), resume, ``log.csv`` + TensorBoard + ``history.png``.
+
+A task (``hierarchical/task.py``, ``multilabel/task.py``) supplies the model,
+the data, one training step and the evaluation; this file knows nothing of
+either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any, Protocol
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from . import checkpoint, distributed, sync_bn
+from .errors import CLIError, check_device
+from .history import History
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Task(Protocol):
+    name: str
+    monitor: str  # the key of evaluate()'s result that is maximised (best checkpoint, early stopping, plateau)
+    find_unused_parameters: bool
+    model_name: str
+    model_config: dict
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]: ...
+
+    def train_sampler(self, dataset, world: distributed.World, seed: int) -> torch.utils.data.Sampler | None: ...
+
+    def train_step(self, model, bare, batch, device) -> tuple[dict[str, torch.Tensor], int]: ...
+
+    def evaluate(self, bare, loader, device, world: distributed.World) -> dict[str, float]: ...
+
+    def state(self) -> dict: ...
+
+    def finish(self, bare, device, world: distributed.World, out_dir: str) -> Any: ...
+
+
+def fit(task: Task, args):
+    """Trains ``task`` as ``args`` say; returns what the task's ``finish``
+    returns (the multilabel test report), else the best monitored value."""
+    device = check_device(args.device)
+    if args.accumulate < 1:
+        raise CLIError(f"--accumulate {args.accumulate}: must be >= 1")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
+    world, device = distributed.init(device)
+    try:
+        return _fit(task, args, world, device)
+    finally:
+        distributed.shutdown(world)
+
+
+def _fit(task: Task, args, world: distributed.World, device: torch.device) -> float:
+    ckpt = _load_resume(args.resume, task) if args.resume else None
+    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    bare = task.build_model().to(device)
+    n_params = sum(p.numel() for p in bare.parameters())
+    if ckpt is not None:
+        bare.load_state_dict(ckpt["model"])
+    distributed.seed_everything(args.seed, world)
+    synced = 0
+    if world.distributed and not args.no_sync_bn:
+        bare, synced = sync_bn.convert(bare, device)
+
+    train_set, val_set = task.datasets()
+    sampler = task.train_sampler(train_set, world, args.seed)
+    if sampler is None:
+        sampler = torch.utils.data.DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=args.seed)
+    per_rank = len(sampler)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, args.batch_size, sampler=sampler, num_workers=args.workers,
+        drop_last=per_rank > args.batch_size, pin_memory=device.type == "cuda")
+    val_loader = torch.utils.data.DataLoader(
+        val_set, args.batch_size, sampler=distributed.ShardSampler(len(val_set), world), num_workers=args.workers)
+    updates_per_epoch = max((len(train_loader) + args.accumulate - 1) // args.accumulate, 1)
+
+    optimizer = _optimizer(bare, args)
+    scheduler = _scheduler(optimizer, args, updates_per_epoch)
+    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp_dtype else (
+        torch.float16 if device.type == "cuda" else torch.bfloat16)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype == torch.float16)
+
+    start, best, stale = 0, float("-inf"), 0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt.get("stale", 0)
+
+    model = bare
+    if world.distributed:
+        model = DistributedDataParallel(bare, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=task.find_unused_parameters)
+
+    history = None
+    if world.main:
+        os.makedirs(args.out, exist_ok=True)
+        record = {**vars(args), "world_size": world.size, "backend": world.backend, "device": str(device),
+                  "model_name": task.model_name, "model_config": task.model_config, "parameters": n_params}
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(record, f, indent=1, default=str)
+        history = History(args.out, resume=ckpt is not None, tensorboard=not args.no_tensorboard)
+        print(f"hcam_ops.train {task.name}: device {device}, world size {world.size}"
+              f"{f' ({world.backend})' if world.distributed else ''}, model {task.model_name} "
+              f"({n_params / 1e6:.2f} M parameters{f', {synced} BatchNorm layers synchronised' if synced else ''}), "
+              f"results in {os.path.abspath(args.out)}", flush=True)
+    distributed.barrier(world)
+
+    show_bar = world.main and not args.no_progress and sys.stderr.isatty()
+    printed_header = False
+    updates = start * updates_per_epoch
+    for epoch in range(start, args.epochs):
+        t0 = time.time()
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        sums, n = {}, 0
+        optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not show_bar, dynamic_ncols=True)
+        last = len(train_loader) - 1
+        for i, batch in enumerate(bar):
+            step_now = (i + 1) % args.accumulate == 0 or i == last
+            # Gradients are all-reduced only on the micro-batch that steps.
+            sync = model.no_sync() if world.distributed and not step_now else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
+                    parts, size = task.train_step(model, bare, batch, device)
+                scaler.scale(parts["loss"] / args.accumulate).backward()
+            if step_now:
+                if args.clip_grad:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(bare.parameters(), args.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                updates += 1
+                if scheduler is not None:
+                    scheduler.step_update(num_updates=updates)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * size
+            n += size
+            if show_bar:
+                bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+        totals = distributed.sum_across({**sums, "__n": n}, world, device)
+        count = max(totals.pop("__n"), 1)
+        train = {f"train_{k}": v / count for k, v in totals.items()}
+        with torch.no_grad():
+            val = {f"val_{k}": v for k, v in task.evaluate(bare, val_loader, device, world).items()}
+        monitored = val[f"val_{task.monitor}"]
+        if scheduler is not None:
+            scheduler.step(epoch + 1, monitored)
+        improved = monitored > best
+        best, stale = (monitored, 0) if improved else (best, stale + 1)
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train, **val, "seconds": time.time() - t0}
+        if world.main:
+            if not printed_header:
+                print(" ".join(f"{c:>12.12}" for c in row), flush=True)
+                printed_header = True
+            print(" ".join(f"{v:>12.5g}" if isinstance(v, float) else f"{v:>12}" for v in row.values()), flush=True)
+            history.append(row)
+            state = dict(
+                format=checkpoint.FORMAT, task=task.name, model_name=task.model_name, model_config=task.model_config,
+                task_state=task.state(), model=_plain_state(bare), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None, scaler=scaler.state_dict(),
+                epoch=epoch, best=best, stale=stale, metrics={**train, **val})
+            checkpoint.save(state, os.path.join(args.out, "last.pth"))
+            if improved:
+                checkpoint.save(state, os.path.join(args.out, "best.pth"))
+        if args.patience and stale >= args.patience:
+            if world.main:
+                print(f"early stop: no better {task.monitor} for {args.patience} epochs", flush=True)
+            break
+    distributed.barrier(world)
+    if history is not None:
+        history.close()
+    best_path = os.path.join(args.out, "best.pth")
+    if os.path.exists(best_path):
+        bare.load_state_dict(checkpoint.load(best_path, "best checkpoint")["model"])
+    result = task.finish(bare, device, world, args.out)
+    return best if result is None else result
+
+
+def _load_resume(path: str, task: Task) -> dict:
+    ckpt = checkpoint.load(path, "--resume")
+    if not checkpoint.is_training_checkpoint(ckpt):
+        raise CLIError(f"--resume {path}: not a checkpoint of hcam_ops.train")
+    diffs = checkpoint.config_differences(ckpt, task.name, task.model_name, task.model_config)
+    if diffs:
+        raise CLIError(f"--resume {path}: the checkpoint was trained with another configuration: {'; '.join(diffs)}")
+    return ckpt
+
+
+def _optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    try:
+        return create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                   momentum=args.momentum)
+    except (ValueError, AssertionError) as e:
+        raise CLIError(f"--opt {args.opt}: {e}") from None
+
+
+def _scheduler(optimizer, args, updates_per_epoch: int):
+    if args.sched == "none":
+        return None
+    from timm.scheduler import create_scheduler_v2
+
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr, min_lr=args.min_lr, decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
+        patience_epochs=args.plateau_patience, plateau_mode="max", step_on_epochs=args.sched != "cosine",
+        updates_per_epoch=updates_per_epoch)
+    return scheduler
+
+
+def _plain_state(model: torch.nn.Module) -> dict:
+    """On the CPU; synchronised BatchNorm layers keep plain BatchNorm's keys,
+    so the checkpoint loads into the model without them."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -1,0 +1,70 @@
+"""Errors of the command-line tools: one line that names the flag, or the file
+and row, never a traceback from deep inside torch or argparse."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+
+class CLIError(SystemExit):
+    """Ends the program with the message on one line (SystemExit prints a
+    string argument to stderr, exit status 1); raised by checks that know the
+    flag or file."""
+
+    def __init__(self, message: str):
+        self.message = " ".join(str(message).split())
+        super().__init__(f"error: {self.message}")
+
+
+def check_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {text!r}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise CLIError(f"--device {text}: only cpu and cuda are supported")
+    return device
+
+
+def check_file(path: str | None, flag: str) -> str:
+    if not path:
+        raise CLIError(f"{flag} is required")
+    if not os.path.isfile(path):
+        raise CLIError(f"{flag} {path}: no such file")
+    return path
+
+
+def check_dir(path: str, flag: str) -> str:
+    if not os.path.isdir(path):
+        raise CLIError(f"{flag} {path}: no such folder")
+    return path
+
+
+def parse_json(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CLIError(f"{flag}: not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise CLIError(f"{flag}: must be a JSON object ({{...}}), got {text!r}")
+    return value
+
+
+def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"{flag} {text!r}: expected comma-separated integers such as 3,3,3,2") from None
+    if any(v <= 0 for v in values):
+        raise CLIError(f"{flag} {text!r}: every value must be positive")
+    return values

@@ -1,0 +1,1 @@
+"""The multi-label task: CSV and synthetic data, the task on the engine."""
