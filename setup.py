@@ -22,8 +22,10 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _is_toolkit(path):
-    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
-        os.path.join(path, "include", "cuda_runtime.h")
+    return (
+        bool(path)
+        and os.path.isfile(os.path.join(path, "bin", "nvcc"))
+        and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
     )
 
 
@@ -108,9 +110,7 @@ def want_cuda():
 
 
 def check_toolkit_version():
-    out = subprocess.run(
-        [os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True, text=True
-    ).stdout
+    out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True, text=True).stdout
     release = out.split("release ")[-1].split(",")[0].strip() if "release " in out else "?"
     if release.split(".")[0] != torch.version.cuda.split(".")[0]:
         msg = f"nvcc {release} at {CUDA_HOME} does not match torch's CUDA {torch.version.cuda}"
@@ -136,9 +136,7 @@ def extensions():
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_arch_list())
         check_toolkit_version()
-        sources += sorted(
-            os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(csrc, "ops", "cuda", "*.cu"))
-        )
+        sources += sorted(os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(csrc, "ops", "cuda", "*.cu")))
         nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
         return [
             CUDAExtension(

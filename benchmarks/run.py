@@ -97,8 +97,12 @@ def main(argv=None):
     ap.add_argument("--impls", default="fused,reference,compiled_ref")
     ap.add_argument("--modes", default="fwd,fwd+bwd")
     ap.add_argument("--repeat", type=int, default=None, help="timed runs per entry (default 50 on CUDA, 5 on CPU)")
-    ap.add_argument("--max-cases", type=int, default=None,
-                    help="first N shapes per op (default: all on CUDA, 2 on CPU, where the large ones take minutes)")
+    ap.add_argument(
+        "--max-cases",
+        type=int,
+        default=None,
+        help="first N shapes per op (default: all on CUDA, 2 on CPU, where the large ones take minutes)",
+    )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
     args = ap.parse_args(argv)
 
@@ -134,15 +138,32 @@ def main(argv=None):
                 for name in impls:
                     impl = case.impls[name]
                     try:
-                        ms, mib, tmib = measure(impl, input_sets, case.grad_of, mode == "fwd+bwd", device, repeat,
-                                                warmup)
+                        ms, mib, tmib = measure(
+                            impl, input_sets, case.grad_of, mode == "fwd+bwd", device, repeat, warmup
+                        )
                     except Exception as e:  # report, do not hide, a failing entry
-                        print(f"# {case.op} {case.label} {dname} {mode} {name}: {type(e).__name__}: {e}", file=sys.stderr)
+                        print(
+                            f"# {case.op} {case.label} {dname} {mode} {name}: {type(e).__name__}: {e}", file=sys.stderr
+                        )
                         ms = mib = tmib = float("nan")
-                    rows.append(dict(op=case.op, shape=case.label, dtype=dname, mode=mode, impl=name, ms=ms,
-                                     peak_mib=mib, transient_mib=tmib, floor_ms=floor_ms if mode == "fwd+bwd" else None))
-                    print(f"{case.op:14s} {case.label:36s} {dname:8s} {mode:7s} {name:12s} {ms:9.3f} ms "
-                          f"{mib:8.1f} MiB", file=sys.stderr, flush=True)
+                    rows.append(
+                        dict(
+                            op=case.op,
+                            shape=case.label,
+                            dtype=dname,
+                            mode=mode,
+                            impl=name,
+                            ms=ms,
+                            peak_mib=mib,
+                            transient_mib=tmib,
+                            floor_ms=floor_ms if mode == "fwd+bwd" else None,
+                        )
+                    )
+                    print(
+                        f"{case.op:14s} {case.label:36s} {dname:8s} {mode:7s} {name:12s} {ms:9.3f} ms {mib:8.1f} MiB",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             del input_sets
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -164,20 +185,25 @@ def _header(device, bandwidth, repeat):
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     bw = f", copy bandwidth {bandwidth / 1e12:.2f} TB/s" if bandwidth else ""
-    return (f"device: {name}{bw}; torch {torch.__version__}; hcam_ops CUDA kernels built: "
-            f"{hcam_ops.cuda_built()}; median of {repeat} runs; peak = MiB above the inputs, gradients "
-            f"included; transient = peak less what the step leaves allocated; fused ops run without "
-            f"their host-side input checks (check_index / check_inputs=False)")
+    return (
+        f"device: {name}{bw}; torch {torch.__version__}; hcam_ops CUDA kernels built: "
+        f"{hcam_ops.cuda_built()}; median of {repeat} runs; peak = MiB above the inputs, gradients "
+        f"included; transient = peak less what the step leaves allocated; fused ops run without "
+        f"their host-side input checks (check_index / check_inputs=False)"
+    )
 
 
 def _markdown(rows):
-    lines = ["| op | shape | dtype | mode | fused ms | reference ms | compiled ref ms | fused / compiled | floor ms "
-             "| fused peak / transient MiB | compiled peak / transient MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| op | shape | dtype | mode | fused ms | reference ms | compiled ref ms | fused / compiled | floor ms "
+        "| fused peak / transient MiB | compiled peak / transient MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     keyed = {}
     for r in rows:
         keyed.setdefault((r["op"], r["shape"], r["dtype"], r["mode"]), {})[r["impl"]] = r
     for (op, shape, dtype, mode), by in keyed.items():
+
         def ms(k):
             return by[k]["ms"] if k in by else float("nan")
 
@@ -188,9 +214,11 @@ def _markdown(rows):
 
         fl = next((r["floor_ms"] for r in by.values() if r["floor_ms"]), None)
         ratio = ms("fused") / ms("compiled_ref") if "compiled_ref" in by else float("nan")
-        lines.append(f"| {op} | {shape} | {dtype} | {mode} | {ms('fused'):.3f} | {ms('reference'):.3f} | "
-                     f"{ms('compiled_ref'):.3f} | {ratio:.2f} | {'' if fl is None else f'{fl:.3f}'} | "
-                     f"{mib('fused')} | {mib('compiled_ref')} |")
+        lines.append(
+            f"| {op} | {shape} | {dtype} | {mode} | {ms('fused'):.3f} | {ms('reference'):.3f} | "
+            f"{ms('compiled_ref'):.3f} | {ratio:.2f} | {'' if fl is None else f'{fl:.3f}'} | "
+            f"{mib('fused')} | {mib('compiled_ref')} |"
+        )
     return "\n".join(lines)
 
 
@@ -209,8 +237,10 @@ def _plot(rows, path, title):
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5))
     width = 0.8 / max(len(impls), 1)
     for i, impl in enumerate(impls):
-        vals = [next((r["ms"] for r in sel if (r["op"], r["shape"], r["dtype"]) == g and r["impl"] == impl), float("nan"))
-                for g in groups]
+        vals = [
+            next((r["ms"] for r in sel if (r["op"], r["shape"], r["dtype"]) == g and r["impl"] == impl), float("nan"))
+            for g in groups
+        ]
         ax.bar([j + i * width for j in range(len(groups))], vals, width, label=impl)
     ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(groups))])
     ax.set_xticklabels([f"{g[0]}\n{g[1]}\n{g[2]}" for g in groups], fontsize=6)

@@ -5,10 +5,9 @@ runs unless HCAM_BENCH_ALL=1 (the large shapes take minutes there)."""
 
 import os
 
+import cases as cases_mod
 import pytest
 import torch
-
-import cases as cases_mod
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ALL = DEVICE.type == "cuda" or os.environ.get("HCAM_BENCH_ALL") == "1"

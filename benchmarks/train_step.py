@@ -15,18 +15,19 @@ import argparse
 import statistics
 import time
 
+import timm
 import torch
 
 import hcam_ops
 import hcam_ops.models  # noqa: F401  (registers the timm names)
-import timm
 from hcam_ops import reference as R
-from hcam_ops.train.hierarchical.losses import hierarchical_loss
 from hcam_ops.train.hierarchical.data import synthetic_hierarchy
+from hcam_ops.train.hierarchical.losses import hierarchical_loss
 
 
 def _timer(device):
     if device.type == "cuda":
+
         def run(fn):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -35,10 +36,12 @@ def _timer(device):
             end.synchronize()
             return start.elapsed_time(end)
     else:
+
         def run(fn):
             t0 = time.perf_counter()
             fn()
             return (time.perf_counter() - t0) * 1e3
+
     return run
 
 
@@ -57,6 +60,7 @@ def arcface_rows(device, tiny, repeat, timer):
     fused = lambda f, w, y: hcam_ops.multilabel_arcface_loss(f, w, y, check_inputs=False)  # noqa: E731
     rows = []
     for name, loss_fn in (("fused", fused), ("reference", R.multilabel_arcface_loss)):
+
         def step():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 feats = model.features(x)
@@ -73,8 +77,13 @@ def arcface_rows(device, tiny, repeat, timer):
 
         for fn in (step, loss_only):
             fn()
-        rows.append((name, statistics.median(timer(step) for _ in range(repeat)),
-                     statistics.median(timer(loss_only) for _ in range(repeat))))
+        rows.append(
+            (
+                name,
+                statistics.median(timer(step) for _ in range(repeat)),
+                statistics.median(timer(loss_only) for _ in range(repeat)),
+            )
+        )
     return B, rows
 
 
@@ -114,6 +123,7 @@ def main(argv=None):
     fused = lambda *a, **k: hcam_ops.hierarchical_cam_kl_loss(*a, **k, check_index=False)  # noqa: E731
     rows = []
     for name, cam_fn in (("fused", fused), ("reference", R.hierarchical_cam_kl_loss)):
+
         def step():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits, inter = model(x, seg, return_intermediates=True)

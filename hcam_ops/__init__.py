@@ -7,7 +7,12 @@ face, with autograd and fake (meta) implementations for torch.compile.
 
 import torch  # noqa: F401  (loads libc10/libtorch before the extension)
 
-from . import _C  # noqa: F401  (registers torch.ops.hcam_ops.*)
+from . import (  # noqa: E402
+    _C,  # noqa: F401  (registers torch.ops.hcam_ops.*)
+    distill,
+    nn,
+    reference,
+)
 from .ops import (
     arcface_logits,
     cam_gather,
@@ -21,7 +26,6 @@ from .ops import (
     segment_mean,
     softmax_kl,
 )
-from . import distill, nn, reference  # noqa: E402
 
 __all__ = [
     "arcface_logits",

@@ -46,13 +46,22 @@ class Superpixels:
             raster order, so merged ids are neighbours).
     """
 
-    def __init__(self, num_segments: int = 196, method: str = "seeds", max_segments: int = 256,
-                 seeds_levels: int = 4, seeds_prior: int = 2, seeds_iterations: int = 10,
-                 slic_compactness: float = 10.0):
+    def __init__(
+        self,
+        num_segments: int = 196,
+        method: str = "seeds",
+        max_segments: int = 256,
+        seeds_levels: int = 4,
+        seeds_prior: int = 2,
+        seeds_iterations: int = 10,
+        slic_compactness: float = 10.0,
+    ):
         if method not in METHODS:
             raise ValueError(f"Superpixels: method must be one of {METHODS}, got {method!r}")
         if num_segments <= 0 or max_segments <= 0:
-            raise ValueError(f"Superpixels: num_segments and max_segments must be positive, got {num_segments}, {max_segments}")
+            raise ValueError(
+                f"Superpixels: num_segments and max_segments must be positive, got {num_segments}, {max_segments}"
+            )
         self.num_segments, self.max_segments = num_segments, max_segments
         self.method = method if method == "slic" or _seeds_available() else "slic"
         self.seeds_args = (seeds_levels, seeds_prior, seeds_iterations)
@@ -87,8 +96,9 @@ class WithSuperpixels(torch.utils.data.Dataset):
     on the image the model sees, before normalisation, and batch with the
     default collate."""
 
-    def __init__(self, dataset, superpixels: Superpixels | None = None,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    def __init__(
+        self, dataset, superpixels: Superpixels | None = None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    ):
         self.dataset = dataset
         self.superpixels = superpixels or Superpixels()
         self.mean = torch.tensor(mean).view(3, 1, 1)

@@ -31,7 +31,11 @@ def assert_close(actual, expected, dtype, what=""):
     tol = RTOL[dtype]
     scale = expected.abs().max().item() if expected.numel() else 0.0
     torch.testing.assert_close(
-        actual, expected, rtol=tol, atol=tol * scale + max(torch.finfo(dtype).tiny, 1e-12), equal_nan=True,
+        actual,
+        expected,
+        rtol=tol,
+        atol=tol * scale + max(torch.finfo(dtype).tiny, 1e-12),
+        equal_nan=True,
         msg=lambda m: f"{what}: {m}",
     )
 
@@ -82,7 +86,11 @@ def _hw(N):
 
 
 def randn(*shape, gen, dtype, device, requires_grad=False):
-    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+    return (
+        torch.randn(*shape, generator=gen, dtype=torch.float64)
+        .to(device=device, dtype=dtype)
+        .requires_grad_(requires_grad)
+    )
 
 
 def randint(high, shape, gen, device):

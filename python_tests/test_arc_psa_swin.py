@@ -82,9 +82,30 @@ def test_multilabel_cli_two_tiny_epochs(tmp_path):
     from hcam_ops.train import main
 
     out = tmp_path / "ml"
-    report = main(["--task", "multilabel", "--img-size", "64", "--epochs", "2", "--batch-size", "8",
-                   "--synthetic-size", "32", "--oversample", "rust", "--accumulate", "2", "--out", str(out),
-                   "--no-progress", "--tta", "--backbone-kwargs", json.dumps(TINY)])
+    report = main(
+        [
+            "--task",
+            "multilabel",
+            "--img-size",
+            "64",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--synthetic-size",
+            "32",
+            "--oversample",
+            "rust",
+            "--accumulate",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--tta",
+            "--backbone-kwargs",
+            json.dumps(TINY),
+        ]
+    )
     assert set(report["per_class"]) == set(hcam_ops.models.LEAF_CLASSES)
     assert 0 <= report["macro"]["f1"] <= 1
     rows = list(csv.DictReader(open(out / "log.csv")))
@@ -93,7 +114,30 @@ def test_multilabel_cli_two_tiny_epochs(tmp_path):
         assert (out / name).exists(), name
     assert {"train_loss", "val_loss", "val_macro_f1", "val_micro_f1", "val_map"} <= set(rows[0])
     # resume one more epoch (the oversampling, accumulation and config as before)
-    main(["multilabel", "--img-size", "64", "--epochs", "3", "--batch-size", "8", "--synthetic-size", "32",
-          "--oversample", "rust", "--accumulate", "2", "--out", str(out), "--no-progress", "--patience", "0",
-          "--backbone-kwargs", json.dumps(TINY), "--resume", str(out / "last.pth")])
+    main(
+        [
+            "multilabel",
+            "--img-size",
+            "64",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--synthetic-size",
+            "32",
+            "--oversample",
+            "rust",
+            "--accumulate",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--patience",
+            "0",
+            "--backbone-kwargs",
+            json.dumps(TINY),
+            "--resume",
+            str(out / "last.pth"),
+        ]
+    )
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "log.csv"))] == [0, 1, 2]

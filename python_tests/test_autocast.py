@@ -6,12 +6,10 @@ with every input cast up front, so results and gradients match exactly."""
 
 import pytest
 import torch
+from conftest import DEVICES, randint, randn
 
 import hcam_ops
 from hcam_ops.ops import _checks
-from hcam_ops.ops.fgd_loss import TERMS
-
-from conftest import DEVICES, randint, randn
 
 # (low, high): the dtype of the features-like inputs and of the weight-like
 # inputs. The first two are what autocast produces with float32 parameters.
@@ -44,9 +42,11 @@ def _case(name, gen, device):
         )
     if name == "cam_kl_loss":
         fi, ci = randint(5, (3,), gen, device), randint(2, (3,), gen, device)
-        return {"features": ((3, 7, 5), "low", True), "fine": ((5, 5), "high", True), "coarse": ((2, 5), "high", False)}, (
-            lambda features, fine, coarse: hcam_ops.cam_kl_loss(features, fine, coarse, fi, ci, temperature=0.7)
-        )
+        return {
+            "features": ((3, 7, 5), "low", True),
+            "fine": ((5, 5), "high", True),
+            "coarse": ((2, 5), "high", False),
+        }, (lambda features, fine, coarse: hcam_ops.cam_kl_loss(features, fine, coarse, fi, ci, temperature=0.7))
     if name == "hierarchical_cam_kl_loss":
         idx = [randint(K, (3,), gen, device) for K in (7, 5, 2)]
         return {
@@ -54,7 +54,11 @@ def _case(name, gen, device):
             "w0": ((7, 5), "high", True),
             "w1": ((5, 5), "low", True),
             "w2": ((2, 5), "high", False),
-        }, (lambda features, w0, w1, w2: hcam_ops.hierarchical_cam_kl_loss(features, [w0, w1, w2], idx, reduction="none"))
+        }, (
+            lambda features, w0, w1, w2: hcam_ops.hierarchical_cam_kl_loss(
+                features, [w0, w1, w2], idx, reduction="none"
+            )
+        )
     if name == "softmax_kl":
         return {"p_logits": ((3, 7), "low", True), "q_logits": ((3, 7), "high", True)}, (
             lambda p_logits, q_logits: hcam_ops.softmax_kl(p_logits, q_logits, temperature=2.0)
@@ -72,7 +76,9 @@ def _case(name, gen, device):
     if name == "fgd_loss":
         fg, bg = _fgd_masks(2, 5, 3, gen, device)
         return {"student": ((2, 3, 5, 3), "low", True), "teacher": ((2, 3, 5, 3), "high", False)}, (
-            lambda student, teacher: hcam_ops.fgd_loss(student, teacher, fg, bg, spatial_attention="combined", **FGD_TERMS)
+            lambda student, teacher: hcam_ops.fgd_loss(
+                student, teacher, fg, bg, spatial_attention="combined", **FGD_TERMS
+            )
         )
     raise ValueError(name)
 
@@ -223,11 +229,18 @@ def test_autocast_layer_outputs_and_fp32_parameters(device, gen):
         (lambda f, w, i: hcam_ops.cam_gather(f.long(), w, i), "cam_gather: features must be float16"),
         (lambda f, w, i: hcam_ops.cam_kl_loss(f, w, w.int(), i, i), r"weights\[1\] must be float16"),
         (lambda f, w, i: hcam_ops.softmax_kl(f[:, 0], w[:3].long()), "q_logits must be float16"),
-        (lambda f, w, i: hcam_ops.multilabel_arcface_loss(f[:, 0], w.long(), torch.ones(3, 5)), "weight must be float16"),
+        (
+            lambda f, w, i: hcam_ops.multilabel_arcface_loss(f[:, 0], w.long(), torch.ones(3, 5)),
+            "weight must be float16",
+        ),
         (lambda f, w, i: hcam_ops.arcface_logits(f[:, 0], w.long()), "arcface_logits: weight must be float16"),
         (lambda f, w, i: hcam_ops.arcface_logits(f[:, 0].int(), w), "arcface_logits: features must be float16"),
-        (lambda f, w, i: hcam_ops.fgd_loss(f[..., None], f[..., None].long(), f[:, 0, :, None].abs(), f[:, 0, :, None].abs()),
-         "teacher must be float16"),
+        (
+            lambda f, w, i: hcam_ops.fgd_loss(
+                f[..., None], f[..., None].long(), f[:, 0, :, None].abs(), f[:, 0, :, None].abs()
+            ),
+            "teacher must be float16",
+        ),
     ],
 )
 def test_non_float_input_raises(call, match, gen):

@@ -2,13 +2,11 @@
 
 import pytest
 import torch
+from conftest import assert_close
 from torch import nn
 
-import hcam_ops
 from hcam_ops import reference as R
 from hcam_ops.nn import CAMConsistencyLoss
-
-from conftest import assert_close
 
 
 class TwoHeads(nn.Module):
@@ -34,8 +32,12 @@ def test_logits_pick_argmax_and_targets_are_used_as_given(gen):
     want = R.cam_kl_loss(tokens, model.fine.weight, model.coarse.weight, lf.argmax(1), lc.argmax(1), temperature=0.5)
     assert_close(got, want, torch.float64, "argmax")
     tf, tc = torch.tensor([0, 6, 2, 2]), torch.tensor([1, 1, 0, 2])
-    assert_close(loss_fn(tokens, tf, tc), R.cam_kl_loss(tokens, model.fine.weight, model.coarse.weight, tf, tc, temperature=0.5),
-                 torch.float64, "targets")
+    assert_close(
+        loss_fn(tokens, tf, tc),
+        R.cam_kl_loss(tokens, model.fine.weight, model.coarse.weight, tf, tc, temperature=0.5),
+        torch.float64,
+        "targets",
+    )
 
 
 def test_trains_the_fine_head_and_backbone_not_the_coarse_head(gen):

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, make_features, randint, randn
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, make_features, randint, randn
 
 SHAPES = [(1, 1, 1, 1), (2, 7, 3, 4), (3, 30, 13, 5), (2, 64, 24, 10), (1, 3136, 8, 3)]  # (B, N, C, K)
 LAYOUTS = ["tokens", "tokens_t", "map", "map_cl", "strided"]
@@ -41,7 +40,9 @@ def test_conv_weight_accepted(gen):
     idx = torch.tensor([2, 0])
     assert_close(hcam_ops.cam_gather(x, conv.weight, idx), R.cam_gather(x, conv.weight, idx), torch.float64, "cams")
     # The map of a 1x1 conv head is the head's own output at that class.
-    assert_close(hcam_ops.cam_gather(x, conv.weight, idx), conv(x)[torch.arange(2), idx].flatten(1), torch.float64, "conv")
+    assert_close(
+        hcam_ops.cam_gather(x, conv.weight, idx), conv(x)[torch.arange(2), idx].flatten(1), torch.float64, "conv"
+    )
 
 
 @pytest.mark.parametrize("index_shape", [(4,), (4, 2)])
@@ -61,7 +62,9 @@ def test_opcheck(gen):
     torch.library.opcheck(torch.ops.hcam_ops.cam_gather.default, (x.requires_grad_(), w, idx))
     xm = torch.randn(3, 5, 2, 3, generator=gen).contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(torch.ops.hcam_ops.cam_gather.default, (xm, w, idx))
-    torch.library.opcheck(torch.ops.hcam_ops.cam_gather_backward.default, (torch.randn(3, 2, 6), x.detach(), w.detach(), idx))
+    torch.library.opcheck(
+        torch.ops.hcam_ops.cam_gather_backward.default, (torch.randn(3, 2, 6), x.detach(), w.detach(), idx)
+    )
 
 
 def test_errors(gen):

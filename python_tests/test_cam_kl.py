@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, make_features, randint, randn
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, make_features, randint, randn
 
 # (B, N, C, Kf, Kc): N = 1, B = 1, K = 1, odd C, C not a multiple of 4 or 8,
 # C a multiple of 8 (16-byte packs on CUDA), a large N.
@@ -160,21 +159,26 @@ def _teacher_blind_inputs(gen, B=3, N=8, C_free=5, C_fixed=2, Kf=4, Kc=3, layout
 def test_gradcheck(direction, layout, gen):
     x_free, wf, wc, fi, ci, features = _teacher_blind_inputs(gen, layout=layout)
     assert torch.autograd.gradcheck(
-        lambda xf, w: hcam_ops.cam_kl_loss(features(xf), w, wc, fi, ci, temperature=0.7, direction=direction,
-                                           reduction="none"),
+        lambda xf, w: hcam_ops.cam_kl_loss(
+            features(xf), w, wc, fi, ci, temperature=0.7, direction=direction, reduction="none"
+        ),
         (x_free, wf),
     )
 
 
 def test_opcheck(gen):
     x, wf, wc, fi, ci = _inputs(3, 12, 7, 4, 3, "tokens", torch.float32, "cpu", gen)
-    torch.library.opcheck(torch.ops.hcam_ops.cam_kl_forward.default, (x, [wf, wc], [fi, ci], 1.0, 1e-6, "fine_to_coarse"))
+    torch.library.opcheck(
+        torch.ops.hcam_ops.cam_kl_forward.default, (x, [wf, wc], [fi, ci], 1.0, 1e-6, "fine_to_coarse")
+    )
     xm = make_features(2, 12, 7, "map_cl", torch.float32, "cpu", gen)
     torch.library.opcheck(
         torch.ops.hcam_ops.cam_kl_forward.default,
         (xm, [wf, wc, wc], [fi[:2], ci[:2], ci[:2]], 0.5, 1e-6, "coarse_to_fine"),
     )
-    kl, coef = torch.ops.hcam_ops.cam_kl_forward(x.detach(), [wf.detach(), wc.detach()], [fi, ci], 1.0, 1e-6, "fine_to_coarse")
+    kl, coef = torch.ops.hcam_ops.cam_kl_forward(
+        x.detach(), [wf.detach(), wc.detach()], [fi, ci], 1.0, 1e-6, "fine_to_coarse"
+    )
     torch.library.opcheck(
         torch.ops.hcam_ops.cam_kl_backward.default,
         (torch.rand(3, generator=gen), x.detach(), [wf.detach(), wc.detach()], [fi, ci], coef),

@@ -3,11 +3,10 @@ stated policies for empty batches and non-finite features."""
 
 import pytest
 import torch
+from conftest import HAS_CUDA, NO_CUDA_REASON, assert_close
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import HAS_CUDA, NO_CUDA_REASON, assert_close
 
 
 @pytest.fixture

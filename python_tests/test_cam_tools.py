@@ -17,7 +17,7 @@ from hcam_ops.cam import attention_rollout, class_cams, gap_cam, save_overlays  
 def _structured(gen, size=64):
     """A bright square on a dark textured background: not constant, not zeros."""
     img = 0.1 + 0.05 * torch.rand(3, size, size, generator=gen)
-    img[:, size // 4: size // 2, size // 2: 3 * size // 4] = 0.9
+    img[:, size // 4 : size // 2, size // 2 : 3 * size // 4] = 0.9
     return img
 
 
@@ -66,8 +66,20 @@ def test_overlays_and_cli(tmp_path, gen):
     torch.save({"model": model.state_dict()}, tmp_path / "ck.pth")
     from hcam_ops.cam.__main__ import main
 
-    main(["--model", "arc_psa_swin_tiny", "--checkpoint", str(tmp_path / "ck.pth"), "--image", str(tmp_path / "leaf.png"), "--out",
-          str(tmp_path / "cli"), "--img-size", "64"])
+    main(
+        [
+            "--model",
+            "arc_psa_swin_tiny",
+            "--checkpoint",
+            str(tmp_path / "ck.pth"),
+            "--image",
+            str(tmp_path / "leaf.png"),
+            "--out",
+            str(tmp_path / "cli"),
+            "--img-size",
+            "64",
+        ]
+    )
     out = sorted(p.name for p in (tmp_path / "cli").iterdir())
     assert "cam.gif" in out and "scores.txt" in out and len([p for p in out if p.endswith(".png")]) == 6
 
@@ -80,10 +92,38 @@ def test_cli_reads_training_checkpoints_of_both_tasks(tmp_path, gen):
 
     Image.fromarray((_structured(gen).permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / "img.png")
     run = tmp_path / "h"
-    train_main(["hierarchical", "--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
-                "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--synthetic-size",
-                "16", "--batch-size", "8", "--epochs", "1", "--no-progress", "--no-tensorboard", "--out", str(run)])
-    cam_main(["--checkpoint", str(run / "best.pth"), "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "hc")])
+    train_main(
+        [
+            "hierarchical",
+            "--img-size",
+            "64",
+            "--embed-dim",
+            "48",
+            "--depths",
+            "1,1,1,1",
+            "--num-heads",
+            "4",
+            "--num-clusters",
+            "16,8,4,2",
+            "--num-segments",
+            "16",
+            "--max-segments",
+            "24",
+            "--synthetic-size",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--no-tensorboard",
+            "--out",
+            str(run),
+        ]
+    )
+    cam_main(
+        ["--checkpoint", str(run / "best.pth"), "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "hc")]
+    )
     out = sorted(p.name for p in (tmp_path / "hc").iterdir())
     assert len([p for p in out if p.endswith(".png")]) == 3 and "cam.gif" in out  # one map per level
     levels = (tmp_path / "hc" / "scores.txt").read_text().splitlines()
@@ -92,10 +132,30 @@ def test_cli_reads_training_checkpoints_of_both_tasks(tmp_path, gen):
 
     run = tmp_path / "m"
     tiny = '{"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 2}'
-    train_main(["multilabel", "--img-size", "64", "--backbone-kwargs", tiny, "--classes", "a,b,c",
-                "--synthetic-size", "16", "--batch-size", "8", "--epochs", "1", "--no-progress", "--no-tensorboard",
-                "--out", str(run)])
-    cam_main(["--checkpoint", str(run / "best.pth"), "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "mc")])
+    train_main(
+        [
+            "multilabel",
+            "--img-size",
+            "64",
+            "--backbone-kwargs",
+            tiny,
+            "--classes",
+            "a,b,c",
+            "--synthetic-size",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--no-tensorboard",
+            "--out",
+            str(run),
+        ]
+    )
+    cam_main(
+        ["--checkpoint", str(run / "best.pth"), "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "mc")]
+    )
     out = sorted(p.name for p in (tmp_path / "mc").iterdir())
     assert [p for p in out if p.endswith(".png")] == ["cam_a.png", "cam_b.png", "cam_c.png"]
 
@@ -109,5 +169,15 @@ def test_cli_errors(tmp_path):
         cam_main(["--checkpoint", str(tmp_path / "missing.pth"), "--image", "x.png", "--out", str(tmp_path)])
     (tmp_path / "not.png").write_text("text")
     with pytest.raises(SystemExit, match="--image .*not.png: not a readable image"):
-        cam_main(["--model", "arc_psa_swin_tiny", "--image", str(tmp_path / "not.png"), "--out", str(tmp_path),
-                  "--img-size", "64"])
+        cam_main(
+            [
+                "--model",
+                "arc_psa_swin_tiny",
+                "--image",
+                str(tmp_path / "not.png"),
+                "--out",
+                str(tmp_path),
+                "--img-size",
+                "64",
+            ]
+        )

@@ -11,8 +11,15 @@ import torch.nn.functional as F
 import hcam_ops
 from hcam_ops.models import HCAST, clusters_to_grid
 
-SMALL = dict(num_classes=(6, 3), img_size=64, num_segments=20, embed_dim=48, depths=(1, 1, 1, 1), num_heads=4,
-             num_clusters=(8, 4, 2, 1))
+SMALL = dict(
+    num_classes=(6, 3),
+    img_size=64,
+    num_segments=20,
+    embed_dim=48,
+    depths=(1, 1, 1, 1),
+    num_heads=4,
+    num_clusters=(8, 4, 2, 1),
+)
 
 
 def _grid_segments(B, size, cell):
@@ -62,8 +69,9 @@ def test_gradients_reach_every_parameter(gen):
     m = HCAST(**SMALL)
     x = torch.randn(2, 3, 64, 64, generator=gen)
     logits, inter = m(x, _grid_segments(2, 64, 16), return_intermediates=True)
-    cam = hcam_ops.cam_kl_loss(inter["centroid1"], m.heads[0].weight, m.heads[1].weight,
-                               logits[0].argmax(1), logits[1].argmax(1))
+    cam = hcam_ops.cam_kl_loss(
+        inter["centroid1"], m.heads[0].weight, m.heads[1].weight, logits[0].argmax(1), logits[1].argmax(1)
+    )
     (sum(l.logsumexp(1).sum() for l in logits) + cam).backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
@@ -109,8 +117,9 @@ def test_cam_consistency_train_step_reduces_the_loss():
     losses = []
     for _ in range(6):
         logits, inter = m(x, seg, return_intermediates=True)
-        cam = hcam_ops.cam_kl_loss(inter["centroid1"], m.heads[0].weight, m.heads[1].weight,
-                                   logits[0].argmax(1), logits[1].argmax(1))
+        cam = hcam_ops.cam_kl_loss(
+            inter["centroid1"], m.heads[0].weight, m.heads[1].weight, logits[0].argmax(1), logits[1].argmax(1)
+        )
         loss = F.cross_entropy(logits[0], fine) + F.cross_entropy(logits[1], coarse) + 0.1 * cam
         opt.zero_grad()
         loss.backward()

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -49,7 +48,9 @@ def test_ties_go_to_the_lower_index():
 def test_opcheck(gen):
     pts = torch.randn(2, 9, 3, generator=gen)
     torch.library.opcheck(torch.ops.hcam_ops.farthest_point_sample.default, (pts, 4, 1, None))
-    torch.library.opcheck(torch.ops.hcam_ops.farthest_point_sample.default, (pts, 4, 0, torch.rand(2, 9, generator=gen) > 0.3))
+    torch.library.opcheck(
+        torch.ops.hcam_ops.farthest_point_sample.default, (pts, 4, 0, torch.rand(2, 9, generator=gen) > 0.3)
+    )
 
 
 @pytest.mark.compile

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 import hcam_ops
 from hcam_ops import reference as R
 from hcam_ops.ops.fgd_loss import TERMS
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 # (B, C, H, W): 1x1 maps, C = 1, C = 3, odd H and W, maps over several CPU
 # tiles (64 positions) with a ragged last tile, and a large map.
@@ -25,7 +24,9 @@ def _inputs(shape, dtype, device, gen, layout="contiguous"):
     elif layout == "strided":
         s = torch.cat([s, s], dim=3)[..., ::2]
         t = torch.cat([t, t], dim=3)[..., ::2]
-    fg = torch.rand(B, H, W, generator=gen, dtype=torch.float64).to(device) * (torch.rand(B, H, W, generator=gen) < 0.4).to(device)
+    fg = torch.rand(B, H, W, generator=gen, dtype=torch.float64).to(device) * (
+        torch.rand(B, H, W, generator=gen) < 0.4
+    ).to(device)
     bg = (fg == 0).double() / (fg == 0).double().sum((1, 2), keepdim=True).clamp_min(1)
     return s.requires_grad_(), t, fg, bg.unsqueeze(1)
 
@@ -157,7 +158,9 @@ def test_cuda_matches_cpu(spatial_attention, shape, dtype, gen):
     out = {}
     for device in ("cpu", "cuda"):
         sd = s.detach().to(device).requires_grad_()
-        terms = hcam_ops.fgd_loss(sd, t.to(device), fg.to(device), bg.to(device), spatial_attention=spatial_attention, **ALL_TERMS)
+        terms = hcam_ops.fgd_loss(
+            sd, t.to(device), fg.to(device), bg.to(device), spatial_attention=spatial_attention, **ALL_TERMS
+        )
         out[device] = (*terms.values(), torch.autograd.grad(sum(terms.values()), sd)[0])
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu")

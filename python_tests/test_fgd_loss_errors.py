@@ -2,15 +2,19 @@
 
 import pytest
 import torch
+from conftest import HAS_CUDA, NO_CUDA_REASON
 
 import hcam_ops
-
-from conftest import HAS_CUDA, NO_CUDA_REASON
 
 
 def _good(gen):
     s = torch.randn(2, 3, 4, 5, generator=gen)
-    return dict(student=s, teacher=torch.randn(2, 3, 4, 5, generator=gen), fg_mask=torch.rand(2, 4, 5, generator=gen), bg_mask=torch.rand(2, 1, 4, 5, generator=gen))
+    return dict(
+        student=s,
+        teacher=torch.randn(2, 3, 4, 5, generator=gen),
+        fg_mask=torch.rand(2, 4, 5, generator=gen),
+        bg_mask=torch.rand(2, 1, 4, 5, generator=gen),
+    )
 
 
 def _nan(x, v=float("nan")):
@@ -64,9 +68,13 @@ def test_kernel_checks_reach_cpp(gen):
     """The op itself checks too (for callers of torch.ops.hcam_ops directly)."""
     a = _good(gen)
     with pytest.raises(RuntimeError, match="spatial_temperature must be positive"):
-        torch.ops.hcam_ops.fgd_loss_forward(a["student"], a["teacher"], a["fg_mask"], a["bg_mask"], -1.0, 0.5, [1.0] * 5, False)
+        torch.ops.hcam_ops.fgd_loss_forward(
+            a["student"], a["teacher"], a["fg_mask"], a["bg_mask"], -1.0, 0.5, [1.0] * 5, False
+        )
     with pytest.raises(RuntimeError, match="must have one shape"):
-        torch.ops.hcam_ops.fgd_loss_forward(a["student"], a["teacher"][:1], a["fg_mask"], a["bg_mask"], 0.5, 0.5, [1.0] * 5, False)
+        torch.ops.hcam_ops.fgd_loss_forward(
+            a["student"], a["teacher"][:1], a["fg_mask"], a["bg_mask"], 0.5, 0.5, [1.0] * 5, False
+        )
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import DEVICES, HAS_CUDA, NO_CUDA_REASON
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, HAS_CUDA, NO_CUDA_REASON
 
 
 def _random_boxes(n, img_h, img_w, gen, dtype=torch.float32):

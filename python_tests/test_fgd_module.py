@@ -10,7 +10,10 @@ from hcam_ops.nn.fgd import PRESETS
 
 
 def _boxes():
-    return [torch.tensor([[10.0, 20.0, 120.0, 90.0]]), torch.tensor([[0.0, 0.0, 50.0, 60.0], [100.0, 100.0, 200.0, 220.0]])]
+    return [
+        torch.tensor([[10.0, 20.0, 120.0, 90.0]]),
+        torch.tensor([[0.0, 0.0, 50.0, 60.0], [100.0, 100.0, 200.0, 220.0]]),
+    ]
 
 
 def test_presets_hold_the_spec_weights():
@@ -30,9 +33,14 @@ def test_multi_level_with_adapters_matches_reference(gen):
     module's terms are the sums of the reference op over levels."""
     torch.manual_seed(0)
     m = FGDLoss.from_preset("fgd", [6, 8], [8, 8]).double()
-    s = [torch.randn(2, 6, 14, 14, generator=gen, dtype=torch.float64, requires_grad=True),
-         torch.randn(2, 8, 7, 7, generator=gen, dtype=torch.float64, requires_grad=True)]
-    t = [torch.randn(2, 8, 14, 14, generator=gen, dtype=torch.float64), torch.randn(2, 8, 7, 7, generator=gen, dtype=torch.float64)]
+    s = [
+        torch.randn(2, 6, 14, 14, generator=gen, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, 8, 7, 7, generator=gen, dtype=torch.float64, requires_grad=True),
+    ]
+    t = [
+        torch.randn(2, 8, 14, 14, generator=gen, dtype=torch.float64),
+        torch.randn(2, 8, 7, 7, generator=gen, dtype=torch.float64),
+    ]
     out = m(s, t, boxes=_boxes(), img_shape=(224, 224))
     assert set(out) == {"loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial", "loss_global"}
     want = {k: 0.0 for k in out}
@@ -43,7 +51,9 @@ def test_multi_level_with_adapters_matches_reference(gen):
         ref = R.fgd_loss(sa, t[i], fg.double(), bg.double(), **kw)
         for k in ref:
             want[k] = want[k] + ref[k]
-        want["loss_global"] = want["loss_global"] + 5e-6 * ((m.global_blocks[i](sa) - m.global_blocks[i](t[i])) ** 2).sum() / 2
+        want["loss_global"] = (
+            want["loss_global"] + 5e-6 * ((m.global_blocks[i](sa) - m.global_blocks[i](t[i])) ** 2).sum() / 2
+        )
     for k in out:
         torch.testing.assert_close(out[k], torch.as_tensor(want[k], dtype=torch.float64), rtol=1e-9, atol=1e-15)
     total = sum(out.values())

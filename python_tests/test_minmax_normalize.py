@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -19,7 +18,9 @@ def test_parity(shape, dtype, device, gen):
     ref = R.minmax_normalize(xd, eps=1e-4)
     assert_close(y, ref, dtype, "out")
     g = torch.randn(shape, generator=gen, dtype=torch.float64)
-    assert_close(torch.autograd.grad(y, x, g.to(device, dtype))[0], torch.autograd.grad(ref, xd, g.to(device))[0], dtype, "grad")
+    assert_close(
+        torch.autograd.grad(y, x, g.to(device, dtype))[0], torch.autograd.grad(ref, xd, g.to(device))[0], dtype, "grad"
+    )
 
 
 def test_ties_send_gradient_to_first_position():
@@ -43,7 +44,9 @@ def test_gradcheck_and_opcheck(gen):
     x = torch.randn(3, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: hcam_ops.minmax_normalize(x, 1e-3), (x,))
     torch.library.opcheck(torch.ops.hcam_ops.minmax_normalize.default, (x, 1e-6))
-    torch.library.opcheck(torch.ops.hcam_ops.minmax_normalize_backward.default, (torch.randn(3, 7, dtype=torch.float64), x.detach(), 1e-6))
+    torch.library.opcheck(
+        torch.ops.hcam_ops.minmax_normalize_backward.default, (torch.randn(3, 7, dtype=torch.float64), x.detach(), 1e-6)
+    )
 
 
 def test_errors():

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 import hcam_ops
 from hcam_ops import reference as R
 from hcam_ops.nn import MultiLabelArcFaceLoss
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 # (B, D, K, chunk_size): K = 1, odd D, K not a multiple of the chunk, one chunk.
 SHAPES = [(1, 3, 1, None), (4, 7, 5, None), (6, 16, 300, 128), (3, 33, 257, 64), (8, 64, 40, 40)]
@@ -214,8 +213,14 @@ def test_empty_batch():
     ],
 )
 def test_bad_input(change, error, match, gen):
-    a = change({"f": torch.randn(3, 5, generator=gen), "w": torch.randn(4, 5, generator=gen),
-                "y": _labels(3, 4, gen).float(), "kw": {}})
+    a = change(
+        {
+            "f": torch.randn(3, 5, generator=gen),
+            "w": torch.randn(4, 5, generator=gen),
+            "y": _labels(3, 4, gen).float(),
+            "kw": {},
+        }
+    )
     with pytest.raises(error, match=match):
         _run(a["f"], a["w"], a["y"], **a["kw"])
 

@@ -32,7 +32,9 @@ def test_report_values(tmp_path, gen):
     for k, n in enumerate("abc"):
         assert rep["per_class"][n]["precision"] == pytest.approx(float(prec[k]), abs=1e-6)
         assert rep["per_class"][n]["recall"] == pytest.approx(float(rec[k]), abs=1e-6)
-        assert rep["per_class"][n]["accuracy"] == pytest.approx(float((pred[:, k] == labels[:, k]).float().mean()), abs=1e-6)
+        assert rep["per_class"][n]["accuracy"] == pytest.approx(
+            float((pred[:, k] == labels[:, k]).float().mean()), abs=1e-6
+        )
     micro_p = float(tp.sum() / pred.sum())
     assert rep["micro"]["precision"] == pytest.approx(micro_p, abs=1e-6)
     assert rep["macro"]["recall"] == pytest.approx(float(rec.mean()), abs=1e-6)

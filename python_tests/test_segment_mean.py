@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 # (B, H, W, C, S): one pixel, C = 1, odd sizes, more segments than pixels
 # (empty segments), a CAST-sized grid, C above one CUDA block's 512 channels.
@@ -66,7 +65,9 @@ def test_opcheck(gen):
     seg = _segments(2, 3, 5, 6, gen)
     torch.library.opcheck(torch.ops.hcam_ops.segment_mean_forward.default, (x, seg, 6))
     _, counts = hcam_ops.segment_mean(x, seg, 6)
-    torch.library.opcheck(torch.ops.hcam_ops.segment_mean_backward.default, (torch.randn(2, 6, 4), x.detach(), seg, counts))
+    torch.library.opcheck(
+        torch.ops.hcam_ops.segment_mean_backward.default, (torch.randn(2, 6, 4), x.detach(), seg, counts)
+    )
 
 
 @pytest.mark.compile
@@ -91,7 +92,13 @@ def test_compile_fullgraph(gen):
         (torch.randn(2, 4, 4, 3), torch.zeros(2, 4, 4), 3, TypeError, "int32 or int64"),
         (torch.randn(2, 4, 4, 3), torch.full((2, 4, 4), 3, dtype=torch.long), 3, IndexError, "id 3, outside"),
         (torch.randn(2, 4, 4, 3), torch.full((2, 4, 4), -1, dtype=torch.long), 3, IndexError, "id -1"),
-        (torch.randn(2, 4, 4, 3), torch.zeros(2, 4, 4, dtype=torch.long), 0, ValueError, "num_segments must be positive"),
+        (
+            torch.randn(2, 4, 4, 3),
+            torch.zeros(2, 4, 4, dtype=torch.long),
+            0,
+            ValueError,
+            "num_segments must be positive",
+        ),
         (torch.randint(0, 3, (2, 4, 4, 3)), torch.zeros(2, 4, 4, dtype=torch.long), 3, TypeError, "float16"),
     ],
 )
@@ -122,4 +129,6 @@ def test_cuda_matches_cpu(dtype, gen):
         out[device] = (mean, counts, torch.autograd.grad(mean, xd, g.to(device))[0])
     assert torch.equal(out["cuda"][1].cpu(), out["cpu"][1])
     for i in (0, 2):
-        assert_close(out["cuda"][i].cpu(), out["cpu"][i], dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu")
+        assert_close(
+            out["cuda"][i].cpu(), out["cpu"][i], dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu"
+        )

@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 import hcam_ops
 from hcam_ops import reference as R
-
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from hcam_ops.train import Hierarchy, HierarchyMetrics, build_model, checkpoint, global_kl, main, sync_bn
 from hcam_ops.train.cli import route
-from hcam_ops.train.history import History
 from hcam_ops.train.hierarchical.data import SyntheticHierarchical, synthetic_hierarchy
+from hcam_ops.train.history import History
 
 
 def test_hierarchy_from_file(tmp_path):
@@ -62,15 +62,44 @@ def test_synthetic_data_is_deterministic_and_not_constant():
     assert torch.equal(a, b) and ya == yb == 3 and a.std() > 0.1
 
 
-TINY = ["--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
-        "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--synthetic-size", "48",
-        "--no-progress"]
+TINY = [
+    "--img-size",
+    "64",
+    "--embed-dim",
+    "48",
+    "--depths",
+    "1,1,1,1",
+    "--num-heads",
+    "4",
+    "--num-clusters",
+    "16,8,4,2",
+    "--num-segments",
+    "16",
+    "--max-segments",
+    "24",
+    "--synthetic-size",
+    "48",
+    "--no-progress",
+]
 
 
 def test_cli_two_tiny_epochs_then_resume(tmp_path):
     out = tmp_path / "run"
-    best = main(["hierarchical", *TINY, "--epochs", "2", "--batch-size", "16", "--cam-consist", "--globalkl",
-                 "--amp", "--out", str(out)])
+    best = main(
+        [
+            "hierarchical",
+            *TINY,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--cam-consist",
+            "--globalkl",
+            "--amp",
+            "--out",
+            str(out),
+        ]
+    )
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert len(rows) == 2 and float(rows[0]["train_cam_loss"]) > 0 and float(rows[0]["train_gk_loss"]) > 0
     assert {"val_full_path_acc", "val_consistency", "val_cam_iou", "val_loss", "lr"} <= set(rows[0])
@@ -87,8 +116,22 @@ def test_cli_two_tiny_epochs_then_resume(tmp_path):
     model = build_model(ckpt)  # from the file alone
     assert sum(p.numel() for p in model.parameters()) > 0
     # resume for one more epoch: rows appended, the epoch counter continues
-    main(["--task=hierarchical", *TINY, "--epochs", "3", "--batch-size", "16", "--out", str(out),
-          "--cam-consist", "--globalkl", "--resume", str(out / "last.pth")])
+    main(
+        [
+            "--task=hierarchical",
+            *TINY,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            "--cam-consist",
+            "--globalkl",
+            "--resume",
+            str(out / "last.pth"),
+        ]
+    )
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
@@ -135,7 +178,9 @@ def test_sync_batchnorm_is_plain_batchnorm_in_one_process(gen):
     bn.weight.data.uniform_(0.5, 1.5)
     model, n = sync_bn.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), bn), torch.device("cpu"))
     assert n == 1 and isinstance(model[1], sync_bn.GlooSyncBatchNorm)
-    assert set(model.state_dict()) == set(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), torch.nn.BatchNorm2d(5)).state_dict())
+    assert set(model.state_dict()) == set(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), torch.nn.BatchNorm2d(5)).state_dict()
+    )
     x = torch.randn(4, 5, 3, 3, generator=gen)
     ref = torch.nn.BatchNorm2d(5)
     ref.load_state_dict(bn.state_dict())

@@ -11,12 +11,43 @@ import torch  # noqa: E402
 
 from hcam_ops.train import main  # noqa: E402
 
-TINY_H = ["hierarchical", "--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
-          "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--synthetic-size", "16",
-          "--batch-size", "8", "--no-progress", "--no-tensorboard"]
+TINY_H = [
+    "hierarchical",
+    "--img-size",
+    "64",
+    "--embed-dim",
+    "48",
+    "--depths",
+    "1,1,1,1",
+    "--num-heads",
+    "4",
+    "--num-clusters",
+    "16,8,4,2",
+    "--num-segments",
+    "16",
+    "--max-segments",
+    "24",
+    "--synthetic-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--no-progress",
+    "--no-tensorboard",
+]
 TINY_SWIN = json.dumps({"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 2})
-TINY_M = ["multilabel", "--img-size", "64", "--backbone-kwargs", TINY_SWIN, "--synthetic-size", "16",
-          "--batch-size", "8", "--no-progress", "--no-tensorboard"]
+TINY_M = [
+    "multilabel",
+    "--img-size",
+    "64",
+    "--backbone-kwargs",
+    TINY_SWIN,
+    "--synthetic-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--no-progress",
+    "--no-tensorboard",
+]
 
 
 def _fails(argv, *expected):
@@ -91,10 +122,16 @@ def test_label_csv_errors(tmp_path):
 def test_resume_errors(tmp_path):
     out = tmp_path / "run"
     main([*TINY_H, "--epochs", "1", "--out", str(out)])
-    _fails([*TINY_H, "--embed-dim", "32", "--epochs", "2", "--out", str(out), "--resume", str(out / "last.pth")],
-           "--resume", "another configuration", "embed_dim 48 != 32")
-    _fails([*TINY_M, "--epochs", "2", "--out", str(tmp_path / "m"), "--resume", str(out / "last.pth")],
-           "task 'hierarchical' != 'multilabel'")
+    _fails(
+        [*TINY_H, "--embed-dim", "32", "--epochs", "2", "--out", str(out), "--resume", str(out / "last.pth")],
+        "--resume",
+        "another configuration",
+        "embed_dim 48 != 32",
+    )
+    _fails(
+        [*TINY_M, "--epochs", "2", "--out", str(tmp_path / "m"), "--resume", str(out / "last.pth")],
+        "task 'hierarchical' != 'multilabel'",
+    )
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     _fails([*TINY_H, "--out", str(out), "--resume", str(junk)], "--resume", "junk.pth", "not a loadable checkpoint")

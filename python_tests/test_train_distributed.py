@@ -17,10 +17,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny H-CAST (BatchNorm in its stem, so the synchronised statistics matter),
 # CAM consistency and global KL on; SGD so a rounding difference in a gradient
 # stays a rounding difference in the weights (Adam would rescale it).
-ARGS = ["hierarchical", "--img-size", "64", "--embed-dim", "48", "--depths", "1,1,1,1", "--num-heads", "4",
-        "--num-clusters", "16,8,4,2", "--num-segments", "16", "--max-segments", "24", "--synthetic-size", "48",
-        "--epochs", "2", "--opt", "sgd", "--lr", "0.05", "--sched", "none", "--cam-consist", "--globalkl",
-        "--no-tensorboard"]
+ARGS = [
+    "hierarchical",
+    "--img-size",
+    "64",
+    "--embed-dim",
+    "48",
+    "--depths",
+    "1,1,1,1",
+    "--num-heads",
+    "4",
+    "--num-clusters",
+    "16,8,4,2",
+    "--num-segments",
+    "16",
+    "--max-segments",
+    "24",
+    "--synthetic-size",
+    "48",
+    "--epochs",
+    "2",
+    "--opt",
+    "sgd",
+    "--lr",
+    "0.05",
+    "--sched",
+    "none",
+    "--cam-consist",
+    "--globalkl",
+    "--no-tensorboard",
+]
 
 
 def _run(cmd, tmp_path):
@@ -38,8 +64,23 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
     one = tmp_path / "one"
     two = tmp_path / "two"
     _run([sys.executable, "-m", "hcam_ops.train", *ARGS, "--batch-size", "16", "--out", str(one)], tmp_path)
-    stdout = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   "-m", "hcam_ops.train", *ARGS, "--batch-size", "8", "--out", str(two)], tmp_path)
+    stdout = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "hcam_ops.train",
+            *ARGS,
+            "--batch-size",
+            "8",
+            "--out",
+            str(two),
+        ],
+        tmp_path,
+    )
     # one writer: one first line, one row per epoch
     assert stdout.count("hcam_ops.train hierarchical: device cpu, world size 2 (gloo)") == 1
     rows_one, rows_two = _log(one / "log.csv"), _log(two / "log.csv")

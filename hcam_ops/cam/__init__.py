@@ -7,5 +7,12 @@ from .gradcam import CosineLogits, class_cams, swin_reshape_transform
 from .overlay import overlay, save_overlays
 from .rollout import attention_rollout
 
-__all__ = ["CosineLogits", "attention_rollout", "class_cams", "gap_cam", "overlay", "save_overlays",
-           "swin_reshape_transform"]
+__all__ = [
+    "CosineLogits",
+    "attention_rollout",
+    "class_cams",
+    "gap_cam",
+    "overlay",
+    "save_overlays",
+    "swin_reshape_transform",
+]

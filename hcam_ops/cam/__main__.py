@@ -30,15 +30,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    ap = _Parser(prog="python -m hcam_ops.cam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(
+        prog="python -m hcam_ops.cam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--checkpoint", help="a checkpoint of hcam_ops.train, or a bare state dict (with --model)")
     ap.add_argument("--model", help="the timm name, for a bare state dict or no checkpoint (random weights)")
     ap.add_argument("--image", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--img-size", type=int, help="default: the checkpoint's, else 224")
     ap.add_argument("--classes", help="comma-separated class names (default: the checkpoint's)")
-    ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "hirescam", "eigencam"],
-                    help="multi-label models")
+    ap.add_argument(
+        "--method",
+        default="gradcam",
+        choices=["gradcam", "gradcam++", "hirescam", "eigencam"],
+        help="multi-label models",
+    )
     return ap.parse_args(argv)
 
 
@@ -70,8 +76,9 @@ def load_model(args):
         try:
             model.load_state_dict(ckpt.get("model", ckpt))
         except RuntimeError as e:
-            raise CLIError(f"--checkpoint {args.checkpoint}: does not fit --model {args.model} "
-                           f"({str(e).splitlines()[0]})") from None
+            raise CLIError(
+                f"--checkpoint {args.checkpoint}: does not fit --model {args.model} ({str(e).splitlines()[0]})"
+            ) from None
     return model, "multilabel", [names], None, args.img_size or 224
 
 

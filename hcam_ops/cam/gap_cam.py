@@ -11,8 +11,13 @@ from ..ops.cam_gather import cam_gather
 from ..ops.minmax_normalize import minmax_normalize
 
 
-def gap_cam(feature_map: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor,
-            size: tuple[int, int] | None = None, normalize: bool = True) -> torch.Tensor:
+def gap_cam(
+    feature_map: torch.Tensor,
+    weight: torch.Tensor,
+    classes: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
     """``feature_map [B, C, h, w]``, head ``weight [K, C]``, ``classes`` int64
     ``[B]`` or ``[B, L]`` -> maps ``[B, h, w]`` or ``[B, L, h, w]`` (min-max
     normalised per map unless ``normalize=False``), resized bilinearly to

@@ -3,7 +3,7 @@ class (each class separately, never summed), on margin-free cosine logits."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,8 +34,14 @@ def default_target_layer(model: nn.Module):
     return model.backbone.norm, swin_reshape_transform
 
 
-def class_cams(model: nn.Module, images: torch.Tensor, classes: Sequence[int] | None = None,
-               method: str = "gradcam", target_layer=None, reshape_transform=None) -> torch.Tensor:
+def class_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: Sequence[int] | None = None,
+    method: str = "gradcam",
+    target_layer=None,
+    reshape_transform=None,
+) -> torch.Tensor:
     """Maps ``[B, K, H, W]`` in [0, 1] at the images' size, one per class in
     ``classes`` (default: every class), each computed on its own."""
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM

@@ -4,7 +4,7 @@ across them."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,9 @@ def overlay(image: torch.Tensor, cam: torch.Tensor) -> Image.Image:
     return Image.fromarray(show_cam_on_image(rgb, cam.detach().float().cpu().numpy(), use_rgb=True))
 
 
-def save_overlays(image: torch.Tensor, cams: torch.Tensor, names: Sequence[str], out_dir: str,
-                  gif: bool = True, prefix: str = "cam") -> list[str]:
+def save_overlays(
+    image: torch.Tensor, cams: torch.Tensor, names: Sequence[str], out_dir: str, gif: bool = True, prefix: str = "cam"
+) -> list[str]:
     """Writes ``{prefix}_{name}.png`` for each map of ``cams [K, H, W]`` and,
     with ``gif``, ``{prefix}.gif`` cycling through them. Returns the paths."""
     os.makedirs(out_dir, exist_ok=True)

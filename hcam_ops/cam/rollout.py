@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 
-def attention_rollout(model: nn.Module, images: torch.Tensor, discard_ratio: float = 0.0,
-                      num_prefix_tokens: int | None = None) -> torch.Tensor:
+def attention_rollout(
+    model: nn.Module, images: torch.Tensor, discard_ratio: float = 0.0, num_prefix_tokens: int | None = None
+) -> torch.Tensor:
     """``[B, h, w]`` relevance of the patches to the class token, in [0, 1].
 
     timm's attention runs fused (the weights are never materialised), so the

@@ -3,7 +3,7 @@ objects of exp(-((x - p_x)^2 + (y - p_y)^2) / (2 sigma^2))."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -17,7 +17,9 @@ def _per_cell(heatmap: torch.Tensor) -> torch.Tensor:
     return heatmap
 
 
-def region_masks(teacher_heatmap: torch.Tensor, gt_heatmap: torch.Tensor, threshold: float = 0.1) -> dict[str, torch.Tensor]:
+def region_masks(
+    teacher_heatmap: torch.Tensor, gt_heatmap: torch.Tensor, threshold: float = 0.1
+) -> dict[str, torch.Tensor]:
     """Boolean ``[B, H, W]`` masks ``tp``, ``fp``, ``fn``, ``tn``: teacher
     above ``threshold`` and ground truth above it (tp), teacher only (fp),
     ground truth only (fn), neither (tn). They partition the cells."""

@@ -11,5 +11,13 @@ from .multilabel import (
     search_thresholds,
 )
 
-__all__ = ["GRID", "METRICS", "binarize", "format_table", "multilabel_report", "predict_tta", "save_plots",
-           "search_thresholds"]
+__all__ = [
+    "GRID",
+    "METRICS",
+    "binarize",
+    "format_table",
+    "multilabel_report",
+    "predict_tta",
+    "save_plots",
+    "search_thresholds",
+]

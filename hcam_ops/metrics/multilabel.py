@@ -6,7 +6,7 @@ torchmetrics'."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics.functional.classification import (
@@ -41,8 +41,9 @@ def binarize(probs: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return (probs > thresholds.to(probs.device)).int()
 
 
-def multilabel_report(probs: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor,
-                      names: Sequence[str]) -> dict:
+def multilabel_report(
+    probs: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor, names: Sequence[str]
+) -> dict:
     """``{"per_class": {name: {metric: value}}, "macro": {...}, "micro": {...}}``;
     thresholded metrics use the per-class thresholds, AP and AUC the scores."""
     K = probs.shape[1]

@@ -8,6 +8,13 @@ from .cast import HCAST, ConvStem, clusters_to_grid
 from .graph_pool import GraphPool
 
 __all__ = [
-    "LEAF_CLASSES", "ArcPSASwin", "ConvStem", "GraphPool", "HCAST", "PSAFeatures", "SwinFocal", "clusters_to_grid",
+    "LEAF_CLASSES",
+    "ArcPSASwin",
+    "ConvStem",
+    "GraphPool",
+    "HCAST",
+    "PSAFeatures",
+    "SwinFocal",
+    "clusters_to_grid",
     "sigmoid_focal_loss",
 ]

@@ -17,4 +17,6 @@ def check_kwargs(owner: str, kwargs: dict) -> None:
 
 def refuse_pretrained(name: str, pretrained: bool, hint: str = "pass checkpoint_path=... to timm.create_model") -> None:
     if pretrained:
-        raise ValueError(f"{name}: no hub weights here; build with pretrained=False and {hint} to load a local checkpoint")
+        raise ValueError(
+            f"{name}: no hub weights here; build with pretrained=False and {hint} to load a local checkpoint"
+        )

@@ -31,7 +31,9 @@ class PSAFeatures(nn.Module):
         self.reduce = _conv_bn_prelu(in_chans, mid_chans)
         self.psa = PolarizedSelfAttention(mid_chans)
         self.expand = _conv_bn_prelu(mid_chans, mid_chans)
-        self.project = nn.Sequential(nn.Linear(mid_chans, feature_dim), nn.BatchNorm1d(feature_dim), nn.PReLU(feature_dim))
+        self.project = nn.Sequential(
+            nn.Linear(mid_chans, feature_dim), nn.BatchNorm1d(feature_dim), nn.PReLU(feature_dim)
+        )
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.psa(self.reduce(x)))
@@ -59,10 +61,20 @@ class ArcPSASwin(nn.Module):
     ``depths`` for tests).
     """
 
-    def __init__(self, backbone: str = "swin_tiny_patch4_window7_224", num_classes: int = len(LEAF_CLASSES),
-                 img_size: int = 224, feature_dim: int = 512, mid_chans: int = 512, scale: float = 30.0,
-                 margin: float = 0.5, stn: bool = False, backbone_checkpoint: str | None = None,
-                 backbone_kwargs: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        backbone: str = "swin_tiny_patch4_window7_224",
+        num_classes: int = len(LEAF_CLASSES),
+        img_size: int = 224,
+        feature_dim: int = 512,
+        mid_chans: int = 512,
+        scale: float = 30.0,
+        margin: float = 0.5,
+        stn: bool = False,
+        backbone_checkpoint: str | None = None,
+        backbone_kwargs: dict | None = None,
+        **kwargs,
+    ):
         super().__init__()
         check_kwargs("ArcPSASwin", kwargs)
         self.num_classes = num_classes
@@ -92,7 +104,9 @@ class ArcPSASwin(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Mean focal loss (Lin et al.) over all (sample, class) pairs."""
     y = labels.to(logits.dtype)
     ce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
@@ -106,9 +120,15 @@ class SwinFocal(nn.Module):
     """The baseline: Swin with a linear multi-label head and focal loss; the
     same interface as :class:`ArcPSASwin`."""
 
-    def __init__(self, backbone: str = "swin_tiny_patch4_window7_224", num_classes: int = len(LEAF_CLASSES),
-                 img_size: int = 224, backbone_checkpoint: str | None = None, backbone_kwargs: dict | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        backbone: str = "swin_tiny_patch4_window7_224",
+        num_classes: int = len(LEAF_CLASSES),
+        img_size: int = 224,
+        backbone_checkpoint: str | None = None,
+        backbone_kwargs: dict | None = None,
+        **kwargs,
+    ):
         super().__init__()
         check_kwargs("SwinFocal", kwargs)
         self.num_classes = num_classes
@@ -140,8 +160,11 @@ def _create(cls, pretrained: bool, name: str, **kwargs):
     return cls(**kwargs)
 
 
-_SWIN = {"tiny": "swin_tiny_patch4_window7_224", "base": "swin_base_patch4_window7_224",
-         "base_384": "swin_base_patch4_window12_384"}
+_SWIN = {
+    "tiny": "swin_tiny_patch4_window7_224",
+    "base": "swin_base_patch4_window7_224",
+    "base_384": "swin_base_patch4_window12_384",
+}
 
 
 @register_model
@@ -156,8 +179,9 @@ def arc_psa_swin_base(pretrained: bool = False, **kwargs):
 
 @register_model
 def arc_psa_swin_base_384(pretrained: bool = False, **kwargs):
-    return _create(ArcPSASwin, pretrained, "arc_psa_swin_base_384",
-                   **{"backbone": _SWIN["base_384"], "img_size": 384, **kwargs})
+    return _create(
+        ArcPSASwin, pretrained, "arc_psa_swin_base_384", **{"backbone": _SWIN["base_384"], "img_size": 384, **kwargs}
+    )
 
 
 @register_model

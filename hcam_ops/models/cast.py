@@ -5,7 +5,7 @@ heads."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,9 @@ class ConvStem(nn.Module):
         super().__init__()
         w = embed_dim // 8
         self.layers = nn.Sequential(
-            _conv_bn_relu(in_chans, w, 2), _conv_bn_relu(w, 2 * w, 2), _conv_bn_relu(2 * w, 4 * w, 2),
+            _conv_bn_relu(in_chans, w, 2),
+            _conv_bn_relu(w, 2 * w, 2),
+            _conv_bn_relu(2 * w, 4 * w, 2),
             _conv_bn_relu(4 * w, 4 * w, 1),
         )
         self.proj = nn.Conv2d(4 * w, embed_dim, 1)
@@ -100,9 +102,11 @@ class HCAST(nn.Module):
         self.stages = nn.ModuleList()
         for i, d in enumerate(depths):
             first = sum(depths[:i])
-            self.stages.append(nn.ModuleList(
-                Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rates[first + j]) for j in range(d)
-            ))
+            self.stages.append(
+                nn.ModuleList(
+                    Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rates[first + j]) for j in range(d)
+                )
+            )
         self.pools = nn.ModuleList(GraphPool(embed_dim, k, assign_scale) for k in num_clusters)
         self.norm = nn.LayerNorm(embed_dim)
         self.heads = nn.ModuleList(nn.Linear(embed_dim, n) for n in self.levels)
@@ -123,9 +127,13 @@ class HCAST(nn.Module):
         feat = self.stem(x)
         B, C, h, w = feat.shape
         if self.pos_embed.shape[1] != h * w:
-            raise ValueError(f"HCAST: a {h}x{w} token grid, but the model was built for {self.pos_embed.shape[1]} cells")
+            raise ValueError(
+                f"HCAST: a {h}x{w} token grid, but the model was built for {self.pos_embed.shape[1]} cells"
+            )
         if segments.shape != (B, x.shape[2], x.shape[3]):
-            raise ValueError(f"HCAST: segments must be [B, H, W] = [{B}, {x.shape[2]}, {x.shape[3]}], got {list(segments.shape)}")
+            raise ValueError(
+                f"HCAST: segments must be [B, H, W] = [{B}, {x.shape[2]}, {x.shape[3]}], got {list(segments.shape)}"
+            )
         grid = F.interpolate(segments[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(torch.int64)
         pix = feat.flatten(2).transpose(1, 2) + self.pos_embed
         tokens, counts = segment_mean(pix.reshape(B, h, w, C), grid, self.num_segments)

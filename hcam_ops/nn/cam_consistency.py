@@ -40,9 +40,16 @@ class CAMConsistencyLoss(nn.Module):
         loss = loss_fn(tokens, species_target, family_target)   # or targets
     """
 
-    def __init__(self, fine_head: nn.Module, coarse_head: nn.Module, *coarser_heads: nn.Module,
-                 temperature: float = 1.0, eps: float = 1e-6, direction: str = "fine_to_coarse",
-                 reduction: str = "batchmean"):
+    def __init__(
+        self,
+        fine_head: nn.Module,
+        coarse_head: nn.Module,
+        *coarser_heads: nn.Module,
+        temperature: float = 1.0,
+        eps: float = 1e-6,
+        direction: str = "fine_to_coarse",
+        reduction: str = "batchmean",
+    ):
         super().__init__()
         heads = (fine_head, coarse_head, *coarser_heads)
         for h in heads:
@@ -62,10 +69,17 @@ class CAMConsistencyLoss(nn.Module):
             # heads stay float32: take the maps in the features' dtype.
             weights = [w.to(features.dtype) for w in weights]
         return hierarchical_cam_kl_loss(
-            features, weights, [classes_of(s) for s in selectors], self.temperature, self.eps,
-            self.direction, self.reduction,
+            features,
+            weights,
+            [classes_of(s) for s in selectors],
+            self.temperature,
+            self.eps,
+            self.direction,
+            self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return (f"levels={len(self._heads)}, temperature={self.temperature}, eps={self.eps}, "
-                f"direction={self.direction!r}, reduction={self.reduction!r}")
+        return (
+            f"levels={len(self._heads)}, temperature={self.temperature}, eps={self.eps}, "
+            f"direction={self.direction!r}, reduction={self.reduction!r}"
+        )

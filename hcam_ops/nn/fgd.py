@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,13 +18,25 @@ from .gc_block import GcBlock
 # teacher-student spatial attention.
 PRESETS = {
     "fgd": dict(
-        spatial_temperature=0.5, channel_temperature=0.5, fg_weight=1e-3, bg_weight=5e-4,
-        attention_weight=1e-3, global_weight=5e-6, channel_weight=0.0, spatial_weight=0.0,
+        spatial_temperature=0.5,
+        channel_temperature=0.5,
+        fg_weight=1e-3,
+        bg_weight=5e-4,
+        attention_weight=1e-3,
+        global_weight=5e-6,
+        channel_weight=0.0,
+        spatial_weight=0.0,
         spatial_attention="teacher",
     ),
     "distillbev": dict(
-        spatial_temperature=0.5, channel_temperature=0.5, fg_weight=1.5e-3, bg_weight=4e-2,
-        attention_weight=0.0, global_weight=0.0, channel_weight=0.25, spatial_weight=2.5e-3,
+        spatial_temperature=0.5,
+        channel_temperature=0.5,
+        fg_weight=1.5e-3,
+        bg_weight=4e-2,
+        attention_weight=0.0,
+        global_weight=0.0,
+        channel_weight=0.25,
+        spatial_weight=2.5e-3,
         spatial_attention="combined",
     ),
 }
@@ -86,9 +98,13 @@ class FGDLoss(nn.Module):
             raise ValueError(f"FGDLoss: {len(s_ch)} student levels but {len(t_ch)} teacher levels")
         self.num_levels = len(s_ch)
         self.op_kwargs = dict(
-            spatial_temperature=spatial_temperature, channel_temperature=channel_temperature,
-            fg_weight=fg_weight, bg_weight=bg_weight, attention_weight=attention_weight,
-            channel_weight=channel_weight, spatial_attention=spatial_attention,
+            spatial_temperature=spatial_temperature,
+            channel_temperature=channel_temperature,
+            fg_weight=fg_weight,
+            bg_weight=bg_weight,
+            attention_weight=attention_weight,
+            channel_weight=channel_weight,
+            spatial_attention=spatial_attention,
         )
         self.spatial_weight = float(spatial_weight)
         self.global_weight = float(global_weight)
@@ -103,7 +119,7 @@ class FGDLoss(nn.Module):
         self.global_blocks = nn.ModuleList(GcBlock(t) for t in t_ch) if self.global_weight > 0 else None
 
     @classmethod
-    def from_preset(cls, name: str, student_channels, teacher_channels, **overrides) -> "FGDLoss":
+    def from_preset(cls, name: str, student_channels, teacher_channels, **overrides) -> FGDLoss:
         """``"fgd"`` or ``"distillbev"`` with the weights of docs/ops/fgd.md#presets; any
         keyword overrides one."""
         if name not in PRESETS:
@@ -122,8 +138,18 @@ class FGDLoss(nn.Module):
             raise ValueError("FGDLoss: needs boxes and img_shape, or fg_mask and bg_mask")
         return fgd_masks_from_boxes(boxes, img_shape, shape)
 
-    def forward(self, student, teacher, *, boxes=None, img_shape=None, fg_mask=None, bg_mask=None,
-                teacher_heatmap=None, gt_heatmap=None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        student,
+        teacher,
+        *,
+        boxes=None,
+        img_shape=None,
+        fg_mask=None,
+        bg_mask=None,
+        teacher_heatmap=None,
+        gt_heatmap=None,
+    ) -> dict[str, torch.Tensor]:
         students, teachers = _levels(student), _levels(teacher)
         if len(students) != self.num_levels or len(teachers) != self.num_levels:
             raise ValueError(

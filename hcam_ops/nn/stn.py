@@ -17,10 +17,15 @@ class STN(nn.Module):
     def __init__(self, in_chans: int = 3, hidden: int = 32, pool: int = 8):
         super().__init__()
         self.loc = nn.Sequential(
-            nn.Conv2d(in_chans, hidden, 7, stride=2, padding=3), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 5, stride=2, padding=2), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
-            nn.Linear(hidden * pool * pool, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 6),
+            nn.Conv2d(in_chans, hidden, 7, stride=2, padding=3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 5, stride=2, padding=2),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(pool),
+            nn.Flatten(),
+            nn.Linear(hidden * pool * pool, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 6),
         )
         nn.init.zeros_(self.loc[-1].weight)
         with torch.no_grad():

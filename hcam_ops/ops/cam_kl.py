@@ -6,7 +6,7 @@ features plus a deterministic per-class reduction for the weight gradients."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

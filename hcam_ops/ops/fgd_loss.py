@@ -38,8 +38,20 @@ def _forward_fake(student, teacher, fg_mask, bg_mask, spatial_temperature, chann
 
 
 @torch.library.register_fake("hcam_ops::fgd_loss_backward")
-def _backward_fake(grad, student, teacher, fg_mask, bg_mask, col, row, sample, spatial_temperature,
-                   channel_temperature, weights, combined):
+def _backward_fake(
+    grad,
+    student,
+    teacher,
+    fg_mask,
+    bg_mask,
+    col,
+    row,
+    sample,
+    spatial_temperature,
+    channel_temperature,
+    weights,
+    combined,
+):
     return student.new_empty(student.shape)
 
 
@@ -142,19 +154,30 @@ def fgd_loss(
     (any float dtype; the kernel reads them in its float32 accumulation, or
     float64 for float64 maps).
     """
-    weights = [float(fg_weight), float(bg_weight), float(attention_weight), float(channel_weight), float(spatial_weight)]
+    weights = [
+        float(fg_weight),
+        float(bg_weight),
+        float(attention_weight),
+        float(channel_weight),
+        float(spatial_weight),
+    ]
     _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention)
     student, teacher = _checks.promote_floats(_OP, {"student": student, "teacher": teacher})
     fg = _as_mask(fg_mask, student, "fg_mask")
     bg = _as_mask(bg_mask, student, "bg_mask")
     terms, _, _, _ = torch.ops.hcam_ops.fgd_loss_forward(
-        student, teacher.detach(), fg.detach(), bg.detach(), float(spatial_temperature),
-        float(channel_temperature), weights, spatial_attention == "combined",
+        student,
+        teacher.detach(),
+        fg.detach(),
+        bg.detach(),
+        float(spatial_temperature),
+        float(channel_temperature),
+        weights,
+        spatial_attention == "combined",
     )
     if check_finite and not torch.compiler.is_compiling() and student.device.type != "meta":
         if not bool(torch.isfinite(terms).all()):
             raise ValueError(
-                f"{_OP}: the loss is not finite: student or teacher holds NaN or Inf "
-                "(or the maps overflow their dtype)"
+                f"{_OP}: the loss is not finite: student or teacher holds NaN or Inf (or the maps overflow their dtype)"
             )
     return dict(zip(TERMS, terms.unbind(0)))

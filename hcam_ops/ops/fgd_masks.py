@@ -3,7 +3,7 @@ boxes (docs/ops/fgd.md#fgd_masks_from_boxes), rasterised by a kernel on the boxe
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -22,8 +22,9 @@ _OP = "multilabel_arcface_loss"
 
 
 @torch.library.register_fake("hcam_ops::multilabel_arcface_forward")
-def _forward_fake(features, weight, labels, scale, margin, easy_margin, reduction, compute_grad,
-                  return_logits, chunk_size):
+def _forward_fake(
+    features, weight, labels, scale, margin, easy_margin, reduction, compute_grad, return_logits, chunk_size
+):
     B, D = features.shape
     K = weight.shape[0]
     loss = features.new_empty((B, K)) if reduction == "none" else features.new_empty(())
@@ -65,9 +66,7 @@ def _backward(ctx, grad_loss, _gf, _gw, _logits):
     return gf, gw, None, None, None, None, None, None, None, None
 
 
-torch.library.register_autograd(
-    "hcam_ops::multilabel_arcface_forward", _backward, setup_context=_setup_context
-)
+torch.library.register_autograd("hcam_ops::multilabel_arcface_forward", _backward, setup_context=_setup_context)
 
 
 def _check(features, weight, labels, scale, margin, reduction, check_inputs):
@@ -80,7 +79,9 @@ def _check(features, weight, labels, scale, margin, reduction, check_inputs):
     if weight.shape[1] != features.shape[1]:
         raise ValueError(f"{_OP}: features have D = {features.shape[1]}, weight has {weight.shape[1]}")
     if features.shape[1] == 0 or weight.shape[0] == 0:
-        raise ValueError(f"{_OP}: needs D > 0 and K > 0, got features {tuple(features.shape)}, weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"{_OP}: needs D > 0 and K > 0, got features {tuple(features.shape)}, weight {tuple(weight.shape)}"
+        )
     _checks.check_same_device(features, weight, _OP, "weight")
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{_OP}: labels must be a tensor, got {type(labels).__name__}")
@@ -156,7 +157,15 @@ def multilabel_arcface_loss(
         labels = labels.to(features.dtype)
     compute_grad = torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
     loss, _, _, logits = torch.ops.hcam_ops.multilabel_arcface_forward(
-        features, weight, labels, s, m, bool(easy_margin), reduction, compute_grad, bool(return_logits),
+        features,
+        weight,
+        labels,
+        s,
+        m,
+        bool(easy_margin),
+        reduction,
+        compute_grad,
+        bool(return_logits),
         int(chunk_size or 0),
     )
     return (loss, logits) if return_logits else loss
@@ -170,7 +179,5 @@ def arcface_logits(features: torch.Tensor, weight: torch.Tensor, scale: float = 
     to their common dtype (``torch.promote_types``) first, so the scores are
     in that dtype; under autocast the product then follows autocast's rule for
     ``F.linear`` (it runs in the autocast dtype), as torch's own layers do."""
-    features, weight = _checks.promote_floats(
-        "arcface_logits", {"features": features, "weight": weight}
-    )
+    features, weight = _checks.promote_floats("arcface_logits", {"features": features, "weight": weight})
     return scale * F.linear(F.normalize(features, dim=-1, eps=1e-12), F.normalize(weight, dim=-1, eps=1e-12))

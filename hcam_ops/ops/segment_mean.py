@@ -55,7 +55,9 @@ def segment_mean(
     if x.dim() != 4:
         raise ValueError(f"{_OP}: x must be [B, H, W, C] (channels last), got shape {tuple(x.shape)}")
     if not isinstance(segments, torch.Tensor) or segments.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"{_OP}: segments must be an int32 or int64 tensor, got {getattr(segments, 'dtype', type(segments))}")
+        raise TypeError(
+            f"{_OP}: segments must be an int32 or int64 tensor, got {getattr(segments, 'dtype', type(segments))}"
+        )
     if tuple(segments.shape) != tuple(x.shape[:3]):
         raise ValueError(f"{_OP}: segments must be [B, H, W] = {list(x.shape[:3])}, got {list(segments.shape)}")
     _checks.check_same_device(x, segments, _OP, "segments")

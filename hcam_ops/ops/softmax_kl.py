@@ -30,9 +30,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     p_logits, q_logits = ctx.saved_tensors
-    grad_p, grad_q = torch.ops.hcam_ops.softmax_kl_backward(
-        grad, p_logits, q_logits, ctx.temperature, ctx.direction
-    )
+    grad_p, grad_q = torch.ops.hcam_ops.softmax_kl_backward(grad, p_logits, q_logits, ctx.temperature, ctx.direction)
     return grad_p, grad_q, None, None
 
 
@@ -60,7 +58,9 @@ def softmax_kl(
     _checks.check_float(p_logits, _OP, "p_logits")
     _checks.check_float(q_logits, _OP, "q_logits")
     if p_logits.shape != q_logits.shape:
-        raise ValueError(f"{_OP}: p_logits {tuple(p_logits.shape)} and q_logits {tuple(q_logits.shape)} differ in shape")
+        raise ValueError(
+            f"{_OP}: p_logits {tuple(p_logits.shape)} and q_logits {tuple(q_logits.shape)} differ in shape"
+        )
     if p_logits.device != q_logits.device:
         raise ValueError(f"{_OP}: p_logits is on {p_logits.device}, q_logits on {q_logits.device}")
     if p_logits.dim() == 0 or p_logits.shape[-1] == 0:

@@ -12,7 +12,9 @@ def as_weight_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.flatten(1) if weight.dim() == 4 else weight
 
 
-def cam_gather(features: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, *, check_index: bool = True) -> torch.Tensor:
+def cam_gather(
+    features: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, *, check_index: bool = True
+) -> torch.Tensor:
     x = as_tokens(features)
     w = as_weight_matrix(weight)[index]  # [B, C] or [B, L, C]
     if index.dim() == 1:

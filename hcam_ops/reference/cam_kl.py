@@ -5,17 +5,37 @@ from .minmax_normalize import minmax_normalize
 from .softmax_kl import reduce_rows, softmax_kl
 
 
-def hierarchical_cam_kl_loss(features, weights, indices, temperature=1.0, eps=1e-6,
-                             direction="fine_to_coarse", reduction="batchmean", *, check_index=True):
+def hierarchical_cam_kl_loss(
+    features,
+    weights,
+    indices,
+    temperature=1.0,
+    eps=1e-6,
+    direction="fine_to_coarse",
+    reduction="batchmean",
+    *,
+    check_index=True,
+):
     norms = [minmax_normalize(cam_gather(features, w, i), eps) for w, i in zip(weights, indices)]
     per_sample = sum(
-        softmax_kl(norms[l], norms[l + 1].detach(), temperature, direction, "none")
-        for l in range(len(norms) - 1)
+        softmax_kl(norms[l], norms[l + 1].detach(), temperature, direction, "none") for l in range(len(norms) - 1)
     )
     return reduce_rows(per_sample, reduction)
 
 
-def cam_kl_loss(features, fine_weight, coarse_weight, fine_index, coarse_index, temperature=1.0,
-                eps=1e-6, direction="fine_to_coarse", reduction="batchmean", *, check_index=True):
-    return hierarchical_cam_kl_loss(features, [fine_weight, coarse_weight], [fine_index, coarse_index],
-                                    temperature, eps, direction, reduction)
+def cam_kl_loss(
+    features,
+    fine_weight,
+    coarse_weight,
+    fine_index,
+    coarse_index,
+    temperature=1.0,
+    eps=1e-6,
+    direction="fine_to_coarse",
+    reduction="batchmean",
+    *,
+    check_index=True,
+):
+    return hierarchical_cam_kl_loss(
+        features, [fine_weight, coarse_weight], [fine_index, coarse_index], temperature, eps, direction, reduction
+    )

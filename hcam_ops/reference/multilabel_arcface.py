@@ -6,8 +6,19 @@ import torch
 import torch.nn.functional as F
 
 
-def multilabel_arcface_loss(features, weight, labels, scale=30.0, margin=0.5, easy_margin=False,
-                            reduction="mean", return_logits=False, *, check_inputs=True, chunk_size=None):
+def multilabel_arcface_loss(
+    features,
+    weight,
+    labels,
+    scale=30.0,
+    margin=0.5,
+    easy_margin=False,
+    reduction="mean",
+    return_logits=False,
+    *,
+    check_inputs=True,
+    chunk_size=None,
+):
     cos = F.linear(F.normalize(features, dim=-1, eps=1e-12), F.normalize(weight, dim=-1, eps=1e-12))
     sin = torch.sqrt(torch.clamp(1 - cos * cos, min=1e-9))
     phi = cos * math.cos(margin) - sin * math.sin(margin)

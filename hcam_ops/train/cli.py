@@ -38,8 +38,12 @@ def _engine_args() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float)
     g.add_argument("--momentum", type=float, default=0.9, help="for sgd")
     g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--sched", default="cosine", choices=["cosine", "step", "plateau", "none"],
-                   help="cosine (per update, with warm-up), step (every --decay-epochs), plateau (on the monitored metric)")
+    g.add_argument(
+        "--sched",
+        default="cosine",
+        choices=["cosine", "step", "plateau", "none"],
+        help="cosine (per update, with warm-up), step (every --decay-epochs), plateau (on the monitored metric)",
+    )
     g.add_argument("--warmup-epochs", type=int, default=1)
     g.add_argument("--warmup-lr", type=float, default=1e-6)
     g.add_argument("--min-lr", type=float, default=0.0)
@@ -66,12 +70,19 @@ def parser() -> argparse.ArgumentParser:
     from .hierarchical import task as hierarchical
     from .multilabel import task as multilabel
 
-    ap = _Parser(prog="python -m hcam_ops.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(
+        prog="python -m hcam_ops.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", metavar="{hierarchical,multilabel}", required=True, parser_class=_Parser)
     shared = _engine_args()
     for name, module in (("hierarchical", hierarchical), ("multilabel", multilabel)):
-        p = sub.add_parser(name, parents=[shared], help=module.__doc__.splitlines()[0], description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            parents=[shared],
+            help=module.__doc__.splitlines()[0],
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_args(p)
     return ap
 

@@ -90,16 +90,23 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         sampler = torch.utils.data.DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=args.seed)
     per_rank = len(sampler)
     train_loader = torch.utils.data.DataLoader(
-        train_set, args.batch_size, sampler=sampler, num_workers=args.workers,
-        drop_last=per_rank > args.batch_size, pin_memory=device.type == "cuda")
+        train_set,
+        args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        drop_last=per_rank > args.batch_size,
+        pin_memory=device.type == "cuda",
+    )
     val_loader = torch.utils.data.DataLoader(
-        val_set, args.batch_size, sampler=distributed.ShardSampler(len(val_set), world), num_workers=args.workers)
+        val_set, args.batch_size, sampler=distributed.ShardSampler(len(val_set), world), num_workers=args.workers
+    )
     updates_per_epoch = max((len(train_loader) + args.accumulate - 1) // args.accumulate, 1)
 
     optimizer = _optimizer(bare, args)
     scheduler = _scheduler(optimizer, args, updates_per_epoch)
-    amp_dtype = AMP_DTYPES[args.amp_dtype] if args.amp_dtype else (
-        torch.float16 if device.type == "cuda" else torch.bfloat16)
+    amp_dtype = (
+        AMP_DTYPES[args.amp_dtype] if args.amp_dtype else (torch.float16 if device.type == "cuda" else torch.bfloat16)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype == torch.float16)
 
     start, best, stale = 0, float("-inf"), 0
@@ -113,21 +120,34 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
 
     model = bare
     if world.distributed:
-        model = DistributedDataParallel(bare, device_ids=[device.index] if device.type == "cuda" else None,
-                                        find_unused_parameters=task.find_unused_parameters)
+        model = DistributedDataParallel(
+            bare,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=task.find_unused_parameters,
+        )
 
     history = None
     if world.main:
         os.makedirs(args.out, exist_ok=True)
-        record = {**vars(args), "world_size": world.size, "backend": world.backend, "device": str(device),
-                  "model_name": task.model_name, "model_config": task.model_config, "parameters": n_params}
+        record = {
+            **vars(args),
+            "world_size": world.size,
+            "backend": world.backend,
+            "device": str(device),
+            "model_name": task.model_name,
+            "model_config": task.model_config,
+            "parameters": n_params,
+        }
         with open(os.path.join(args.out, "args.json"), "w") as f:
             json.dump(record, f, indent=1, default=str)
         history = History(args.out, resume=ckpt is not None, tensorboard=not args.no_tensorboard)
-        print(f"hcam_ops.train {task.name}: device {device}, world size {world.size}"
-              f"{f' ({world.backend})' if world.distributed else ''}, model {task.model_name} "
-              f"({n_params / 1e6:.2f} M parameters{f', {synced} BatchNorm layers synchronised' if synced else ''}), "
-              f"results in {os.path.abspath(args.out)}", flush=True)
+        print(
+            f"hcam_ops.train {task.name}: device {device}, world size {world.size}"
+            f"{f' ({world.backend})' if world.distributed else ''}, model {task.model_name} "
+            f"({n_params / 1e6:.2f} M parameters{f', {synced} BatchNorm layers synchronised' if synced else ''}), "
+            f"results in {os.path.abspath(args.out)}",
+            flush=True,
+        )
     distributed.barrier(world)
 
     show_bar = world.main and not args.no_progress and sys.stderr.isatty()
@@ -183,10 +203,20 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
             print(" ".join(f"{v:>12.5g}" if isinstance(v, float) else f"{v:>12}" for v in row.values()), flush=True)
             history.append(row)
             state = dict(
-                format=checkpoint.FORMAT, task=task.name, model_name=task.model_name, model_config=task.model_config,
-                task_state=task.state(), model=_plain_state(bare), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None, scaler=scaler.state_dict(),
-                epoch=epoch, best=best, stale=stale, metrics={**train, **val})
+                format=checkpoint.FORMAT,
+                task=task.name,
+                model_name=task.model_name,
+                model_config=task.model_config,
+                task_state=task.state(),
+                model=_plain_state(bare),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
+                scaler=scaler.state_dict(),
+                epoch=epoch,
+                best=best,
+                stale=stale,
+                metrics={**train, **val},
+            )
             checkpoint.save(state, os.path.join(args.out, "last.pth"))
             if improved:
                 checkpoint.save(state, os.path.join(args.out, "best.pth"))
@@ -218,8 +248,9 @@ def _optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
     try:
-        return create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                   momentum=args.momentum)
+        return create_optimizer_v2(
+            model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum
+        )
     except (ValueError, AssertionError) as e:
         raise CLIError(f"--opt {args.opt}: {e}") from None
 
@@ -230,10 +261,19 @@ def _scheduler(optimizer, args, updates_per_epoch: int):
     from timm.scheduler import create_scheduler_v2
 
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-        warmup_lr=args.warmup_lr, min_lr=args.min_lr, decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
-        patience_epochs=args.plateau_patience, plateau_mode="max", step_on_epochs=args.sched != "cosine",
-        updates_per_epoch=updates_per_epoch)
+        optimizer,
+        sched=args.sched,
+        num_epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr,
+        min_lr=args.min_lr,
+        decay_epochs=args.decay_epochs,
+        decay_rate=args.decay_rate,
+        patience_epochs=args.plateau_patience,
+        plateau_mode="max",
+        step_on_epochs=args.sched != "cosine",
+        updates_per_epoch=updates_per_epoch,
+    )
     return scheduler
 
 

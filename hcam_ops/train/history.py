@@ -62,7 +62,7 @@ class History:
             ax.set_title(key, fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(keys):]:
+        for ax in list(axes.flat)[len(keys) :]:
             ax.axis("off")
         fig.tight_layout()
         path = os.path.join(self.out_dir, "history.png")

@@ -39,7 +39,9 @@ class SyntheticHierarchical(torch.utils.data.Dataset):
         hue = 2 * math.pi * top / self.coarsest
         bg = torch.tensor([0.5 + 0.4 * math.cos(hue), 0.5 + 0.4 * math.cos(hue + 2.1), 0.5 + 0.4 * math.cos(hue + 4.2)])
         S = self.size
-        ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij"
+        )
         angle = math.pi * fine / self.hierarchy.num_classes[0]
         freq = 0.25 + 0.1 * (fine % 3)
         stripes = (torch.sin(freq * (xs * math.cos(angle) + ys * math.sin(angle))) > 0).float()
@@ -54,8 +56,11 @@ class SyntheticHierarchical(torch.utils.data.Dataset):
 def image_folder(root: str, hierarchy: Hierarchy, size: int, train: bool) -> torch.utils.data.Dataset:
     """An ImageFolder tree (one folder per fine class, named as in the
     hierarchy file); labels are re-indexed to the hierarchy's fine classes."""
-    aug = [transforms.RandomResizedCrop(size, scale=(0.5, 1.0)), transforms.RandomHorizontalFlip()] if train else [
-        transforms.Resize(int(size * 1.14)), transforms.CenterCrop(size)]
+    aug = (
+        [transforms.RandomResizedCrop(size, scale=(0.5, 1.0)), transforms.RandomHorizontalFlip()]
+        if train
+        else [transforms.Resize(int(size * 1.14)), transforms.CenterCrop(size)]
+    )
     ds = datasets.ImageFolder(root, transform=transforms.Compose(aug + [transforms.ToTensor()]))
     index = {n: i for i, n in enumerate(hierarchy.names[0])}
     missing = [c for c in ds.classes if c not in index]

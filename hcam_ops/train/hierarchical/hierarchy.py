@@ -4,7 +4,7 @@ parent one level up."""
 from __future__ import annotations
 
 import csv
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -35,7 +35,7 @@ class Hierarchy:
         return out
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[str]], where: Sequence[str] | None = None) -> "Hierarchy":
+    def from_rows(cls, rows: Sequence[Sequence[str]], where: Sequence[str] | None = None) -> Hierarchy:
         """One row per fine class: its name, then its ancestors fine to coarse.
         ``where[i]`` names row ``i`` in messages (a file and line)."""
         where = list(where) if where is not None else [f"row {i + 1}" for i in range(len(rows))]
@@ -69,7 +69,7 @@ class Hierarchy:
         return cls(names, parents)
 
     @classmethod
-    def from_file(cls, path: str) -> "Hierarchy":
+    def from_file(cls, path: str) -> Hierarchy:
         """A CSV file (comma or tab): ``fine,parent[,grandparent]`` per line;
         lines starting with ``#`` are comments (a header). Errors name the
         file and line."""

@@ -3,7 +3,7 @@ consistency term L_gk, and CAM consistency L_cons on the first pooled tokens."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

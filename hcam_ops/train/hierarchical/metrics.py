@@ -61,8 +61,10 @@ class HierarchyMetrics:
     def from_counts(counts: dict[str, float]) -> dict[str, float]:
         n = max(counts["n"], 1)
         levels = sorted(k for k in counts if k.startswith("correct_l"))
-        out = {f"acc_l{k[len('correct_l'):]}": counts[k] / n for k in levels}
-        out.update(full_path_acc=counts["full"] / n, consistency=counts["consistent"] / n, cam_iou=counts["iou_sum"] / n)
+        out = {f"acc_l{k[len('correct_l') :]}": counts[k] / n for k in levels}
+        out.update(
+            full_path_acc=counts["full"] / n, consistency=counts["consistent"] / n, cam_iou=counts["iou_sum"] / n
+        )
         return out
 
     def compute(self) -> dict[str, float]:

@@ -77,31 +77,43 @@ class HierarchicalTask:
         if args.model not in MODELS:
             raise CLIError(f"--model {args.model}: not a hierarchical model (one of {', '.join(MODELS)})")
         if args.img_size <= 0 or args.img_size % STEM_STRIDE:
-            raise CLIError(f"--img-size {args.img_size}: must be a positive multiple of the stem's stride {STEM_STRIDE}")
+            raise CLIError(
+                f"--img-size {args.img_size}: must be a positive multiple of the stem's stride {STEM_STRIDE}"
+            )
         if args.num_segments <= 0 or args.max_segments <= 0:
             raise CLIError("--num-segments and --max-segments must be positive")
-        config = dict(num_classes=tuple(self.hierarchy.num_classes), img_size=args.img_size,
-                      num_segments=args.max_segments)
+        config = dict(
+            num_classes=tuple(self.hierarchy.num_classes), img_size=args.img_size, num_segments=args.max_segments
+        )
         depths = parse_ints(args.depths, "--depths")
         clusters = parse_ints(args.num_clusters, "--num-clusters")
         if clusters is not None:
             if clusters[0] > args.max_segments:
-                raise CLIError(f"--num-clusters {args.num_clusters}: {clusters[0]} clusters from at most "
-                               f"{args.max_segments} segment tokens (--max-segments)")
+                raise CLIError(
+                    f"--num-clusters {args.num_clusters}: {clusters[0]} clusters from at most "
+                    f"{args.max_segments} segment tokens (--max-segments)"
+                )
             if any(b > a for a, b in zip(clusters, clusters[1:])):
-                raise CLIError(f"--num-clusters {args.num_clusters}: each stage must pool to at most the previous count")
+                raise CLIError(
+                    f"--num-clusters {args.num_clusters}: each stage must pool to at most the previous count"
+                )
         stages = len(depths or clusters or (3, 3, 3, 2))
         if len(clusters or (64, 32, 16, 8)) != stages:
             raise CLIError(f"--num-clusters needs one entry per stage ({stages}, as --depths)")
         if clusters is None and args.max_segments < 64:
-            raise CLIError(f"--max-segments {args.max_segments}: the default first pooling keeps 64 clusters; "
-                           "give --num-clusters")
+            raise CLIError(
+                f"--max-segments {args.max_segments}: the default first pooling keeps 64 clusters; give --num-clusters"
+            )
         embed = args.embed_dim or (768 if "base" in args.model else 384)
         heads = args.num_heads or 12
         if embed % heads or embed % 8:
             raise CLIError(f"--embed-dim {embed}: must be divisible by --num-heads {heads} and by 8")
-        for key, value in (("embed_dim", args.embed_dim), ("depths", depths), ("num_heads", args.num_heads),
-                           ("num_clusters", clusters)):
+        for key, value in (
+            ("embed_dim", args.embed_dim),
+            ("depths", depths),
+            ("num_heads", args.num_heads),
+            ("num_clusters", clusters),
+        ):
             if value is not None:
                 config[key] = value
         return config
@@ -137,8 +149,15 @@ class HierarchicalTask:
         labels = self.hierarchy.labels(fine)
         logits, inter = model(images, segments, return_intermediates=True)
         a = self.args
-        parts = hierarchical_loss(bare, logits, inter, labels, self.hierarchy,
-                                  a.cam_weight if a.cam_consist else 0.0, a.gk_weight if a.globalkl else 0.0)
+        parts = hierarchical_loss(
+            bare,
+            logits,
+            inter,
+            labels,
+            self.hierarchy,
+            a.cam_weight if a.cam_consist else 0.0,
+            a.gk_weight if a.globalkl else 0.0,
+        )
         return parts, logits, inter, labels
 
     def train_step(self, model, bare, batch, device):
@@ -160,9 +179,10 @@ class HierarchicalTask:
 
     def state(self) -> dict:
         a = self.args
-        return {"hierarchy": {"names": self.hierarchy.names, "parents": [p.tolist() for p in self.hierarchy.parents]},
-                "superpixels": {"num_segments": a.num_segments, "method": a.superpixels,
-                                "max_segments": a.max_segments}}
+        return {
+            "hierarchy": {"names": self.hierarchy.names, "parents": [p.tolist() for p in self.hierarchy.parents]},
+            "superpixels": {"num_segments": a.num_segments, "method": a.superpixels, "max_segments": a.max_segments},
+        }
 
     def finish(self, bare, device, world: World, out_dir: str):
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -19,12 +19,18 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def train_transform(size: int):
     """The original work's augmentations: resize, flip, rotation 30, colour
     jitter, affine."""
-    return transforms.Compose([
-        transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip(),
-        transforms.RandomRotation(30), transforms.ColorJitter(0.2, 0.2, 0.2, 0.02),
-        transforms.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-        transforms.ToTensor(), transforms.Normalize(MEAN, STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomVerticalFlip(),
+            transforms.RandomRotation(30),
+            transforms.ColorJitter(0.2, 0.2, 0.2, 0.02),
+            transforms.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
 
 
 def eval_transform(size: int):
@@ -98,7 +104,9 @@ class SyntheticMultiLabel(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
         S = self.size
         img = 0.35 + 0.05 * torch.randn(3, S, S, generator=g)
-        ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij"
+        )
         for k in torch.nonzero(self.labels[i])[:, 0].tolist():
             hue = 2 * math.pi * k / self.num_classes
             colour = torch.tensor([math.cos(hue), math.cos(hue + 2.1), math.cos(hue + 4.2)]) * 0.4 + 0.5

@@ -34,11 +34,16 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default="arc_psa_swin_tiny", help=f"one of {', '.join(MODELS)}")
     ap.add_argument("--img-size", type=int, default=224, help=f"a multiple of {SWIN_STRIDE}")
     ap.add_argument("--backbone-checkpoint", help="local Swin weights")
-    ap.add_argument("--backbone-kwargs", default="{}",
-                    help='JSON for timm\'s Swin, e.g. {"embed_dim": 24, "depths": [1, 1, 1, 1]}')
+    ap.add_argument(
+        "--backbone-kwargs", default="{}", help='JSON for timm\'s Swin, e.g. {"embed_dim": 24, "depths": [1, 1, 1, 1]}'
+    )
     ap.add_argument("--oversample", default="", help="class names to oversample, comma-separated")
-    ap.add_argument("--oversample-factor", type=float, default=3.0,
-                    help="duplicate: copies of each such image (an integer); weighted: its sampling weight")
+    ap.add_argument(
+        "--oversample-factor",
+        type=float,
+        default=3.0,
+        help="duplicate: copies of each such image (an integer); weighted: its sampling weight",
+    )
     ap.add_argument("--oversample-mode", default="duplicate", choices=["duplicate", "weighted"])
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation in the final evaluation")
     ap.set_defaults(epochs=20, batch_size=32, lr=1e-4, out="runs/multilabel", patience=5)
@@ -75,8 +80,11 @@ class MultilabelTask:
         if args.backbone_checkpoint:
             check_file(args.backbone_checkpoint, "--backbone-checkpoint")
         self.model_name = args.model
-        self.model_config = dict(num_classes=len(self.classes), img_size=args.img_size,
-                                 backbone_kwargs=parse_json(args.backbone_kwargs, "--backbone-kwargs"))
+        self.model_config = dict(
+            num_classes=len(self.classes),
+            img_size=args.img_size,
+            backbone_kwargs=parse_json(args.backbone_kwargs, "--backbone-kwargs"),
+        )
 
     def build_model(self) -> torch.nn.Module:
         import timm
@@ -84,10 +92,13 @@ class MultilabelTask:
         from ... import models  # noqa: F401  (registers the timm names)
 
         try:
-            return timm.create_model(self.model_name, backbone_checkpoint=self.args.backbone_checkpoint,
-                                     **self.model_config)
+            return timm.create_model(
+                self.model_name, backbone_checkpoint=self.args.backbone_checkpoint, **self.model_config
+            )
         except (TypeError, ValueError, AssertionError, RuntimeError) as e:
-            raise CLIError(f"--model {self.model_name} with --backbone-kwargs {self.args.backbone_kwargs}: {e}") from None
+            raise CLIError(
+                f"--model {self.model_name} with --backbone-kwargs {self.args.backbone_kwargs}: {e}"
+            ) from None
 
     def _csv(self, path, transform):
         root = self.args.images or os.path.dirname(self.args.train_csv)
@@ -148,8 +159,12 @@ class MultilabelTask:
         probs, labels, loss = self._predict(bare, loader, device, world, False, True)
         rep = multilabel_report(probs, labels, torch.full((len(self.classes),), 0.5), self.classes)
         total = sum_across({"loss": loss}, world, device)["loss"]
-        return {"loss": total / max(len(labels), 1), "macro_f1": rep["macro"]["f1"], "micro_f1": rep["micro"]["f1"],
-                "map": rep["macro"]["ap"]}
+        return {
+            "loss": total / max(len(labels), 1),
+            "macro_f1": rep["macro"]["f1"],
+            "micro_f1": rep["micro"]["f1"],
+            "map": rep["macro"]["ap"],
+        }
 
     def state(self) -> dict:
         return {"classes": list(self.classes)}
@@ -159,8 +174,9 @@ class MultilabelTask:
         a = self.args
 
         def shard(ds):
-            return torch.utils.data.DataLoader(ds, a.batch_size, sampler=ShardSampler(len(ds), world),
-                                               num_workers=a.workers)
+            return torch.utils.data.DataLoader(
+                ds, a.batch_size, sampler=ShardSampler(len(ds), world), num_workers=a.workers
+            )
 
         probs, labels, _ = self._predict(bare, shard(self.val), device, world, a.tta, False)
         thresholds = search_thresholds(probs, labels)
