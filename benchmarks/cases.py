@@ -5,7 +5,7 @@ the pytest-benchmark tests, so both time the same things."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -35,21 +35,41 @@ def compiled(fn):
     return _compiled[fn]
 
 
-# --- CAM consistency (SPEC 1) -------------------------------------------------
-CAM_KL_SHAPES = [  # (B, N, C, Kf, Kc)
+# --- CAM consistency (docs/ops/cam.md) ----------------------------------------------
+CAM_KL_SHAPES = [  # (B, N, C, Kf, Kc), [B, N, C] tokens
     (128, 64, 384, 100, 70),
     (64, 196, 768, 200, 37),
     (32, 3136, 256, 1000, 100),
     (256, 196, 384, 1000, 100),
 ]
+# Layouts the kernels read channels first (the CAM contracts the strided dim),
+# after the token shapes so that a CPU run (first shapes only) stays quick.
+CAM_KL_CHANNELS_FIRST = [
+    ("map", (64, 2048, 7, 7, 1000, 100)),  # (B, C, H, W, Kf, Kc): a ResNet-50 [B, C, H, W] map
+    ("tokens_t", (64, 196, 768, 200, 37)),  # (B, N, C, Kf, Kc): [B, N, C] viewing a [B, C, N] buffer
+]
 
 
-def _cam_kl_inputs(shape):
-    B, N, C, Kf, Kc = shape
+def _cam_kl_dims(shape, layout):
+    """(B, N, C, Kf, Kc) of a case."""
+    if layout == "map":
+        B, C, H, W, Kf, Kc = shape
+        return B, H * W, C, Kf, Kc
+    return shape
+
+
+def _cam_kl_inputs(shape, layout="tokens"):
+    B, N, C, Kf, Kc = _cam_kl_dims(shape, layout)
 
     def make(device, dtype, gen):
+        if layout == "map":
+            features = torch.randn(B, C, *shape[2:4], generator=gen).to(device, dtype)
+        elif layout == "tokens_t":
+            features = torch.randn(B, C, N, generator=gen).to(device, dtype).transpose(1, 2)
+        else:
+            features = torch.randn(B, N, C, generator=gen).to(device, dtype)
         return dict(
-            features=torch.randn(B, N, C, generator=gen).to(device, dtype).requires_grad_(),
+            features=features.requires_grad_(),
             fine_weight=(torch.randn(Kf, C, generator=gen) * C**-0.5).to(device, dtype).requires_grad_(),
             coarse_weight=(torch.randn(Kc, C, generator=gen) * C**-0.5).to(device, dtype),
             fine_index=torch.randint(0, Kf, (B,), generator=gen).to(device),
@@ -59,8 +79,8 @@ def _cam_kl_inputs(shape):
     return make
 
 
-def _cam_kl_floor(shape):
-    B, N, C, Kf, Kc = shape
+def _cam_kl_floor(shape, layout="tokens"):
+    B, N, C, Kf, Kc = _cam_kl_dims(shape, layout)
 
     def floor(dtype):
         # forward reads the features; backward reads them again (weight
@@ -74,24 +94,34 @@ def _fused_cam_kl(**kw):
     return hcam_ops.cam_kl_loss(**kw, check_index=False)
 
 
+def _cam_kl_case(shape, layout, label):
+    return Case(
+        op="cam_kl_loss",
+        shape=shape,
+        label=label,
+        make_inputs=_cam_kl_inputs(shape, layout),
+        impls={
+            "fused": _fused_cam_kl,
+            "reference": R.cam_kl_loss,
+            "compiled_ref": lambda **kw: compiled(R.cam_kl_loss)(**kw),
+        },
+        grad_of=("features", "fine_weight"),
+        floor_bytes=_cam_kl_floor(shape, layout),
+    )
+
+
 def cam_kl_cases():
     for shape in CAM_KL_SHAPES:
-        yield Case(
-            op="cam_kl_loss",
-            shape=shape,
-            label="B={} N={} C={} Kf={} Kc={}".format(*shape),
-            make_inputs=_cam_kl_inputs(shape),
-            impls={
-                "fused": _fused_cam_kl,
-                "reference": R.cam_kl_loss,
-                "compiled_ref": lambda **kw: compiled(R.cam_kl_loss)(**kw),
-            },
-            grad_of=("features", "fine_weight"),
-            floor_bytes=_cam_kl_floor(shape),
-        )
+        yield _cam_kl_case(shape, "tokens", "B={} N={} C={} Kf={} Kc={}".format(*shape))
+    for layout, shape in CAM_KL_CHANNELS_FIRST:
+        if layout == "map":
+            label = "B={} C={} H={} W={} Kf={} Kc={} map".format(*shape)
+        else:
+            label = "B={} N={} C={} Kf={} Kc={} transposed".format(*shape)
+        yield _cam_kl_case(shape, layout, label)
 
 
-# --- Multi-label ArcFace (SPEC 2) ----------------------------------------------
+# --- Multi-label ArcFace (docs/ops/multilabel_arcface.md) -------------------------------------------
 ARCFACE_SHAPES = [(32, 512, 6), (256, 512, 10000), (512, 512, 100000)]  # (B, D, K)
 
 
@@ -128,7 +158,7 @@ def arcface_cases():
         )
 
 
-# --- FGD feature distillation (SPEC 3) ------------------------------------------
+# --- FGD feature distillation (docs/ops/fgd.md) ---------------------------------------
 FGD_SHAPES = [(2, 256, 100, 152), (4, 384, 128, 128), (8, 256, 180, 180)]  # (B, C, H, W)
 # Every term on, so each implementation computes all of them.
 FGD_WEIGHTS = dict(fg_weight=1e-3, bg_weight=5e-4, attention_weight=1e-3, channel_weight=0.25, spatial_weight=2.5e-3)

@@ -1,4 +1,4 @@
-// Multi-label ArcFace (SPEC section 2): the margin, the logit and the BCE with
+// Multi-label ArcFace (docs/ops/multilabel_arcface.md): the margin, the logit and the BCE with
 // their derivatives, shared by the CPU and CUDA kernels.
 #pragma once
 
@@ -18,10 +18,10 @@ struct ArcFaceParams {
 
 // Training logit z of one (sample, class) from its cosine and label, and
 // dz / dcos. Positives get the margin: phi = cos(theta + m) where it is
-// monotone, else the linear extension the spec gives.
+// monotone, else the linear extension the docs give.
 template <typename T>
-C10_HOST_DEVICE inline void arcface_logit(T c, bool positive, T scale, T cos_m, T sin_m, T th,
-                                          T mm, bool easy, T& z, T& dz) {
+C10_HOST_DEVICE inline void arcface_logit(T c, bool positive, T scale, T cos_m, T sin_m, T th, T mm, bool easy, T& z,
+                                          T& dz) {
   if (!positive) {
     z = scale * c;
     dz = scale;
@@ -59,8 +59,8 @@ struct ArcFaceElement {
 };
 
 template <typename T>
-C10_HOST_DEVICE inline ArcFaceElement<T> arcface_element(T cos, T y, T upstream, T scale, T cos_m,
-                                                         T sin_m, T th, T mm, bool easy) {
+C10_HOST_DEVICE inline ArcFaceElement<T> arcface_element(T cos, T y, T upstream, T scale, T cos_m, T sin_m, T th, T mm,
+                                                         bool easy) {
   T z, dz;
   arcface_logit<T>(cos, y == T(1), scale, cos_m, sin_m, th, mm, easy, z, dz);
   const T e = std::exp(-std::abs(z));

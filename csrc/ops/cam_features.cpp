@@ -12,38 +12,32 @@ bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-at::Tensor checked_weight(const at::Tensor& w, const at::Tensor& features, int64_t C,
-                          const char* op, int64_t level) {
-  TORCH_CHECK(w.dim() == 2, op, ": weight of level ", level, " must be [K, C], got shape ",
-              w.sizes());
-  TORCH_CHECK(w.size(1) == C, op, ": weight of level ", level, " has ", w.size(1),
-              " channels, features have ", C);
+at::Tensor checked_weight(const at::Tensor& w, const at::Tensor& features, int64_t C, const char* op, int64_t level) {
+  TORCH_CHECK(w.dim() == 2, op, ": weight of level ", level, " must be [K, C], got shape ", w.sizes());
+  TORCH_CHECK(w.size(1) == C, op, ": weight of level ", level, " has ", w.size(1), " channels, features have ", C);
   TORCH_CHECK(w.size(0) > 0, op, ": weight of level ", level, " has no classes");
-  TORCH_CHECK(w.scalar_type() == features.scalar_type(), op, ": weight of level ", level, " is ",
-              w.scalar_type(), ", features are ", features.scalar_type(),
-              "; cast one to the other's dtype");
-  TORCH_CHECK(w.device() == features.device(), op, ": weight of level ", level, " is on ",
-              w.device(), ", features on ", features.device());
+  TORCH_CHECK(w.scalar_type() == features.scalar_type(), op, ": weight of level ", level, " is ", w.scalar_type(),
+              ", features are ", features.scalar_type(), "; cast one to the other's dtype");
+  TORCH_CHECK(w.device() == features.device(), op, ": weight of level ", level, " is on ", w.device(), ", features on ",
+              features.device());
   return w.contiguous();
 }
 
-void check_index_tensor(const at::Tensor& idx, const at::Tensor& features, int64_t B,
-                        const char* op) {
-  TORCH_CHECK(idx.scalar_type() == at::kLong, op, ": class indices must be int64, got ",
-              idx.scalar_type());
-  TORCH_CHECK(idx.device() == features.device(), op, ": class indices are on ", idx.device(),
-              ", features on ", features.device());
-  TORCH_CHECK(idx.dim() >= 1 && idx.size(0) == B, op, ": class indices must have B = ", B,
-              " rows, got shape ", idx.sizes());
+void check_index_tensor(const at::Tensor& idx, const at::Tensor& features, int64_t B, const char* op) {
+  TORCH_CHECK(idx.scalar_type() == at::kLong, op, ": class indices must be int64, got ", idx.scalar_type());
+  TORCH_CHECK(idx.device() == features.device(), op, ": class indices are on ", idx.device(), ", features on ",
+              features.device());
+  TORCH_CHECK(idx.dim() >= 1 && idx.size(0) == B, op, ": class indices must have B = ", B, " rows, got shape ",
+              idx.sizes());
 }
 
 }  // namespace
 
 FeatureView view_features(const at::Tensor& f, const char* op) {
-  TORCH_CHECK(f.dim() == 3 || f.dim() == 4, op,
-              ": features must be [B, N, C] tokens or a [B, C, H, W] map, got shape ", f.sizes());
-  TORCH_CHECK(is_supported_float(f.scalar_type()), op,
-              ": features must be float16, bfloat16, float32 or float64, got ", f.scalar_type());
+  TORCH_CHECK(f.dim() == 3 || f.dim() == 4, op, ": features must be [B, N, C] tokens or a [B, C, H, W] map, got shape ",
+              f.sizes());
+  TORCH_CHECK(is_supported_float(f.scalar_type()), op, ": features must be float16, bfloat16, float32 or float64, got ",
+              f.scalar_type());
   FeatureView v;
   v.B = f.size(0);
   if (f.dim() == 3) {
@@ -75,8 +69,7 @@ FeatureView view_features(const at::Tensor& f, const char* op) {
   return v;
 }
 
-std::pair<at::Tensor, at::Tensor> empty_features_grad(const at::Tensor& features,
-                                                      const FeatureView& v) {
+std::pair<at::Tensor, at::Tensor> empty_features_grad(const at::Tensor& features, const FeatureView& v) {
   const auto opts = features.options();
   if (features.dim() == 3) {
     if (!v.channels_first) {
@@ -117,16 +110,16 @@ Levels levels_of_index(const at::Tensor& weight, const at::Tensor& index, const 
   return lv;
 }
 
-Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const FeatureView& v,
-                       const at::Tensor& features, const char* op) {
-  TORCH_CHECK(weights.size() == indices.size(), op, ": got ", weights.size(), " weights and ",
-              indices.size(), " index tensors; one of each per level");
+Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const FeatureView& v, const at::Tensor& features,
+                       const char* op) {
+  TORCH_CHECK(weights.size() == indices.size(), op, ": got ", weights.size(), " weights and ", indices.size(),
+              " index tensors; one of each per level");
   Levels lv;
   for (size_t l = 0; l < weights.size(); ++l) {
     lv.weights.push_back(checked_weight(weights[l], features, v.C, op, l));
     check_index_tensor(indices[l], features, v.B, op);
-    TORCH_CHECK(indices[l].dim() == 1, op, ": class index of level ", l,
-                " must be [B], got shape ", indices[l].sizes());
+    TORCH_CHECK(indices[l].dim() == 1, op, ": class index of level ", l, " must be [B], got shape ",
+                indices[l].sizes());
     const auto idx = indices[l].contiguous();
     lv.index_tensors.push_back(idx);
     lv.index.push_back(idx.data_ptr<int64_t>());
@@ -140,34 +133,36 @@ void check_index_range(const Levels& levels, int64_t B, const char* op) {
     const int64_t K = levels.weights[l].size(0);
     for (int64_t b = 0; b < B; ++b) {
       const int64_t k = levels.index[l][b * levels.index_stride];
-      TORCH_CHECK(k >= 0 && k < K, op, ": class index ", k, " of sample ", b, " at level ", l,
-                  " is outside [0, ", K, ")");
+      TORCH_CHECK(k >= 0 && k < K, op, ": class index ", k, " of sample ", b, " at level ", l, " is outside [0, ", K,
+                  ")");
     }
   }
 }
 
 void check_rows(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(is_supported_float(x.scalar_type()), op,
-              ": expected float16, bfloat16, float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) > 0, op,
-              ": expected a non-empty last dimension, got shape ", x.sizes());
+  TORCH_CHECK(is_supported_float(x.scalar_type()), op, ": expected float16, bfloat16, float32 or float64, got ",
+              x.scalar_type());
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": expected a non-empty last dimension, got shape ", x.sizes());
 }
 
 void check_same_rows(const at::Tensor& p, const at::Tensor& q, const char* op) {
   check_rows(p, op);
-  TORCH_CHECK(p.sizes() == q.sizes(), op, ": the two logit tensors differ in shape: ", p.sizes(),
-              " and ", q.sizes());
-  TORCH_CHECK(p.scalar_type() == q.scalar_type(), op, ": the two logit tensors differ in dtype: ",
-              p.scalar_type(), " and ", q.scalar_type());
-  TORCH_CHECK(p.device() == q.device(), op, ": the two logit tensors are on ", p.device(),
-              " and ", q.device());
+  TORCH_CHECK(p.sizes() == q.sizes(), op, ": the two logit tensors differ in shape: ", p.sizes(), " and ", q.sizes());
+  TORCH_CHECK(p.scalar_type() == q.scalar_type(), op, ": the two logit tensors differ in dtype: ", p.scalar_type(),
+              " and ", q.scalar_type());
+  TORCH_CHECK(p.device() == q.device(), op, ": the two logit tensors are on ", p.device(), " and ", q.device());
+}
+
+void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name,
+                       const char* op) {
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), ", ", ref_name, " on ", ref.device());
 }
 
 bool parse_direction(c10::string_view direction, const char* op) {
   if (direction == "fine_to_coarse") return true;
   if (direction == "coarse_to_fine") return false;
-  TORCH_CHECK(false, op, ": direction must be 'fine_to_coarse' or 'coarse_to_fine', got '",
-              std::string(direction), "'");
+  TORCH_CHECK(false, op, ": direction must be 'fine_to_coarse' or 'coarse_to_fine', got '", std::string(direction),
+              "'");
 }
 
 int64_t rows_per_split(int64_t rows, int64_t units, int64_t target, int64_t min_rows) {

@@ -30,8 +30,7 @@ FeatureView view_features(const at::Tensor& features, const char* op);
 // Gradient buffer for `features`: the tensor to return (same shape, and the
 // same strides whenever view_features read the input in place) and its
 // contiguous [B, R, S] alias for the kernels to write.
-std::pair<at::Tensor, at::Tensor> empty_features_grad(const at::Tensor& features,
-                                                      const FeatureView& view);
+std::pair<at::Tensor, at::Tensor> empty_features_grad(const at::Tensor& features, const FeatureView& view);
 
 at::ScalarType acc_type_of(at::ScalarType t);
 
@@ -53,7 +52,7 @@ struct Levels {
       r.index[l] = index[first + l];
       r.num_rows[l] = weights[first + l].size(0);
     }
-    for (int64_t l = count; l < kMaxLevels; ++l) {
+    for (int64_t l = count; l < kPassLevels; ++l) {
       r.base[l] = nullptr;
       r.index[l] = index[first];
       r.num_rows[l] = 0;
@@ -68,8 +67,8 @@ struct Levels {
 Levels levels_of_index(const at::Tensor& weight, const at::Tensor& index, const FeatureView& v,
                        const at::Tensor& features, const char* op);
 // A weight [K_l, C] and an index [B] per level.
-Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const FeatureView& v,
-                       const at::Tensor& features, const char* op);
+Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const FeatureView& v, const at::Tensor& features,
+                       const char* op);
 
 // Raises a clear error for a class index outside [0, K_l). CPU tensors only:
 // on CUDA it would cost a device sync, so the Python front checks there and
@@ -80,6 +79,15 @@ void check_index_range(const Levels& levels, int64_t B, const char* op);
 // pair form also checks that p and q agree in shape, dtype and device.
 void check_rows(const at::Tensor& x, const char* op);
 void check_same_rows(const at::Tensor& p, const at::Tensor& q, const char* op);
+
+// Raises "<op>: <name> is on <device>, <ref_name> on <device>" unless t is on
+// ref's device: a backward's grad or saved tensors must be, or a kernel would
+// be handed a pointer to another device's memory.
+void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name,
+                       const char* op);
+inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& features, const char* op) {
+  check_same_device(t, name, features, "features", op);
+}
 
 // "fine_to_coarse" -> true, "coarse_to_fine" -> false; anything else raises.
 bool parse_direction(c10::string_view direction, const char* op);

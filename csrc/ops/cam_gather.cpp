@@ -1,4 +1,4 @@
-// cam_gather: class activation maps of chosen classes, SPEC section 1 step 1.
+// cam_gather: class activation maps of chosen classes, docs/ops/cam.md#cam_gather.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {

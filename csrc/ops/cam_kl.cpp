@@ -1,4 +1,4 @@
-// cam_kl: the fused hierarchical CAM-consistency loss, SPEC section 1.
+// cam_kl: the fused hierarchical CAM-consistency loss, docs/ops/cam.md#hierarchical_cam_kl_loss.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {

@@ -1,5 +1,5 @@
 // Formulas of the CAM-consistency family shared by the CPU and CUDA kernels, so
-// that both devices compute the contract of SPEC section 1 with the same code.
+// that both devices compute the contract of docs/ops/cam.md with the same code.
 #pragma once
 
 #include <ATen/NumericUtils.h>
@@ -11,9 +11,14 @@
 
 namespace hcam_ops {
 
-// A feature pass handles this many levels (CAMs) per read of the features;
-// more levels are done in groups.
+// A CAM-KL loss has at most kMaxLevels + 1 levels, so at most kMaxLevels of
+// them take a gradient.
 constexpr int kMaxLevels = 4;
+
+// A CUDA feature pass handles this many levels (CAMs) per read of the
+// features: every level of a CAM-KL loss, so its forward reads them once.
+// More levels (cam_gather) are done in groups.
+constexpr int kPassLevels = kMaxLevels + 1;
 
 // Running min and max of a row with the positions that attain them.
 template <typename T>
@@ -26,8 +31,7 @@ struct MinMax {
 
 template <typename T>
 C10_HOST_DEVICE inline MinMax<T> minmax_identity() {
-  return {std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity(), INT64_MAX,
-          INT64_MAX};
+  return {std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity(), INT64_MAX, INT64_MAX};
 }
 
 // Whether (b, ib) replaces (a, ia) as the minimum (kLess) or maximum: NaN wins
@@ -86,9 +90,9 @@ C10_HOST_DEVICE inline T kl_grad_q(T lp, T lq, T kl, bool fine_to_coarse) {
 template <typename T>
 struct WeightRows {
   using value_t = T;
-  const T* base[kMaxLevels];
-  const int64_t* index[kMaxLevels];
-  int64_t num_rows[kMaxLevels];
+  const T* base[kPassLevels];
+  const int64_t* index[kPassLevels];
+  int64_t num_rows[kPassLevels];
   int64_t index_stride;
   int64_t row_len;
 
@@ -113,9 +117,7 @@ struct CoefRows {
   int64_t row_len;
   const S* scale;
 
-  C10_HOST_DEVICE const A* row(int64_t b, int l) const {
-    return base + (b * levels + level_offset + l) * row_len;
-  }
+  C10_HOST_DEVICE const A* row(int64_t b, int l) const { return base + (b * levels + level_offset + l) * row_len; }
   template <typename T>
   C10_HOST_DEVICE T factor(int64_t b) const {
     return scale ? static_cast<T>(scale[b]) : T(1);

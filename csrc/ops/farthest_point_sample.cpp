@@ -19,19 +19,16 @@ at::Tensor farthest_point_sample(const at::Tensor& points, int64_t k, int64_t st
   TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, kOp,
               ": points must be float16, bfloat16, float32 or float64, got ", t);
   const int64_t B = points.size(0), N = points.size(1);
-  TORCH_CHECK(N > 0 && points.size(2) > 0, kOp, ": points need N > 0 and C > 0, got ",
-              points.sizes());
+  TORCH_CHECK(N > 0 && points.size(2) > 0, kOp, ": points need N > 0 and C > 0, got ", points.sizes());
   TORCH_CHECK(N < (int64_t(1) << 31), kOp, ": at most 2^31 - 1 points per sample");
   TORCH_CHECK(k >= 1 && k <= N, kOp, ": k must be in [1, N = ", N, "], got ", k);
   TORCH_CHECK(start >= 0 && start < N, kOp, ": start must be in [0, N = ", N, "), got ", start);
   at::Tensor m;
   if (mask.has_value() && mask->defined()) {
-    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->dim() == 2 && mask->size(0) == B &&
-                    mask->size(1) == N,
-                kOp, ": mask must be bool [B, N] = [", B, ", ", N, "], got ", mask->scalar_type(),
-                " ", mask->sizes());
-    TORCH_CHECK(mask->device() == points.device(), kOp, ": mask is on ", mask->device(),
-                ", points on ", points.device());
+    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->dim() == 2 && mask->size(0) == B && mask->size(1) == N, kOp,
+                ": mask must be bool [B, N] = [", B, ", ", N, "], got ", mask->scalar_type(), " ", mask->sizes());
+    TORCH_CHECK(mask->device() == points.device(), kOp, ": mask is on ", mask->device(), ", points on ",
+                points.device());
     m = mask->contiguous();
   }
   const c10::DeviceGuard guard(points.device());
@@ -54,10 +51,14 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   m.def("farthest_point_sample(Tensor points, int k, int start=0, Tensor? mask=None) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) { m.impl("farthest_point_sample", &farthest_point_sample); }
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("farthest_point_sample", &farthest_point_sample);
+}
 
 #ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) { m.impl("farthest_point_sample", &farthest_point_sample); }
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("farthest_point_sample", &farthest_point_sample);
+}
 #endif
 
 }  // namespace hcam_ops

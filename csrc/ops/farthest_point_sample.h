@@ -30,12 +30,10 @@ C10_HOST_DEVICE inline int64_t fps_first(const bool* mask, int64_t N, int64_t st
 // idx [B, k] int64. Squared Euclidean distances accumulated in float32
 // (float64 for float64 points).
 namespace cpu {
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start,
-                           const at::Tensor& idx);
+void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
 }
 namespace cuda {
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start,
-                           const at::Tensor& idx);
+void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
 }
 
 }  // namespace hcam_ops

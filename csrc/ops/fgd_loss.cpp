@@ -1,4 +1,4 @@
-// FGD / DistillBEV feature-distillation loss (SPEC section 3): schema and the
+// FGD / DistillBEV feature-distillation loss (docs/ops/fgd.md#fgd_loss): schema and the
 // host driver. The forward reads student and teacher once (fgd_math.h says
 // how the terms come out of one pass); the backward reads them once more and
 // writes d student, so the saved state is a few [B, HW] and [B, C] vectors.
@@ -31,30 +31,25 @@ at::ScalarType acc_type(const at::Tensor& x) {
 at::Tensor mask_rows(const at::Tensor& m, const at::Tensor& s, const char* name) {
   const int64_t B = s.size(0), H = s.size(2), W = s.size(3);
   const bool ok = (m.dim() == 3 && m.size(0) == B && m.size(1) == H && m.size(2) == W) ||
-                  (m.dim() == 4 && m.size(0) == B && m.size(1) == 1 && m.size(2) == H &&
-                   m.size(3) == W);
-  TORCH_CHECK(ok, kOp, ": ", name, " must be [B, H, W] or [B, 1, H, W] = [", B, ", ", H, ", ", W,
-              "], got shape ", m.sizes());
-  TORCH_CHECK(is_float_type(m.scalar_type()), kOp, ": ", name, " must be a float tensor, got ",
-              m.scalar_type());
-  TORCH_CHECK(m.device() == s.device(), kOp, ": ", name, " is on ", m.device(), ", student on ",
-              s.device());
+                  (m.dim() == 4 && m.size(0) == B && m.size(1) == 1 && m.size(2) == H && m.size(3) == W);
+  TORCH_CHECK(ok, kOp, ": ", name, " must be [B, H, W] or [B, 1, H, W] = [", B, ", ", H, ", ", W, "], got shape ",
+              m.sizes());
+  TORCH_CHECK(is_float_type(m.scalar_type()), kOp, ": ", name, " must be a float tensor, got ", m.scalar_type());
+  TORCH_CHECK(m.device() == s.device(), kOp, ": ", name, " is on ", m.device(), ", student on ", s.device());
   return m.reshape({B, H * W}).to(acc_type(s)).contiguous();
 }
 
-FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher,
-                      const at::Tensor& fg_mask, const at::Tensor& bg_mask) {
-  TORCH_CHECK(student.dim() == 4, kOp, ": student must be [B, C, H, W], got shape ",
-              student.sizes());
-  TORCH_CHECK(teacher.sizes() == student.sizes(), kOp, ": teacher ", teacher.sizes(),
-              " and student ", student.sizes(), " must have one shape");
+FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
+                      const at::Tensor& bg_mask) {
+  TORCH_CHECK(student.dim() == 4, kOp, ": student must be [B, C, H, W], got shape ", student.sizes());
+  TORCH_CHECK(teacher.sizes() == student.sizes(), kOp, ": teacher ", teacher.sizes(), " and student ", student.sizes(),
+              " must have one shape");
   TORCH_CHECK(is_float_type(student.scalar_type()), kOp,
-              ": student must be float16, bfloat16, float32 or float64, got ",
+              ": student must be float16, bfloat16, float32 or float64, got ", student.scalar_type());
+  TORCH_CHECK(teacher.scalar_type() == student.scalar_type(), kOp, ": teacher is ", teacher.scalar_type(), ", student ",
               student.scalar_type());
-  TORCH_CHECK(teacher.scalar_type() == student.scalar_type(), kOp, ": teacher is ",
-              teacher.scalar_type(), ", student ", student.scalar_type());
-  TORCH_CHECK(teacher.device() == student.device(), kOp, ": teacher is on ", teacher.device(),
-              ", student on ", student.device());
+  TORCH_CHECK(teacher.device() == student.device(), kOp, ": teacher is on ", teacher.device(), ", student on ",
+              student.device());
   TORCH_CHECK(student.size(1) > 0 && student.size(2) * student.size(3) > 0, kOp,
               ": maps need C > 0 and H * W > 0, got shape ", student.sizes());
   const int64_t B = student.size(0), C = student.size(1), HW = student.size(2) * student.size(3);
@@ -67,8 +62,8 @@ FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher,
   return in;
 }
 
-FgdParams make_params(double spatial_temperature, double channel_temperature,
-                      at::ArrayRef<double> weights, bool combined, int64_t batch) {
+FgdParams make_params(double spatial_temperature, double channel_temperature, at::ArrayRef<double> weights,
+                      bool combined, int64_t batch) {
   TORCH_CHECK(std::isfinite(spatial_temperature) && spatial_temperature > 0, kOp,
               ": spatial_temperature must be positive and finite, got ", spatial_temperature);
   TORCH_CHECK(std::isfinite(channel_temperature) && channel_temperature > 0, kOp,
@@ -86,16 +81,16 @@ FgdParams make_params(double spatial_temperature, double channel_temperature,
   return p;
 }
 
-bool on_cuda(const at::Tensor& t) { return t.is_cuda(); }
+bool on_cuda(const at::Tensor& t) {
+  return t.is_cuda();
+}
 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
-    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
-    const at::Tensor& bg_mask, double spatial_temperature, double channel_temperature,
-    at::ArrayRef<double> weights, bool combined) {
-  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined,
-                             student.size(0));
+    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask, const at::Tensor& bg_mask,
+    double spatial_temperature, double channel_temperature, at::ArrayRef<double> weights, bool combined) {
+  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined, student.size(0));
   const c10::DeviceGuard guard(student.device());
   const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
@@ -122,29 +117,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
   return {terms.to(student.scalar_type()), col, row, sample};
 }
 
-at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student,
-                             const at::Tensor& teacher, const at::Tensor& fg_mask,
-                             const at::Tensor& bg_mask, const at::Tensor& col,
-                             const at::Tensor& row, const at::Tensor& sample,
-                             double spatial_temperature, double channel_temperature,
-                             at::ArrayRef<double> weights, bool combined) {
-  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined,
-                             student.size(0));
+at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
+                             const at::Tensor& fg_mask, const at::Tensor& bg_mask, const at::Tensor& col,
+                             const at::Tensor& row, const at::Tensor& sample, double spatial_temperature,
+                             double channel_temperature, at::ArrayRef<double> weights, bool combined) {
+  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined, student.size(0));
   const c10::DeviceGuard guard(student.device());
   const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
-  TORCH_CHECK(grad.numel() == kNumTerms, kOp, "_backward: grad must hold ", int(kNumTerms),
-              " values, got shape ", grad.sizes());
-  TORCH_CHECK(col.sizes() == at::IntArrayRef({B, kNumCol, HW}) &&
-                  row.sizes() == at::IntArrayRef({B, kNumRow, C}) &&
+  TORCH_CHECK(grad.numel() == kNumTerms, kOp, "_backward: grad must hold ", int(kNumTerms), " values, got shape ",
+              grad.sizes());
+  TORCH_CHECK(col.sizes() == at::IntArrayRef({B, kNumCol, HW}) && row.sizes() == at::IntArrayRef({B, kNumRow, C}) &&
                   sample.sizes() == at::IntArrayRef({B, kNumSample}),
               kOp, "_backward: saved statistics do not match the maps ", student.sizes());
+  // On another device than the maps, a kernel would be handed a foreign pointer.
+  auto check_device = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.device() == student.device(), kOp, "_backward: ", name, " is on ", t.device(), ", student on ",
+                student.device());
+  };
+  check_device(grad, "grad");
+  check_device(col, "col");
+  check_device(row, "row");
+  check_device(sample, "sample");
   auto grad_student = at::empty({B, C, HW}, in.student.options());
   if (B > 0) {
     const auto acc = acc_type(student);
     const auto g = grad.reshape({kNumTerms}).to(acc).contiguous();
-    const auto c = col.to(acc).contiguous(), r = row.to(acc).contiguous(),
-               s = sample.to(acc).contiguous();
+    const auto c = col.to(acc).contiguous(), r = row.to(acc).contiguous(), s = sample.to(acc).contiguous();
 #ifdef HCAM_OPS_WITH_CUDA
     if (on_cuda(student)) {
       cuda::fgd_backward(in, p, g, c, r, s, grad_student);

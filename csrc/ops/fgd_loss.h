@@ -19,19 +19,17 @@ struct FgdInputs {
 // fgd_backward writes d student [B, C, HW] for the upstream gradients g [5]
 // (accumulation dtype, on the device).
 namespace cpu {
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
-                 const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample);
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
-                  const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample,
-                  const at::Tensor& grad_student);
+void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
+                 const at::Tensor& sample, const at::Tensor& per_sample);
+void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
 }  // namespace cpu
 
 namespace cuda {
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
-                 const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample);
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
-                  const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample,
-                  const at::Tensor& grad_student);
+void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
+                 const at::Tensor& sample, const at::Tensor& per_sample);
+void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
 }  // namespace cuda
 
 }  // namespace hcam_ops

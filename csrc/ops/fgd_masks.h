@@ -1,4 +1,4 @@
-// FGD masks from boxes (SPEC section 3): the per-device rasterisers behind
+// FGD masks from boxes (docs/ops/fgd.md#fgd_masks_from_boxes): the per-device rasterisers behind
 // fgd_masks.cpp, and the cell-range rule both share.
 #pragma once
 
@@ -20,8 +20,7 @@ struct BoxCells {
 };
 
 template <typename T>
-C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int64_t H,
-                                             int64_t W) {
+C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int64_t H, int64_t W) {
   BoxCells<T> r;
   r.x0 = static_cast<int64_t>(floor(box[0] / img_w * static_cast<T>(W)));
   r.y0 = static_cast<int64_t>(floor(box[1] / img_h * static_cast<T>(H)));
@@ -35,12 +34,12 @@ C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int
 // offsets[i + 1]; img_shapes [B, 2] (h, w) in the boxes' dtype; fg, bg
 // [B, H, W] in the boxes' dtype.
 namespace cpu {
-void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes,
-               const at::Tensor& fg, const at::Tensor& bg);
+void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
+               const at::Tensor& bg);
 }
 namespace cuda {
-void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes,
-               const at::Tensor& fg, const at::Tensor& bg);
+void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
+               const at::Tensor& bg);
 }
 
 }  // namespace hcam_ops

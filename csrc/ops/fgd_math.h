@@ -1,4 +1,4 @@
-// FGD (SPEC section 3): the layout of the statistics the fused loss keeps and
+// FGD (docs/ops/fgd.md#fgd_loss): the layout of the statistics the fused loss keeps and
 // the per-position formulas shared by the CPU and CUDA kernels.
 //
 // One pass over student S and teacher T ([B, C, HW]) in tiles of hw positions
@@ -34,15 +34,23 @@ enum FgdPart : int { kPartAbsT = 0, kPartAbsS, kPartT, kPartS, kPartFg, kPartBg,
 // sample_stats [B, 10]: softmax maxima and sums, and the sums K = sum p * n * sign
 // of the attention term's softmax backward.
 enum FgdSample : int {
-  kMaxTc = 0, kSumTc, kMaxSc, kSumSc, kKc,  // channel softmaxes (over C)
-  kMaxTs, kSumTs, kMaxSs, kSumSs, kKs,      // spatial softmaxes (over HW)
+  kMaxTc = 0,
+  kSumTc,
+  kMaxSc,
+  kSumSc,
+  kKc,  // channel softmaxes (over C)
+  kMaxTs,
+  kSumTs,
+  kMaxSs,
+  kSumSs,
+  kKs,  // spatial softmaxes (over HW)
   kNumSample
 };
 
 struct FgdParams {
-  double inv_ts, inv_tc;       // 1 / T_s, 1 / T_c
-  double scale[kNumTerms];     // each term's weight over the batch size, w_k / B
-  bool combined;               // spatial weighting sqrt(A_s(T) A_s(S)) instead of A_s(T)
+  double inv_ts, inv_tc;    // 1 / T_s, 1 / T_c
+  double scale[kNumTerms];  // each term's weight over the batch size, w_k / B
+  bool combined;            // spatial weighting sqrt(A_s(T) A_s(S)) instead of A_s(T)
 };
 
 template <typename T>
@@ -85,9 +93,8 @@ struct FgdAttention {
   double a_t, p_s, sign;
 };
 
-C10_HOST_DEVICE inline FgdAttention fgd_attention(double abs_t, double abs_s, double inv_temp,
-                                                  double max_t, double sum_t, double max_s,
-                                                  double sum_s, double n) {
+C10_HOST_DEVICE inline FgdAttention fgd_attention(double abs_t, double abs_s, double inv_temp, double max_t,
+                                                  double sum_t, double max_s, double sum_s, double n) {
   const double a_t = n * exp(abs_t * inv_temp - max_t) / sum_t;
   const double p_s = exp(abs_s * inv_temp - max_s) / sum_s;
   return {a_t, p_s, fgd_sign(n * p_s - a_t)};
@@ -102,34 +109,31 @@ struct FgdCoefs {
 
 // rw: the sample's row statistics [4, C]; ss: its sample statistics.
 template <typename T>
-C10_HOST_DEVICE inline FgdCoefs fgd_channel_coefs(const T* rw, const T* ss, const T* g, int64_t C,
-                                                  int64_t HW, int64_t c, const FgdParams& p) {
+C10_HOST_DEVICE inline FgdCoefs fgd_channel_coefs(const T* rw, const T* ss, const T* g, int64_t C, int64_t HW,
+                                                  int64_t c, const FgdParams& p) {
   const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
-  const auto att = fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, ss[kMaxTc],
-                                 ss[kSumTc], ss[kMaxSc], ss[kSumSc], dC);
-  return {att.a_t,
-          g[kAttention] * p.scale[kAttention] * att.p_s * (dC * att.sign - ss[kKc]) * p.inv_tc / dHW,
-          -g[kChannel] * p.scale[kChannel] *
-              fgd_sign(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]) / dHW};
+  const auto att = fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, ss[kMaxTc], ss[kSumTc],
+                                 ss[kMaxSc], ss[kSumSc], dC);
+  return {
+      att.a_t, g[kAttention] * p.scale[kAttention] * att.p_s * (dC * att.sign - ss[kKc]) * p.inv_tc / dHW,
+      -g[kChannel] * p.scale[kChannel] * fgd_sign(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]) / dHW};
 }
 
 // cl: the sample's column statistics [4, HW]; fg, bg: its masks at position j.
 template <typename T>
-C10_HOST_DEVICE inline FgdCoefs fgd_position_coefs(const T* cl, const T* ss, const T* g, T fg, T bg,
-                                                   int64_t C, int64_t HW, int64_t j,
-                                                   const FgdParams& p) {
+C10_HOST_DEVICE inline FgdCoefs fgd_position_coefs(const T* cl, const T* ss, const T* g, T fg, T bg, int64_t C,
+                                                   int64_t HW, int64_t j, const FgdParams& p) {
   const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
   T wm, wd;
   fgd_weight_norm<T>(ss, p.combined, wm, wd);
-  const T e = fgd_exponent<T>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], static_cast<T>(p.inv_ts),
-                              p.combined);
+  const T e = fgd_exponent<T>(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], static_cast<T>(p.inv_ts), p.combined);
   const double weight = dHW * exp(static_cast<double>(e) - wm) / wd;
-  const auto att = fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, ss[kMaxTs],
-                                 ss[kSumTs], ss[kMaxSs], ss[kSumSs], dHW);
-  return {2.0 * (g[kFg] * p.scale[kFg] * fg + g[kBg] * p.scale[kBg] * bg) * weight,
-          g[kAttention] * p.scale[kAttention] * att.p_s * (dHW * att.sign - ss[kKs]) * p.inv_ts / dC,
-          -g[kSpatial] * p.scale[kSpatial] *
-              fgd_sign(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]) / dC};
+  const auto att = fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, ss[kMaxTs], ss[kSumTs],
+                                 ss[kMaxSs], ss[kSumSs], dHW);
+  return {
+      2.0 * (g[kFg] * p.scale[kFg] * fg + g[kBg] * p.scale[kBg] * bg) * weight,
+      g[kAttention] * p.scale[kAttention] * att.p_s * (dHW * att.sign - ss[kKs]) * p.inv_ts / dC,
+      -g[kSpatial] * p.scale[kSpatial] * fgd_sign(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]) / dC};
 }
 
 }  // namespace hcam_ops

@@ -1,4 +1,4 @@
-// minmax_normalize: (x - min) / (max - min + eps) over the last dim, SPEC section 1 step 2.
+// minmax_normalize: (x - min) / (max - min + eps) over the last dim, docs/ops/cam.md#minmax_normalize.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {

@@ -1,4 +1,4 @@
-// Multi-label ArcFace loss (SPEC section 2): schema and the host driver.
+// Multi-label ArcFace loss (docs/ops/multilabel_arcface.md): schema and the host driver.
 //
 // The cosine matrix is a matrix product (the framework's BLAS, at::mm); all
 // that follows it is one fused elementwise kernel per chunk of classes (margin,
@@ -44,33 +44,31 @@ int64_t chunk_columns(int64_t B, int64_t K, int64_t elem_size, int64_t requested
 
 ArcFaceParams make_params(double scale, double margin, bool easy) {
   TORCH_CHECK(margin > 0 && margin < kPi / 2, kOp, ": margin must be in (0, pi/2), got ", margin);
-  TORCH_CHECK(std::isfinite(scale) && scale > 0, kOp, ": scale must be positive and finite, got ",
-              scale);
-  return {scale, std::cos(margin), std::sin(margin), std::cos(kPi - margin),
-          std::sin(kPi - margin) * margin, easy};
+  TORCH_CHECK(std::isfinite(scale) && scale > 0, kOp, ": scale must be positive and finite, got ", scale);
+  return {scale, std::cos(margin), std::sin(margin), std::cos(kPi - margin), std::sin(kPi - margin) * margin, easy};
 }
 
 void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& labels) {
   TORCH_CHECK(f.dim() == 2, kOp, ": features must be [B, D], got shape ", f.sizes());
   TORCH_CHECK(w.dim() == 2, kOp, ": weight must be [K, D], got shape ", w.sizes());
-  TORCH_CHECK(f.size(1) == w.size(1), kOp, ": features have D = ", f.size(1), ", weight has ",
-              w.size(1));
+  TORCH_CHECK(f.size(1) == w.size(1), kOp, ": features have D = ", f.size(1), ", weight has ", w.size(1));
   TORCH_CHECK(f.size(1) > 0 && w.size(0) > 0, kOp, ": needs D > 0 and K > 0");
   const auto t = f.scalar_type();
   TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, kOp,
               ": features must be float16, bfloat16, float32 or float64, got ", t);
   TORCH_CHECK(w.scalar_type() == t, kOp, ": weight is ", w.scalar_type(), ", features ", t);
-  TORCH_CHECK(labels.dim() == 2 && labels.size(0) == f.size(0) && labels.size(1) == w.size(0),
-              kOp, ": labels must be [B, K] = [", f.size(0), ", ", w.size(0), "], got ",
-              labels.sizes());
-  TORCH_CHECK(labels.scalar_type() == at::kBool || labels.scalar_type() == t, kOp,
-              ": labels must be bool or ", t, ", got ", labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 2 && labels.size(0) == f.size(0) && labels.size(1) == w.size(0), kOp,
+              ": labels must be [B, K] = [", f.size(0), ", ", w.size(0), "], got ", labels.sizes());
+  TORCH_CHECK(labels.scalar_type() == at::kBool || labels.scalar_type() == t, kOp, ": labels must be bool or ", t,
+              ", got ", labels.scalar_type());
   TORCH_CHECK(w.device() == f.device() && labels.device() == f.device(), kOp,
-              ": features, weight and labels must be on one device, got ", f.device(), ", ",
-              w.device(), ", ", labels.device());
+              ": features, weight and labels must be on one device, got ", f.device(), ", ", w.device(), ", ",
+              labels.device());
 }
 
-bool on_cuda(const at::Tensor& t) { return t.is_cuda(); }
+bool on_cuda(const at::Tensor& t) {
+  return t.is_cuda();
+}
 
 // CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
 // falls back to a scalar loop there, 20x slower than float32 at B=256,
@@ -113,10 +111,9 @@ struct Outputs {
 // The chunk loop. grad: the upstream [B, K] gradient ("none" backward) or
 // undefined; want_grads: accumulate the input gradients; grad_scale: scales
 // them (1 / (B*K) for "mean").
-Outputs run(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
-            const ArcFaceParams& p, const at::Tensor& grad, bool want_loss_rows,
-            bool want_loss, bool want_logits, bool want_grads, double grad_scale,
-            int64_t chunk_size) {
+Outputs run(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels, const ArcFaceParams& p,
+            const at::Tensor& grad, bool want_loss_rows, bool want_loss, bool want_logits, bool want_grads,
+            double grad_scale, int64_t chunk_size) {
   const c10::DeviceGuard guard(features.device());
   const auto f = features.contiguous(), w = weight.contiguous(), y = labels.contiguous();
   const int64_t B = f.size(0), D = f.size(1), K = w.size(0);
@@ -179,48 +176,45 @@ Outputs run(const at::Tensor& features, const at::Tensor& weight, const at::Tens
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_forward(
-    const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels, double scale,
-    double margin, bool easy_margin, c10::string_view reduction, bool compute_grad,
-    bool return_logits, int64_t chunk_size) {
+    const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels, double scale, double margin,
+    bool easy_margin, c10::string_view reduction, bool compute_grad, bool return_logits, int64_t chunk_size) {
   check_inputs(features, weight, labels);
   if (cpu_half_precision(features)) {
     const auto t = features.scalar_type();
-    auto [l, gf, gw, lg] = multilabel_arcface_forward(
-        features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), scale, margin,
-        easy_margin, reduction, compute_grad, return_logits, chunk_size);
+    auto [l, gf, gw, lg] =
+        multilabel_arcface_forward(features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), scale, margin,
+                                   easy_margin, reduction, compute_grad, return_logits, chunk_size);
     return {l.to(t), gf.to(t), gw.to(t), lg.to(t)};
   }
   const auto p = make_params(scale, margin, easy_margin);
   const bool none = reduction == "none", mean = reduction == "mean";
-  TORCH_CHECK(none || mean || reduction == "sum", kOp,
-              ": reduction must be 'mean', 'sum' or 'none', got '", std::string(reduction), "'");
+  TORCH_CHECK(none || mean || reduction == "sum", kOp, ": reduction must be 'mean', 'sum' or 'none', got '",
+              std::string(reduction), "'");
   const int64_t B = features.size(0), K = weight.size(0);
   const double red = mean ? 1.0 / std::max<double>(1.0, static_cast<double>(B) * K) : 1.0;
   const bool grads = compute_grad && !none;
-  auto out = run(features, weight, labels, p, at::Tensor(), !none, none, return_logits, grads, red,
-                 chunk_size);
+  auto out = run(features, weight, labels, p, at::Tensor(), !none, none, return_logits, grads, red, chunk_size);
   // Outputs never alias: each absent one is its own empty tensor.
   auto or_empty = [&](const at::Tensor& t) { return t.defined() ? t : at::empty({0}, features.options()); };
   at::Tensor loss = none ? out.loss : out.loss_rows.sum().mul_(red).to(features.scalar_type());
   return {loss, or_empty(out.grad_features), or_empty(out.grad_weight), or_empty(out.logits)};
 }
 
-std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(
-    const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight,
-    const at::Tensor& labels, double scale, double margin, bool easy_margin, int64_t chunk_size) {
+std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const at::Tensor& grad, const at::Tensor& features,
+                                                               const at::Tensor& weight, const at::Tensor& labels,
+                                                               double scale, double margin, bool easy_margin,
+                                                               int64_t chunk_size) {
   check_inputs(features, weight, labels);
-  TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ",
-              grad.sizes());
+  TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ", grad.sizes());
   if (cpu_half_precision(features)) {
     const auto t = features.scalar_type();
-    auto [gf, gw] = multilabel_arcface_backward(grad.to(at::kFloat), features.to(at::kFloat),
-                                                weight.to(at::kFloat), float_labels(labels), scale,
-                                                margin, easy_margin, chunk_size);
+    auto [gf, gw] = multilabel_arcface_backward(grad.to(at::kFloat), features.to(at::kFloat), weight.to(at::kFloat),
+                                                float_labels(labels), scale, margin, easy_margin, chunk_size);
     return {gf.to(t), gw.to(t)};
   }
   const auto p = make_params(scale, margin, easy_margin);
-  auto out = run(features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false,
-                 false, false, true, 1.0, chunk_size);
+  auto out = run(features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false, false, false, true,
+                 1.0, chunk_size);
   return {out.grad_features, out.grad_weight};
 }
 

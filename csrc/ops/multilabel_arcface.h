@@ -30,15 +30,13 @@ struct ArcFaceChunk {
 namespace cpu {
 at::Tensor arcface_inv_norms(const at::Tensor& x);
 void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p);
-void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale,
-                     const at::Tensor& dst);
+void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
 }  // namespace cpu
 
 namespace cuda {
 at::Tensor arcface_inv_norms(const at::Tensor& x);
 void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p);
-void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale,
-                     const at::Tensor& dst);
+void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
 }  // namespace cuda
 
 }  // namespace hcam_ops

@@ -16,18 +16,16 @@ constexpr const char* kOp = "segment_mean";
 void check_segments(const at::Tensor& x, const at::Tensor& segments) {
   TORCH_CHECK(segments.scalar_type() == at::kInt || segments.scalar_type() == at::kLong, kOp,
               ": segments must be int32 or int64, got ", segments.scalar_type());
-  TORCH_CHECK(segments.dim() == 3 && segments.size(0) == x.size(0) &&
-                  segments.size(1) == x.size(1) && segments.size(2) == x.size(2),
-              kOp, ": segments must be [B, H, W] = [", x.size(0), ", ", x.size(1), ", ", x.size(2),
-              "], got ", segments.sizes());
-  TORCH_CHECK(segments.device() == x.device(), kOp, ": segments are on ", segments.device(),
-              ", x on ", x.device());
+  TORCH_CHECK(segments.dim() == 3 && segments.size(0) == x.size(0) && segments.size(1) == x.size(1) &&
+                  segments.size(2) == x.size(2),
+              kOp, ": segments must be [B, H, W] = [", x.size(0), ", ", x.size(1), ", ", x.size(2), "], got ",
+              segments.sizes());
+  TORCH_CHECK(segments.device() == x.device(), kOp, ": segments are on ", segments.device(), ", x on ", x.device());
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const at::Tensor& x,
-                                                        const at::Tensor& segments,
+std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const at::Tensor& x, const at::Tensor& segments,
                                                         int64_t num_segments) {
   TORCH_CHECK(x.dim() == 4, kOp, ": x must be [B, H, W, C], got shape ", x.sizes());
   const auto t = x.scalar_type();
@@ -57,13 +55,16 @@ std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const at::Tensor& x,
   return {mean, counts};
 }
 
-at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x,
-                                 const at::Tensor& segments, const at::Tensor& counts) {
+at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& segments,
+                                 const at::Tensor& counts) {
   check_segments(x, segments);
   const int64_t B = x.size(0), P = x.size(1) * x.size(2), C = x.size(3);
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(2) == C &&
-                  counts.dim() == 2 && counts.size(0) == B && counts.size(1) == grad.size(1),
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(2) == C && counts.dim() == 2 && counts.size(0) == B &&
+                  counts.size(1) == grad.size(1),
               kOp, "_backward: grad [B, S, C] and counts [B, S] do not match x ", x.sizes());
+  // On another device than x, a kernel would be handed a foreign pointer.
+  TORCH_CHECK(grad.device() == x.device(), kOp, "_backward: grad is on ", grad.device(), ", x on ", x.device());
+  TORCH_CHECK(counts.device() == x.device(), kOp, "_backward: counts is on ", counts.device(), ", x on ", x.device());
   const c10::DeviceGuard guard(x.device());
   auto dx = at::empty({B, P, C}, x.options());
   if (B > 0 && C > 0 && P > 0) {

@@ -14,15 +14,15 @@ namespace hcam_ops {
 namespace cpu {
 void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
                           const at::Tensor& counts);
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments,
-                           const at::Tensor& counts, const at::Tensor& dx);
+void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
+                           const at::Tensor& dx);
 }  // namespace cpu
 
 namespace cuda {
 void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
                           const at::Tensor& counts);
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments,
-                           const at::Tensor& counts, const at::Tensor& dx);
+void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
+                           const at::Tensor& dx);
 }  // namespace cuda
 
 }  // namespace hcam_ops

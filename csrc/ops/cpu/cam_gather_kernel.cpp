@@ -182,11 +182,9 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
 }
 
 template <typename scalar_t>
-void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, int64_t l1,
-                       const at::Tensor& dw) {
+void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, int64_t l1, const at::Tensor& dw) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t B = partial.size(0), S = partial.size(1), L = partial.size(2),
-                C = partial.size(3), K = dw.size(0);
+  const int64_t B = partial.size(0), S = partial.size(1), L = partial.size(2), C = partial.size(3), K = dw.size(0);
   // Counting sort of the (sample, level) entries by class keeps each class's
   // sum in sample order whatever the thread count.
   std::vector<int64_t> start(K + 1, 0), order(B * (l1 - l0));
@@ -196,8 +194,7 @@ void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, 
   {
     std::vector<int64_t> fill(start.begin(), start.end() - 1);
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t l = l0; l < l1; ++l)
-        order[fill[lv.index[l][b * lv.index_stride]]++] = b * L + l;
+      for (int64_t l = l0; l < l1; ++l) order[fill[lv.index[l][b * lv.index_stride]]++] = b * L + l;
   }
   const acc_t* p = partial.data_ptr<acc_t>();
   scalar_t* out = dw.data_ptr<scalar_t>();
@@ -218,8 +215,7 @@ void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, 
   });
 }
 
-at::Tensor cam_gather_cpu(const at::Tensor& features, const at::Tensor& weight,
-                          const at::Tensor& index) {
+at::Tensor cam_gather_cpu(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& index) {
   const auto v = view_features(features, "cam_gather");
   const auto lv = levels_of_index(weight, index, v, features, "cam_gather");
   auto cams = at::empty({v.B, lv.size(), v.N}, features.options().dtype(acc_type_of(features.scalar_type())));
@@ -229,16 +225,13 @@ at::Tensor cam_gather_cpu(const at::Tensor& features, const at::Tensor& weight,
   return cams.to(features.scalar_type());
 }
 
-std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cpu(const at::Tensor& grad,
-                                                           const at::Tensor& features,
-                                                           const at::Tensor& weight,
-                                                           const at::Tensor& index) {
+std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cpu(const at::Tensor& grad, const at::Tensor& features,
+                                                           const at::Tensor& weight, const at::Tensor& index) {
   const auto v = view_features(features, "cam_gather_backward");
   const auto lv = levels_of_index(weight, index, v, features, "cam_gather_backward");
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() &&
-                  grad.size(2) == v.N,
-              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N,
-              "], got ", grad.sizes());
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() && grad.size(2) == v.N,
+              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N, "], got ",
+              grad.sizes());
   auto [dx, dx_rows] = empty_features_grad(features, v);
   auto dw = at::zeros_like(lv.weights[0]);
   if (v.B == 0) return {dx, dw};
@@ -259,14 +252,12 @@ void cam_pass(const FeatureView& v, const Levels& levels, const at::Tensor& cams
 at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
                      const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows) {
   at::Tensor partial;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "grad_pass", [&] {
-    partial = grad_pass_impl<scalar_t>(v, levels, coef, scale, dx_rows);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "grad_pass",
+                                  [&] { partial = grad_pass_impl<scalar_t>(v, levels, coef, scale, dx_rows); });
   return partial;
 }
 
-void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1,
-                  const at::Tensor& dw) {
+void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dw.scalar_type(), "class_reduce",
                                   [&] { class_reduce_impl<scalar_t>(partial, levels, l0, l1, dw); });
 }

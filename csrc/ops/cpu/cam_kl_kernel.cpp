@@ -93,8 +93,7 @@ void minmax_normalize_impl(const at::Tensor& x, double eps, const at::Tensor& ou
 }
 
 template <typename scalar_t>
-void minmax_normalize_backward_impl(const at::Tensor& grad, const at::Tensor& x, double eps,
-                                    const at::Tensor& gx) {
+void minmax_normalize_backward_impl(const at::Tensor& grad, const at::Tensor& x, double eps, const at::Tensor& gx) {
   using acc_t = math_t;
   const int64_t N = x.size(-1), rows = x.numel() / N;
   const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -108,18 +107,16 @@ void minmax_normalize_backward_impl(const at::Tensor& grad, const at::Tensor& x,
       auto xv = [&](int64_t n) { return static_cast<acc_t>(xr[n]); };
       const auto mm = row_minmax<acc_t>(xv, N);
       const acc_t D = mm.mx - mm.mn + static_cast<acc_t>(eps);
-      minmax_backward_row<acc_t>(
-          [&](int64_t n) { return static_cast<acc_t>(gr[n]); },
-          [&](int64_t n) { return (xv(n) - mm.mn) / D; }, mm, D, N,
-          [&](int64_t n, acc_t v, bool add = false) { acc[n] = add ? acc[n] + v : v; });
+      minmax_backward_row<acc_t>([&](int64_t n) { return static_cast<acc_t>(gr[n]); },
+                                 [&](int64_t n) { return (xv(n) - mm.mn) / D; }, mm, D, N,
+                                 [&](int64_t n, acc_t v, bool add = false) { acc[n] = add ? acc[n] + v : v; });
       for (int64_t n = 0; n < N; ++n) op[r * N + n] = static_cast<scalar_t>(acc[n]);
     }
   });
 }
 
 template <typename scalar_t>
-void softmax_kl_impl(const at::Tensor& p, const at::Tensor& q, double temperature, bool f2c,
-                     const at::Tensor& out) {
+void softmax_kl_impl(const at::Tensor& p, const at::Tensor& q, double temperature, bool f2c, const at::Tensor& out) {
   using acc_t = math_t;
   const int64_t N = p.size(-1), rows = p.numel() / N;
   const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
@@ -128,18 +125,17 @@ void softmax_kl_impl(const at::Tensor& p, const at::Tensor& q, double temperatur
   scalar_t* op = out.data_ptr<scalar_t>();
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const auto sk = row_softmax_kl<acc_t>(
-          [&](int64_t n) { return static_cast<acc_t>(pp[r * N + n]) * inv_t; },
-          [&](int64_t n) { return static_cast<acc_t>(qp[r * N + n]) * inv_t; }, N, f2c);
+      const auto sk =
+          row_softmax_kl<acc_t>([&](int64_t n) { return static_cast<acc_t>(pp[r * N + n]) * inv_t; },
+                                [&](int64_t n) { return static_cast<acc_t>(qp[r * N + n]) * inv_t; }, N, f2c);
       op[r] = static_cast<scalar_t>(sk.kl);
     }
   });
 }
 
 template <typename scalar_t>
-void softmax_kl_backward_impl(const at::Tensor& grad, const at::Tensor& p, const at::Tensor& q,
-                              double temperature, bool f2c, const at::Tensor& gp,
-                              const at::Tensor& gq) {
+void softmax_kl_backward_impl(const at::Tensor& grad, const at::Tensor& p, const at::Tensor& q, double temperature,
+                              bool f2c, const at::Tensor& gp, const at::Tensor& gq) {
   using acc_t = math_t;
   const int64_t N = p.size(-1), rows = p.numel() / N;
   const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
@@ -165,8 +161,7 @@ void softmax_kl_backward_impl(const at::Tensor& grad, const at::Tensor& p, const
 
 // One (fine, coarse) pair of CAM rows: returns KL and writes d KL / d fine CAM.
 template <typename acc_t>
-math_t pair_kl(const acc_t* f, const acc_t* c, int64_t N, math_t inv_t, math_t eps, bool f2c,
-               acc_t* coef) {
+math_t pair_kl(const acc_t* f, const acc_t* c, int64_t N, math_t inv_t, math_t eps, bool f2c, acc_t* coef) {
   auto fv = [&](int64_t n) { return static_cast<math_t>(f[n]); };
   auto cv = [&](int64_t n) { return static_cast<math_t>(c[n]); };
   const auto mf = row_minmax<math_t>(fv, N);
@@ -178,10 +173,8 @@ math_t pair_kl(const acc_t* f, const acc_t* c, int64_t N, math_t inv_t, math_t e
   const auto sk = row_softmax_kl<math_t>(up, uq, N, f2c);
   std::vector<math_t> g(N);
   minmax_backward_row<math_t>(
-      [&](int64_t n) {
-        return kl_grad_p(up(n) - sk.lse_p, uq(n) - sk.lse_q, sk.kl, f2c) * inv_t;
-      },
-      nf, mf, Df, N, [&](int64_t n, math_t v, bool add = false) { g[n] = add ? g[n] + v : v; });
+      [&](int64_t n) { return kl_grad_p(up(n) - sk.lse_p, uq(n) - sk.lse_q, sk.kl, f2c) * inv_t; }, nf, mf, Df, N,
+      [&](int64_t n, math_t v, bool add = false) { g[n] = add ? g[n] + v : v; });
   for (int64_t n = 0; n < N; ++n) coef[n] = static_cast<acc_t>(g[n]);
   return sk.kl;
 }
@@ -200,14 +193,12 @@ at::Tensor minmax_normalize_backward_cpu(const at::Tensor& grad, const at::Tenso
   const auto xc = x.contiguous();
   const auto gc = grad.contiguous();
   auto gx = at::empty_like(xc);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
-                                  "minmax_normalize_backward",
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "minmax_normalize_backward",
                                   [&] { minmax_normalize_backward_impl<scalar_t>(gc, xc, eps, gx); });
   return gx;
 }
 
-at::Tensor softmax_kl_cpu(const at::Tensor& p, const at::Tensor& q, double temperature,
-                          c10::string_view direction) {
+at::Tensor softmax_kl_cpu(const at::Tensor& p, const at::Tensor& q, double temperature, c10::string_view direction) {
   const bool f2c = parse_direction(direction, "softmax_kl");
   check_same_rows(p, q, "softmax_kl");
   const auto pc = p.contiguous(), qc = q.contiguous();
@@ -217,32 +208,27 @@ at::Tensor softmax_kl_cpu(const at::Tensor& p, const at::Tensor& q, double tempe
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> softmax_kl_backward_cpu(const at::Tensor& grad,
-                                                           const at::Tensor& p,
-                                                           const at::Tensor& q,
-                                                           double temperature,
+std::tuple<at::Tensor, at::Tensor> softmax_kl_backward_cpu(const at::Tensor& grad, const at::Tensor& p,
+                                                           const at::Tensor& q, double temperature,
                                                            c10::string_view direction) {
   const bool f2c = parse_direction(direction, "softmax_kl_backward");
   check_same_rows(p, q, "softmax_kl_backward");
   const auto pc = p.contiguous(), qc = q.contiguous(), gc = grad.contiguous();
   auto gp = at::empty_like(pc), gq = at::empty_like(qc);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "softmax_kl_backward", [&] {
-    softmax_kl_backward_impl<scalar_t>(gc, pc, qc, temperature, f2c, gp, gq);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "softmax_kl_backward",
+                                  [&] { softmax_kl_backward_impl<scalar_t>(gc, pc, qc, temperature, f2c, gp, gq); });
   return {gp, gq};
 }
 
-std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cpu(const at::Tensor& features,
-                                                      at::TensorList weights,
-                                                      at::TensorList indices, double temperature,
-                                                      double eps, c10::string_view direction) {
+std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cpu(const at::Tensor& features, at::TensorList weights,
+                                                      at::TensorList indices, double temperature, double eps,
+                                                      c10::string_view direction) {
   const char* op = "cam_kl_loss";
   const bool f2c = parse_direction(direction, op);
   const auto v = view_features(features, op);
   const auto lv = levels_of_lists(weights, indices, v, features, op);
   const int64_t L = lv.size(), B = v.B, N = v.N;
-  TORCH_CHECK(L >= 2 && L <= kMaxLevels + 1, op, ": needs 2 to ", kMaxLevels + 1,
-              " levels, got ", L);
+  TORCH_CHECK(L >= 2 && L <= kMaxLevels + 1, op, ": needs 2 to ", kMaxLevels + 1, " levels, got ", L);
   const auto acc = acc_type_of(features.scalar_type());
   auto kl = at::empty({B}, features.options());
   auto coef = at::empty({B, L - 1, N}, features.options().dtype(acc));
@@ -270,24 +256,22 @@ std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cpu(const at::Tensor& features
   return {kl, coef};
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>> cam_kl_backward_cpu(
-    const at::Tensor& grad_kl, const at::Tensor& features, at::TensorList weights,
-    at::TensorList indices, const at::Tensor& coef) {
+std::tuple<at::Tensor, std::vector<at::Tensor>> cam_kl_backward_cpu(const at::Tensor& grad_kl,
+                                                                    const at::Tensor& features, at::TensorList weights,
+                                                                    at::TensorList indices, const at::Tensor& coef) {
   const char* op = "cam_kl_loss_backward";
   const auto v = view_features(features, op);
   const auto lv = levels_of_lists(weights, indices, v, features, op);
   const int64_t L = lv.size();
-  TORCH_CHECK(coef.dim() == 3 && coef.size(0) == v.B && coef.size(1) == L - 1 &&
-                  coef.size(2) == v.N,
-              op, ": coef must be [B, L-1, N]");
+  TORCH_CHECK(coef.dim() == 3 && coef.size(0) == v.B && coef.size(1) == L - 1 && coef.size(2) == v.N, op,
+              ": coef must be [B, L-1, N]");
   TORCH_CHECK(grad_kl.dim() == 1 && grad_kl.size(0) == v.B, op, ": grad must be [B]");
   auto [dx, dx_rows] = empty_features_grad(features, v);
   std::vector<at::Tensor> dws;
   for (int64_t l = 0; l + 1 < L; ++l) dws.push_back(at::zeros_like(lv.weights[l]));
   if (v.B == 0) return {dx, dws};
   check_index_range(lv, v.B, op);
-  const auto partial = grad_pass(v, lv, coef.contiguous(),
-                                 grad_kl.to(features.scalar_type()).contiguous(), dx_rows);
+  const auto partial = grad_pass(v, lv, coef.contiguous(), grad_kl.to(features.scalar_type()).contiguous(), dx_rows);
   for (int64_t l = 0; l + 1 < L; ++l) class_reduce(partial, lv, l, l + 1, dws[l]);
   return {dx, dws};
 }

@@ -23,7 +23,6 @@ at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tenso
 
 // dw[k, :] = sum over samples b and levels l in [l0, l1) with index_l[b] == k of
 // partial[b, :, l, :], summed in a fixed order (deterministic).
-void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1,
-                  const at::Tensor& dw);
+void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
 
 }  // namespace hcam_ops::cpu

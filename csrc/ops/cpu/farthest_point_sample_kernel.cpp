@@ -28,8 +28,7 @@ void fps_impl(const at::Tensor& points, const at::Tensor& mask, int64_t start, c
       const scalar_t* p = pp + b * N * C;
       const bool* m = mp ? mp + b * N : nullptr;
       for (int64_t j = 0; j < N; ++j) {
-        dist[j] = (m && !m[j]) ? -std::numeric_limits<acc_t>::infinity()
-                               : std::numeric_limits<acc_t>::infinity();
+        dist[j] = (m && !m[j]) ? -std::numeric_limits<acc_t>::infinity() : std::numeric_limits<acc_t>::infinity();
       }
       int64_t cur = fps_first(m, N, start);
       ip[b * K] = cur;
@@ -62,11 +61,9 @@ void fps_impl(const at::Tensor& points, const at::Tensor& mask, int64_t start, c
 
 }  // namespace
 
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start,
-                           const at::Tensor& idx) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "farthest_point_sample", [&] {
-    fps_impl<scalar_t>(points, mask, start, idx);
-  });
+void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "farthest_point_sample",
+                                  [&] { fps_impl<scalar_t>(points, mask, start, idx); });
 }
 
 }  // namespace hcam_ops::cpu

@@ -25,8 +25,8 @@ namespace {
 constexpr int64_t kTile = 64;
 
 template <typename scalar_t>
-void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
-                const at::Tensor& part, const at::Tensor& tile_max) {
+void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& part,
+                const at::Tensor& tile_max) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const int64_t tiles = part.size(1);
@@ -122,9 +122,8 @@ SoftmaxPair softmax_pair(const T* t, const T* s, int64_t n, double inv_temp) {
 // Per sample: the tiles reduced in order, both softmaxes, the five terms, and
 // the statistics the backward needs. Sums in double.
 template <typename acc_t>
-void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
-            const at::Tensor& tile_max, const at::Tensor& col, const at::Tensor& row,
-            const at::Tensor& sample, const at::Tensor& per_sample) {
+void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, const at::Tensor& tile_max,
+            const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample) {
   const int64_t B = col.size(0), tiles = part.size(1);
   const acc_t* partp = part.data_ptr<acc_t>();
   const acc_t* tmax = tile_max.data_ptr<acc_t>();
@@ -203,9 +202,8 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part,
 }
 
 template <typename scalar_t>
-void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
-                   const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample,
-                   const at::Tensor& grad_student) {
+void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                   const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const acc_t* gp = g.data_ptr<acc_t>();
@@ -231,8 +229,7 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
         r[2 * C + c] = k.shift;
       }
       for (int64_t j = 0; j < HW; ++j) {
-        const auto k = fgd_position_coefs(colp + b * kNumCol * HW, ss, gp, fg[b * HW + j], bg[b * HW + j],
-                                          C, HW, j, p);
+        const auto k = fgd_position_coefs(colp + b * kNumCol * HW, ss, gp, fg[b * HW + j], bg[b * HW + j], C, HW, j, p);
         q[j] = k.scale;
         q[HW + j] = k.sign_coef;
         q[2 * HW + j] = k.shift;
@@ -253,8 +250,8 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
 #pragma omp simd
       for (int64_t j = 0; j < HW; ++j) {
         const acc_t x = static_cast<acc_t>(s[j]);
-        d[j] = to_scalar<scalar_t>(pc * q[j] * (x - static_cast<acc_t>(t[j])) +
-                                     fgd_sign(x) * (al + q[HW + j]) + ga_ + q[2 * HW + j]);
+        d[j] = to_scalar<scalar_t>(pc * q[j] * (x - static_cast<acc_t>(t[j])) + fgd_sign(x) * (al + q[HW + j]) + ga_ +
+                                   q[2 * HW + j]);
       }
     }
   });
@@ -262,8 +259,8 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
 
 }  // namespace
 
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
-                 const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample) {
+void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
+                 const at::Tensor& sample, const at::Tensor& per_sample) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const int64_t tiles = (HW + kTile - 1) / kTile;
   auto part = at::empty({B, tiles, kNumPart, C}, col.options());
@@ -275,12 +272,10 @@ void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
   });
 }
 
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
-                  const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample,
-                  const at::Tensor& grad_student) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward", [&] {
-    backward_impl<scalar_t>(in, p, g, col, row, sample, grad_student);
-  });
+void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward",
+                                  [&] { backward_impl<scalar_t>(in, p, g, col, row, sample, grad_student); });
 }
 
 }  // namespace hcam_ops::cpu

@@ -40,8 +40,7 @@ void chunk_impl(const ArcFaceChunk& c, const ArcFaceParams& p) {
         const int64_t e = b * K + k0 + j;
         const acc_t cosv = static_cast<acc_t>(dot[b * n + j]) * inv_f[b] * inv_w[k0 + j];
         const acc_t up = grad ? static_cast<acc_t>(grad[e]) : acc_t(1);
-        const auto el = arcface_element<acc_t>(cosv, static_cast<acc_t>(y[e]), up, s, cm, sm, th, mm,
-                                               p.easy_margin);
+        const auto el = arcface_element<acc_t>(cosv, static_cast<acc_t>(y[e]), up, s, cm, sm, th, mm, p.easy_margin);
         row += el.loss;
         if (loss) loss[e] = static_cast<scalar_t>(el.loss);
         if (logits) logits[e] = static_cast<scalar_t>(el.z);

@@ -19,8 +19,7 @@ namespace {
 constexpr int64_t kChannelBlock = 64;
 
 template <typename scalar_t, typename index_t>
-void forward_impl(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
-                  const at::Tensor& counts) {
+void forward_impl(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean, const at::Tensor& counts) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = x.size(0), P = x.size(1), C = x.size(2), S = mean.size(1);
   const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -56,8 +55,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& segments, const at::Ten
 }
 
 template <typename scalar_t, typename index_t>
-void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
-                   const at::Tensor& dx) {
+void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts, const at::Tensor& dx) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = dx.size(0), P = dx.size(1), C = dx.size(2), S = grad.size(1);
   const scalar_t* gp = grad.data_ptr<scalar_t>();
@@ -85,18 +83,16 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at:
 void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
                           const at::Tensor& counts) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_mean", [&] {
-    AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean", [&] {
-      forward_impl<scalar_t, index_t>(x, segments, mean, counts);
-    });
+    AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean",
+                            [&] { forward_impl<scalar_t, index_t>(x, segments, mean, counts); });
   });
 }
 
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments,
-                           const at::Tensor& counts, const at::Tensor& dx) {
+void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
+                           const at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "segment_mean_backward", [&] {
-    AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward", [&] {
-      backward_impl<scalar_t, index_t>(grad, segments, counts, dx);
-    });
+    AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward",
+                            [&] { backward_impl<scalar_t, index_t>(grad, segments, counts, dx); });
   });
 }
 

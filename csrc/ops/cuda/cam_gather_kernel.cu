@@ -9,7 +9,9 @@
 //           columns, looping over a split of the rows (partial results per
 //           split, summed later in a fixed order).
 // Both can also write the outer-product gradient dx[r, s] = sum_l u_l[r] v_l[s]
-// in the same pass.
+// in the same pass, when one pass holds every level; past that (cam_gather
+// with more than kPassLevels levels) outer_kernel writes it for all levels at
+// once, so dx is rounded to the features' dtype once.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -22,6 +24,7 @@
 
 #include <limits>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "../cam_features.h"
@@ -35,6 +38,10 @@ namespace hcam_ops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// Blocks per SM that rowdot and outer_kernel promise ptxas: with no minimum,
+// ptxas (CUDA 13) squeezes them into 32 registers for full occupancy and
+// spills; two still leave it the registers they need (at most 90).
+constexpr int kMinBlocks = 2;
 
 template <typename T>
 __device__ __forceinline__ T nan_value() {
@@ -42,25 +49,28 @@ __device__ __forceinline__ T nan_value() {
 }
 
 // out[b, out_offset + l, r] = sum_s x[b, r, s] * v_l[s]           for l < L
-// dx[b, r, s] (+)=             sum_l u_l[r] * v_l[s]                 when kDx
+// dx[b, r, s] =                sum_l u_l[r] * v_l[s]                 when kDx
 // v_l, u_l: the per-sample rows of vsrc and usrc, times their factors. A
 // missing row (class index out of range) gives NaN instead of a read.
 template <typename scalar_t, typename acc_t, int VEC, typename VSrc, typename USrc, bool kDx>
-__global__ void __launch_bounds__(kThreads)
-    rowdot_kernel(const scalar_t* __restrict__ x, int64_t R, int64_t S, int L, VSrc vsrc,
-                  USrc usrc, acc_t* __restrict__ out, int64_t out_levels, int64_t out_offset,
-                  scalar_t* __restrict__ dx, bool accumulate, int64_t row_blocks) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    rowdot_kernel(const scalar_t* __restrict__ x, int64_t R, int64_t S, int L, VSrc vsrc, USrc usrc,
+                  acc_t* __restrict__ out, int64_t out_levels, int64_t out_offset, scalar_t* __restrict__ dx,
+                  int64_t row_blocks) {
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.x / row_blocks;
-  const int64_t r = (blockIdx.x % row_blocks) * warps + warp;
+  // 32-bit: the grid is below 2^31 blocks (checked_grid), and a 64-bit
+  // division is a called routine that costs spills around it.
+  const unsigned rb = static_cast<unsigned>(row_blocks);
+  const int64_t b = blockIdx.x / rb;
+  const int64_t r = static_cast<int64_t>(blockIdx.x % rb) * warps + warp;
   if (r >= R) return;  // whole warps leave: the shuffles below stay full
 
   using v_t = typename VSrc::value_t;
-  const v_t* v[kMaxLevels];
-  acc_t u[kMaxLevels];
+  const v_t* v[kPassLevels];
+  acc_t u[kPassLevels];
   const acc_t vf = vsrc.template factor<acc_t>(b);
 #pragma unroll
-  for (int l = 0; l < kMaxLevels; ++l) {
+  for (int l = 0; l < kPassLevels; ++l) {
     v[l] = l < L ? vsrc.row(b, l) : nullptr;
     u[l] = acc_t(0);
     if (kDx && l < L) {
@@ -69,9 +79,9 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  acc_t acc[kMaxLevels];
+  acc_t acc[kPassLevels];
 #pragma unroll
-  for (int l = 0; l < kMaxLevels; ++l) acc[l] = acc_t(0);
+  for (int l = 0; l < kPassLevels; ++l) acc[l] = acc_t(0);
   const scalar_t* xr = x + (b * R + r) * S;
   scalar_t* dr = kDx ? dx + (b * R + r) * S : nullptr;
   for (int64_t s = static_cast<int64_t>(lane) * VEC; s < S; s += 32 * VEC) {
@@ -80,7 +90,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < VEC; ++j) d[j] = acc_t(0);
 #pragma unroll
-    for (int l = 0; l < kMaxLevels; ++l) {
+    for (int l = 0; l < kPassLevels; ++l) {
       if (l < L && v[l] != nullptr) {
         const auto vp = load_pack<VEC>(v[l] + s);
 #pragma unroll
@@ -93,16 +103,13 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (kDx) {
       Pack<scalar_t, VEC> o;
-      if (accumulate) o = load_pack<VEC>(dr + s);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        o.v[j] = static_cast<scalar_t>(accumulate ? static_cast<acc_t>(o.v[j]) + d[j] : d[j]);
-      }
+      for (int j = 0; j < VEC; ++j) o.v[j] = static_cast<scalar_t>(d[j]);
       store_pack<VEC>(dr + s, o);
     }
   }
 #pragma unroll
-  for (int l = 0; l < kMaxLevels; ++l) {
+  for (int l = 0; l < kPassLevels; ++l) {
     if (l < L) {
       const acc_t total = warp_allreduce(acc[l], SumOp{});
       if (lane == 0) {
@@ -113,13 +120,12 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // out[b, split, out_offset + l, s] = sum over rows r of the split of x[b, r, s] * u_l[r]
-// dx[b, r, s] (+)=                   sum_l u_l[r] * v_l[s]                       when kDx
+// dx[b, r, s] =                      sum_l u_l[r] * v_l[s]                       when kDx
 template <typename scalar_t, typename acc_t, int VEC, typename USrc, typename VSrc, bool kDx>
 __global__ void __launch_bounds__(kThreads)
-    coldot_kernel(const scalar_t* __restrict__ x, int64_t R, int64_t S, int L, USrc usrc,
-                  VSrc vsrc, acc_t* __restrict__ out, int64_t out_levels, int64_t out_offset,
-                  scalar_t* __restrict__ dx, bool accumulate, int64_t col_blocks, int64_t splits,
-                  int64_t split_rows) {
+    coldot_kernel(const scalar_t* __restrict__ x, int64_t R, int64_t S, int L, USrc usrc, VSrc vsrc,
+                  acc_t* __restrict__ out, int64_t out_levels, int64_t out_offset, scalar_t* __restrict__ dx,
+                  int64_t col_blocks, int64_t splits, int64_t split_rows) {
   int64_t blk = blockIdx.x;
   const int64_t cb = blk % col_blocks;
   blk /= col_blocks;
@@ -129,12 +135,12 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r0 = sp * split_rows, r1 = min(R, r0 + split_rows);
 
   using u_t = typename USrc::value_t;
-  const u_t* u[kMaxLevels];
+  const u_t* u[kPassLevels];
   const acc_t uf = usrc.template factor<acc_t>(b);
-  acc_t vv[kMaxLevels][VEC];
-  acc_t acc[kMaxLevels][VEC];
+  acc_t vv[kPassLevels][VEC];
+  acc_t acc[kPassLevels][VEC];
 #pragma unroll
-  for (int l = 0; l < kMaxLevels; ++l) {
+  for (int l = 0; l < kPassLevels; ++l) {
     u[l] = l < L ? usrc.row(b, l) : nullptr;
     const auto* vr = (kDx && l < L) ? vsrc.row(b, l) : nullptr;
     const acc_t vf = vsrc.template factor<acc_t>(b);
@@ -156,7 +162,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < VEC; ++j) d[j] = acc_t(0);
 #pragma unroll
-    for (int l = 0; l < kMaxLevels; ++l) {
+    for (int l = 0; l < kPassLevels; ++l) {
       if (l < L && u[l] != nullptr) {
         const acc_t ul = static_cast<acc_t>(u[l][r]) * uf;
 #pragma unroll
@@ -168,22 +174,91 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (kDx) {
       Pack<scalar_t, VEC> o;
-      if (accumulate) o = load_pack<VEC>(dc + r * S);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        o.v[j] = static_cast<scalar_t>(accumulate ? static_cast<acc_t>(o.v[j]) + d[j] : d[j]);
-      }
+      for (int j = 0; j < VEC; ++j) o.v[j] = static_cast<scalar_t>(d[j]);
       store_pack<VEC>(dc + r * S, o);
     }
   }
 #pragma unroll
-  for (int l = 0; l < kMaxLevels; ++l) {
+  for (int l = 0; l < kPassLevels; ++l) {
     if (l < L) {
       acc_t* o = out + ((b * splits + sp) * out_levels + out_offset + l) * S + s;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) o[j] = u[l] ? acc[l][j] : nan_value<acc_t>();
     }
   }
+}
+
+// cams[b, j] = sum over splits, in split order, of partial[b, split, j]
+// (j over the [L, S] CAMs of a sample): the coldot splits of the forward.
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    split_sum_kernel(const acc_t* __restrict__ partial, int64_t splits, int64_t per_sample, int64_t total,
+                     acc_t* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t b = i / per_sample, j = i % per_sample;
+  const acc_t* p = partial + b * splits * per_sample + j;
+  acc_t sum = p[0];
+  for (int64_t sp = 1; sp < splits; ++sp) sum += p[sp * per_sample];
+  out[i] = sum;
+}
+
+// Level l of sample b reads row index[b * index_stride + l] of one weight
+// [num_rows, row_len]: cam_gather's levels, however many (WeightRows holds one
+// pass's worth). No row for an index out of range, as in WeightRows.
+template <typename T>
+struct IndexRows {
+  using value_t = T;
+  const T* base;
+  const int64_t* index;
+  int64_t num_rows;
+  int64_t index_stride;
+  int64_t row_len;
+
+  __device__ const T* row(int64_t b, int l) const {
+    const int64_t k = index[b * index_stride + l];
+    return (k >= 0 && k < num_rows) ? base + k * row_len : nullptr;
+  }
+  template <typename A>
+  __device__ A factor(int64_t) const {
+    return A(1);
+  }
+};
+
+// dx[b, r, s] = sum over l < L, in order, of u_l[r] * v_l[s] (each times its
+// source's factor, as the fused passes scale them), rounded once. A thread per
+// pack of VEC columns; a missing row gives NaN as in the fused passes.
+template <typename scalar_t, typename acc_t, int VEC, typename USrc, typename VSrc>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    outer_kernel(int64_t R, int64_t S, int L, USrc usrc, VSrc vsrc, scalar_t* __restrict__ dx, int64_t sample_blocks) {
+  const unsigned sb = static_cast<unsigned>(sample_blocks);  // 32-bit: see rowdot
+  const int64_t b = blockIdx.x / sb;
+  const int64_t packs = S / VEC;
+  const int64_t t = static_cast<int64_t>(blockIdx.x % sb) * blockDim.x + threadIdx.x;
+  if (t >= R * packs) return;
+  const int64_t r = t / packs, s = (t % packs) * VEC;
+  const acc_t uf = usrc.template factor<acc_t>(b), vf = vsrc.template factor<acc_t>(b);
+  acc_t d[VEC];
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) d[j] = acc_t(0);
+  for (int l = 0; l < L; ++l) {
+    const auto* ur = usrc.row(b, l);
+    const auto* vr = vsrc.row(b, l);
+    if (ur == nullptr || vr == nullptr) {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) d[j] = nan_value<acc_t>();
+      continue;
+    }
+    const acc_t ul = static_cast<acc_t>(ur[r]) * uf;
+    const auto vp = load_pack<VEC>(vr + s);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) d[j] += ul * (static_cast<acc_t>(vp.v[j]) * vf);
+  }
+  Pack<scalar_t, VEC> o;
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) o.v[j] = static_cast<scalar_t>(d[j]);
+  store_pack<VEC>(dx + (b * R + r) * S + s, o);
 }
 
 // dw[k, c] = sum over entries e with idx[e] == k, in increasing e, of
@@ -193,8 +268,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     class_reduce_kernel(const acc_t* __restrict__ partial, int64_t splits, int64_t Lp, int64_t C,
-                        const int64_t* __restrict__ idx, int64_t entries, int64_t per_sample,
-                        int64_t l0, int64_t col_blocks, scalar_t* __restrict__ dw) {
+                        const int64_t* __restrict__ idx, int64_t entries, int64_t per_sample, int64_t l0,
+                        int64_t col_blocks, scalar_t* __restrict__ dw) {
   __shared__ int64_t hits[kThreads];
   __shared__ int warp_hits[kThreads / 32];
   const int64_t k = blockIdx.x / col_blocks;
@@ -250,35 +325,71 @@ bool weights_aligned(const Levels& lv, int64_t first, int64_t count, size_t byte
 template <typename scalar_t>
 void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cams) {
   using acc_t = at::opmath_type<scalar_t>;
+  using Rows = WeightRows<scalar_t>;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t R = v.rows(), S = v.cols(), L = lv.size();
+  const int64_t B = v.B, R = v.rows(), S = v.cols(), L = lv.size();
   const scalar_t* x = v.data.data_ptr<scalar_t>();
   acc_t* out = cams.data_ptr<acc_t>();
   constexpr int kVec = pack_width<scalar_t>();
-  for (int64_t first = 0; first < L; first += kMaxLevels) {
-    const int count = static_cast<int>(std::min<int64_t>(kMaxLevels, L - first));
-    const auto rows = lv.rows<scalar_t>(first, count);
-    const bool packs_ok = S % kVec == 0 && aligned_to(x, 16) &&
-                          (v.channels_first || weights_aligned(lv, first, count, 16));
-    with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
-      constexpr int VEC = decltype(vec)::value;
-      using Rows = WeightRows<scalar_t>;
-      if (!v.channels_first) {
-        // Rows are positions: a CAM value is a dot product along the row.
+  if (!v.channels_first) {
+    // Rows are positions: a CAM value is a dot product along the row.
+    for (int64_t first = 0; first < L; first += kPassLevels) {
+      const int count = static_cast<int>(std::min<int64_t>(kPassLevels, L - first));
+      const auto rows = lv.rows<scalar_t>(first, count);
+      const bool packs_ok = S % kVec == 0 && aligned_to(x, 16) && weights_aligned(lv, first, count, 16);
+      with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
+        constexpr int VEC = decltype(vec)::value;
         const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
-        rowdot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>
-            <<<checked_grid(v.B * row_blocks), kThreads, 0, stream>>>(
-                x, R, S, count, rows, rows, out, L, first, nullptr, false, row_blocks);
-      } else {
-        // Rows are channels: each thread accumulates its positions over them.
-        const int64_t col_blocks = (S / VEC + kThreads - 1) / kThreads;
-        coldot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>
-            <<<checked_grid(v.B * col_blocks), kThreads, 0, stream>>>(
-                x, R, S, count, rows, rows, out, L, first, nullptr, false, col_blocks, 1, R);
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+        rowdot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false><<<checked_grid(B * row_blocks), kThreads, 0, stream>>>(
+            x, R, S, count, rows, rows, out, L, first, nullptr, row_blocks);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    }
+    return;
   }
+  // Rows are channels: each thread accumulates its positions over a split of
+  // them, as the grad pass splits positions. A [B, 2048, 7, 7] map has 49
+  // columns per sample, so without the split a sample's 2048 channels would
+  // be one thread's serial loop. Splits write partial CAMs, summed afterwards
+  // in split order (deterministic).
+  const bool packs_ok = S % kVec == 0 && aligned_to(x, 16);
+  with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
+    constexpr int VEC = decltype(vec)::value;
+    const int64_t cols = S / VEC;
+    // A block no wider than the columns (whole warps), and about as many
+    // warps in all as the grad pass's 8 blocks of kThreads per SM.
+    const int threads = static_cast<int>(std::min<int64_t>(kThreads, (cols + 31) / 32 * 32));
+    const int64_t col_blocks = (cols + threads - 1) / threads;
+    const int64_t target = 8 * num_sms(v.data.get_device()) * (kThreads / threads);
+    const int64_t split_rows = rows_per_split(R, B * col_blocks, target, 32);
+    const int64_t splits = (R + split_rows - 1) / split_rows;
+    // One split writes the CAMs themselves ([B, 1, L, S] is cams' layout).
+    const at::Tensor partial = splits > 1 ? at::empty({B, splits, L, S}, cams.options()) : cams;
+    acc_t* p = partial.data_ptr<acc_t>();
+    for (int64_t first = 0; first < L; first += kPassLevels) {
+      const int count = static_cast<int>(std::min<int64_t>(kPassLevels, L - first));
+      const auto rows = lv.rows<scalar_t>(first, count);
+      coldot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>
+          <<<checked_grid(B * splits * col_blocks), threads, 0, stream>>>(x, R, S, count, rows, rows, p, L, first,
+                                                                          nullptr, col_blocks, splits, split_rows);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (splits > 1) {
+      const int64_t total = B * L * S;
+      split_sum_kernel<acc_t>
+          <<<checked_grid((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p, splits, L * S, total, out);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+}
+
+// Whether the levels are cam_gather's: one weight, level l of sample b at
+// index[0][b * index_stride + l].
+bool levels_share_one_index(const Levels& lv) {
+  for (int64_t l = 0; l < lv.size(); ++l) {
+    if (!lv.weights[l].is_same(lv.weights[0]) || lv.index[l] != lv.index[0] + l) return false;
+  }
+  return lv.index_stride == lv.size();
 }
 
 template <typename scalar_t>
@@ -294,6 +405,10 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
   const acc_t* g = coef.data_ptr<acc_t>();
   const scalar_t* sc = scale ? scale->data_ptr<scalar_t>() : nullptr;
   constexpr int kVec = pack_width<scalar_t>();
+  // dx in the passes only when one pass holds every level: a second pass
+  // would add to a dx already rounded to scalar_t. Otherwise outer_kernel
+  // writes it after them, from all levels at once.
+  const bool dx_in_pass = Lc <= kPassLevels;
 
   int64_t splits = 1, split_rows = R, col_blocks = 1;
   if (!v.channels_first) {
@@ -304,29 +419,61 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
   auto partial = at::empty({B, splits, Lc, C}, coef.options());
   acc_t* p = partial.data_ptr<acc_t>();
 
-  for (int64_t first = 0; first < Lc; first += kMaxLevels) {
-    const int count = static_cast<int>(std::min<int64_t>(kMaxLevels, Lc - first));
+  for (int64_t first = 0; first < Lc; first += kPassLevels) {
+    const int count = static_cast<int>(std::min<int64_t>(kPassLevels, Lc - first));
     const auto rows = lv.rows<scalar_t>(first, count);
     const Coef coefs{g, Lc, first, N, sc};
-    const bool accumulate = first > 0;
-    const bool packs_ok = S % kVec == 0 && aligned_to(x, 16) && aligned_to(dx, 16) &&
-                          (v.channels_first ? aligned_to(g, kVec * sizeof(acc_t))
-                                            : weights_aligned(lv, first, count, 16));
+    const bool packs_ok =
+        S % kVec == 0 && aligned_to(x, 16) && aligned_to(dx, 16) &&
+        (v.channels_first ? aligned_to(g, kVec * sizeof(acc_t)) : weights_aligned(lv, first, count, 16));
     with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
-      if (!v.channels_first) {
-        // Rows are positions: threads own channel packs, loop over positions.
-        const int64_t cb = (S / VEC + kThreads - 1) / kThreads;
-        coldot_kernel<scalar_t, acc_t, VEC, Coef, Rows, true>
-            <<<checked_grid(B * splits * cb), kThreads, 0, stream>>>(
-                x, R, S, count, coefs, rows, p, Lc, first, dx, accumulate, cb, splits,
-                split_rows);
+      auto launch = [&](auto with_dx) {
+        constexpr bool kDx = decltype(with_dx)::value;
+        scalar_t* d = kDx ? dx : nullptr;
+        if (!v.channels_first) {
+          // Rows are positions: threads own channel packs, loop over positions.
+          const int64_t cb = (S / VEC + kThreads - 1) / kThreads;
+          coldot_kernel<scalar_t, acc_t, VEC, Coef, Rows, kDx><<<checked_grid(B * splits * cb), kThreads, 0, stream>>>(
+              x, R, S, count, coefs, rows, p, Lc, first, d, cb, splits, split_rows);
+        } else {
+          // Rows are channels: a warp owns a channel and reduces along positions.
+          const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
+          rowdot_kernel<scalar_t, acc_t, VEC, Coef, Rows, kDx><<<checked_grid(B * row_blocks), kThreads, 0, stream>>>(
+              x, R, S, count, coefs, rows, p, Lc, first, d, row_blocks);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (dx_in_pass) {
+        launch(std::true_type{});
       } else {
-        // Rows are channels: a warp owns a channel and reduces along positions.
-        const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
-        rowdot_kernel<scalar_t, acc_t, VEC, Coef, Rows, true>
-            <<<checked_grid(B * row_blocks), kThreads, 0, stream>>>(
-                x, R, S, count, coefs, rows, p, Lc, first, dx, accumulate, row_blocks);
+        launch(std::false_type{});
+      }
+    });
+  }
+  if (!dx_in_pass) {
+    // Only cam_gather has more levels than a pass holds (CAM-KL's backward
+    // has at most kMaxLevels), and its levels share one weight and index.
+    TORCH_INTERNAL_ASSERT(levels_share_one_index(lv) && Lc == lv.size(), "grad_pass: more than ", kPassLevels,
+                          " levels need one shared index");
+    TORCH_CHECK(Lc <= std::numeric_limits<int>::max(), "hcam_ops: too many levels: ", Lc);
+    const IndexRows<scalar_t> w{lv.weights[0].data_ptr<scalar_t>(), lv.index[0], lv.weights[0].size(0), lv.index_stride,
+                                C};
+    const Coef coefs{g, Lc, 0, N, sc};
+    const int L = static_cast<int>(Lc);
+    const bool packs_ok = S % kVec == 0 && aligned_to(dx, 16) &&
+                          (v.channels_first ? aligned_to(g, kVec * sizeof(acc_t)) : aligned_to(w.base, 16));
+    with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      const int64_t sample_blocks = (R * (S / VEC) + kThreads - 1) / kThreads;
+      if (!v.channels_first) {
+        // Rows are positions: u = coefficients, v = weight rows along channels.
+        outer_kernel<scalar_t, acc_t, VEC, Coef, IndexRows<scalar_t>>
+            <<<checked_grid(B * sample_blocks), kThreads, 0, stream>>>(R, S, L, coefs, w, dx, sample_blocks);
+      } else {
+        // Rows are channels: u = weight rows, v = coefficients along positions.
+        outer_kernel<scalar_t, acc_t, VEC, IndexRows<scalar_t>, Coef>
+            <<<checked_grid(B * sample_blocks), kThreads, 0, stream>>>(R, S, L, w, coefs, dx, sample_blocks);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -335,45 +482,40 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
 }
 
 template <typename scalar_t>
-void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, int64_t l1,
-                       const at::Tensor& dw) {
+void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, int64_t l1, const at::Tensor& dw) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t B = partial.size(0), splits = partial.size(1), Lp = partial.size(2),
-                C = partial.size(3), K = dw.size(0), per_sample = l1 - l0;
+  const int64_t B = partial.size(0), splits = partial.size(1), Lp = partial.size(2), C = partial.size(3),
+                K = dw.size(0), per_sample = l1 - l0;
   // Entry e of the index buffer is sample e / per_sample at level l0 + e % per_sample.
   TORCH_INTERNAL_ASSERT(lv.index_stride == per_sample,
                         "class_reduce: levels must be one level of a list, or all of one index");
   const int threads = static_cast<int>(std::min<int64_t>(kThreads, (C + 31) / 32 * 32));
   const int64_t col_blocks = (C + threads - 1) / threads;
-  class_reduce_kernel<scalar_t, acc_t>
-      <<<checked_grid(K * col_blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          partial.data_ptr<acc_t>(), splits, Lp, C, lv.index[l0], B * per_sample, per_sample, l0,
-          col_blocks, dw.data_ptr<scalar_t>());
+  class_reduce_kernel<scalar_t, acc_t><<<checked_grid(K * col_blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      partial.data_ptr<acc_t>(), splits, Lp, C, lv.index[l0], B * per_sample, per_sample, l0, col_blocks,
+      dw.data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor cam_gather_cuda(const at::Tensor& features, const at::Tensor& weight,
-                           const at::Tensor& index) {
+at::Tensor cam_gather_cuda(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& index) {
   const c10::cuda::CUDAGuard guard(features.device());
   const auto v = view_features(features, "cam_gather");
   const auto lv = levels_of_index(weight, index, v, features, "cam_gather");
-  auto cams = at::empty({v.B, lv.size(), v.N},
-                        features.options().dtype(acc_type_of(features.scalar_type())));
+  auto cams = at::empty({v.B, lv.size(), v.N}, features.options().dtype(acc_type_of(features.scalar_type())));
   if (v.B > 0) cam_pass(v, lv, cams);
   return cams.to(features.scalar_type());
 }
 
-std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cuda(const at::Tensor& grad,
-                                                            const at::Tensor& features,
-                                                            const at::Tensor& weight,
-                                                            const at::Tensor& index) {
+std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cuda(const at::Tensor& grad, const at::Tensor& features,
+                                                            const at::Tensor& weight, const at::Tensor& index) {
+  // Any CUDA argument brings the call here, so this catches a host grad too.
+  check_same_device(grad, "grad", features, "cam_gather_backward");
   const c10::cuda::CUDAGuard guard(features.device());
   const auto v = view_features(features, "cam_gather_backward");
   const auto lv = levels_of_index(weight, index, v, features, "cam_gather_backward");
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() &&
-                  grad.size(2) == v.N,
-              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N,
-              "], got ", grad.sizes());
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() && grad.size(2) == v.N,
+              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N, "], got ",
+              grad.sizes());
   auto [dx, dx_rows] = empty_features_grad(features, v);
   auto dw = at::zeros_like(lv.weights[0]);
   if (v.B == 0) return {dx, dw};
@@ -386,8 +528,7 @@ std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cuda(const at::Tensor& gr
 }  // namespace
 
 int64_t checked_grid(int64_t blocks) {
-  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "hcam_ops: problem too large: ",
-              blocks, " blocks");
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "hcam_ops: problem too large: ", blocks, " blocks");
   return blocks;
 }
 
@@ -413,14 +554,12 @@ void cam_pass(const FeatureView& v, const Levels& levels, const at::Tensor& cams
 at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
                      const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows) {
   at::Tensor partial;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "grad_pass", [&] {
-    partial = grad_pass_impl<scalar_t>(v, levels, coef, scale, dx_rows);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "grad_pass",
+                                  [&] { partial = grad_pass_impl<scalar_t>(v, levels, coef, scale, dx_rows); });
   return partial;
 }
 
-void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1,
-                  const at::Tensor& dw) {
+void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dw.scalar_type(), "class_reduce",
                                   [&] { class_reduce_impl<scalar_t>(partial, levels, l0, l1, dw); });
 }

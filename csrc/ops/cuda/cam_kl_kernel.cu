@@ -67,8 +67,7 @@ struct SoftmaxKL {
 
 // Log-sum-exp of both logit rows and the KL between their softmaxes.
 template <typename acc_t, typename FP, typename FQ>
-__device__ SoftmaxKL<acc_t> block_softmax_kl(FP up, FQ uq, int64_t N, bool f2c,
-                                             RowScratch<acc_t>& sh) {
+__device__ SoftmaxKL<acc_t> block_softmax_kl(FP up, FQ uq, int64_t N, bool f2c, RowScratch<acc_t>& sh) {
   const acc_t inf = std::numeric_limits<acc_t>::infinity();
   Two<acc_t> m{{-inf, -inf}};
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) m = MaxOp{}(m, Two<acc_t>{{up(n), uq(n)}});
@@ -91,8 +90,8 @@ __device__ SoftmaxKL<acc_t> block_softmax_kl(FP up, FQ uq, int64_t N, bool f2c,
 // Through norm = (x - min) / D: store(n, (g[n] + min share + max share) / D),
 // the shares going to the positions that attain the min and the max.
 template <typename acc_t, typename FG, typename FN, typename Store>
-__device__ void block_minmax_backward(FG g, FN nf, const MinMax<acc_t>& mm, acc_t D, int64_t N,
-                                      Store store, RowScratch<acc_t>& sh) {
+__device__ void block_minmax_backward(FG g, FN nf, const MinMax<acc_t>& mm, acc_t D, int64_t N, Store store,
+                                      RowScratch<acc_t>& sh) {
   Two<acc_t> s{{acc_t(0), acc_t(0)}};
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
     const acc_t gn = g(n), v = nf(n);
@@ -121,9 +120,8 @@ __global__ void minmax_normalize_kernel(const scalar_t* __restrict__ x, int64_t 
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void minmax_normalize_backward_kernel(const scalar_t* __restrict__ grad,
-                                                 const scalar_t* __restrict__ x, int64_t N,
-                                                 acc_t eps, scalar_t* __restrict__ gx) {
+__global__ void minmax_normalize_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
+                                                 int64_t N, acc_t eps, scalar_t* __restrict__ gx) {
   __shared__ RowScratch<acc_t> sh;
   const scalar_t* xr = x + blockIdx.x * N;
   const scalar_t* gr = grad + blockIdx.x * N;
@@ -131,30 +129,26 @@ __global__ void minmax_normalize_backward_kernel(const scalar_t* __restrict__ gr
   auto xv = [&](int64_t n) { return static_cast<acc_t>(xr[n]); };
   const auto mm = block_minmax<acc_t>(xv, N, sh);
   const acc_t D = mm.mx - mm.mn + eps;
-  block_minmax_backward<acc_t>(
-      [&](int64_t n) { return static_cast<acc_t>(gr[n]); },
-      [&](int64_t n) { return (xv(n) - mm.mn) / D; }, mm, D, N,
-      [&](int64_t n, acc_t v) { o[n] = static_cast<scalar_t>(v); }, sh);
+  block_minmax_backward<acc_t>([&](int64_t n) { return static_cast<acc_t>(gr[n]); },
+                               [&](int64_t n) { return (xv(n) - mm.mn) / D; }, mm, D, N,
+                               [&](int64_t n, acc_t v) { o[n] = static_cast<scalar_t>(v); }, sh);
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void softmax_kl_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ q,
-                                  int64_t N, acc_t inv_t, bool f2c, scalar_t* __restrict__ out) {
+__global__ void softmax_kl_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ q, int64_t N,
+                                  acc_t inv_t, bool f2c, scalar_t* __restrict__ out) {
   __shared__ RowScratch<acc_t> sh;
   const scalar_t* pr = p + blockIdx.x * N;
   const scalar_t* qr = q + blockIdx.x * N;
-  const auto sk = block_softmax_kl<acc_t>(
-      [&](int64_t n) { return static_cast<acc_t>(pr[n]) * inv_t; },
-      [&](int64_t n) { return static_cast<acc_t>(qr[n]) * inv_t; }, N, f2c, sh);
+  const auto sk = block_softmax_kl<acc_t>([&](int64_t n) { return static_cast<acc_t>(pr[n]) * inv_t; },
+                                          [&](int64_t n) { return static_cast<acc_t>(qr[n]) * inv_t; }, N, f2c, sh);
   if (threadIdx.x == 0) out[blockIdx.x] = static_cast<scalar_t>(sk.kl);
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void softmax_kl_backward_kernel(const scalar_t* __restrict__ grad,
-                                           const scalar_t* __restrict__ p,
-                                           const scalar_t* __restrict__ q, int64_t N, acc_t inv_t,
-                                           bool f2c, scalar_t* __restrict__ gp,
-                                           scalar_t* __restrict__ gq) {
+__global__ void softmax_kl_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ p,
+                                           const scalar_t* __restrict__ q, int64_t N, acc_t inv_t, bool f2c,
+                                           scalar_t* __restrict__ gp, scalar_t* __restrict__ gq) {
   __shared__ RowScratch<acc_t> sh;
   const int64_t off = blockIdx.x * N;
   auto up = [&](int64_t n) { return static_cast<acc_t>(p[off + n]) * inv_t; };
@@ -171,9 +165,8 @@ __global__ void softmax_kl_backward_kernel(const scalar_t* __restrict__ grad,
 // One block per sample: every adjacent (fine, coarse) pair of its CAM rows,
 // stored as acc_t, with the row statistics in math_t.
 template <typename scalar_t, typename acc_t, typename math_t>
-__global__ void cam_kl_rows_kernel(const acc_t* __restrict__ cams, int64_t L, int64_t N,
-                                   math_t inv_t, math_t eps, bool f2c, scalar_t* __restrict__ kl,
-                                   acc_t* __restrict__ coef) {
+__global__ void cam_kl_rows_kernel(const acc_t* __restrict__ cams, int64_t L, int64_t N, math_t inv_t, math_t eps,
+                                   bool f2c, scalar_t* __restrict__ kl, acc_t* __restrict__ coef) {
   __shared__ RowScratch<math_t> sh;
   const int64_t b = blockIdx.x;
   math_t total = 0;
@@ -191,10 +184,8 @@ __global__ void cam_kl_rows_kernel(const acc_t* __restrict__ cams, int64_t L, in
     const auto sk = block_softmax_kl<math_t>(up, uq, N, f2c, sh);
     acc_t* out = coef + (b * (L - 1) + l) * N;
     block_minmax_backward<math_t>(
-        [&](int64_t n) {
-          return kl_grad_p(up(n) - sk.lse_p, uq(n) - sk.lse_q, sk.kl, f2c) * inv_t;
-        },
-        nf, mf, Df, N, [&](int64_t n, math_t v) { out[n] = static_cast<acc_t>(v); }, sh);
+        [&](int64_t n) { return kl_grad_p(up(n) - sk.lse_p, uq(n) - sk.lse_q, sk.kl, f2c) * inv_t; }, nf, mf, Df, N,
+        [&](int64_t n, math_t v) { out[n] = static_cast<acc_t>(v); }, sh);
     total += sk.kl;
   }
   if (threadIdx.x == 0) kl[b] = static_cast<scalar_t>(total);
@@ -230,15 +221,13 @@ at::Tensor minmax_normalize_backward_cuda(const at::Tensor& grad, const at::Tens
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "minmax_normalize_backward", [&] {
     minmax_normalize_backward_kernel<scalar_t, math_t>
         <<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            gc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), N, static_cast<math_t>(eps),
-            gx.data_ptr<scalar_t>());
+            gc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), N, static_cast<math_t>(eps), gx.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return gx;
 }
 
-at::Tensor softmax_kl_cuda(const at::Tensor& p, const at::Tensor& q, double temperature,
-                           c10::string_view direction) {
+at::Tensor softmax_kl_cuda(const at::Tensor& p, const at::Tensor& q, double temperature, c10::string_view direction) {
   const bool f2c = parse_direction(direction, "softmax_kl");
   check_same_rows(p, q, "softmax_kl");
   const c10::cuda::CUDAGuard guard(p.device());
@@ -248,17 +237,15 @@ at::Tensor softmax_kl_cuda(const at::Tensor& p, const at::Tensor& q, double temp
   if (rows == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "softmax_kl", [&] {
     softmax_kl_kernel<scalar_t, math_t><<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-        pc.data_ptr<scalar_t>(), qc.data_ptr<scalar_t>(), N, static_cast<math_t>(1.0 / temperature),
-        f2c, out.data_ptr<scalar_t>());
+        pc.data_ptr<scalar_t>(), qc.data_ptr<scalar_t>(), N, static_cast<math_t>(1.0 / temperature), f2c,
+        out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> softmax_kl_backward_cuda(const at::Tensor& grad,
-                                                            const at::Tensor& p,
-                                                            const at::Tensor& q,
-                                                            double temperature,
+std::tuple<at::Tensor, at::Tensor> softmax_kl_backward_cuda(const at::Tensor& grad, const at::Tensor& p,
+                                                            const at::Tensor& q, double temperature,
                                                             c10::string_view direction) {
   const bool f2c = parse_direction(direction, "softmax_kl_backward");
   check_same_rows(p, q, "softmax_kl_backward");
@@ -272,17 +259,15 @@ std::tuple<at::Tensor, at::Tensor> softmax_kl_backward_cuda(const at::Tensor& gr
     softmax_kl_backward_kernel<scalar_t, math_t>
         <<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
             gc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(), qc.data_ptr<scalar_t>(), N,
-            static_cast<math_t>(1.0 / temperature), f2c, gp.data_ptr<scalar_t>(),
-            gq.data_ptr<scalar_t>());
+            static_cast<math_t>(1.0 / temperature), f2c, gp.data_ptr<scalar_t>(), gq.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {gp, gq};
 }
 
-std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cuda(const at::Tensor& features,
-                                                       at::TensorList weights,
-                                                       at::TensorList indices, double temperature,
-                                                       double eps, c10::string_view direction) {
+std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cuda(const at::Tensor& features, at::TensorList weights,
+                                                       at::TensorList indices, double temperature, double eps,
+                                                       c10::string_view direction) {
   const char* op = "cam_kl_loss";
   const bool f2c = parse_direction(direction, op);
   const c10::cuda::CUDAGuard guard(features.device());
@@ -290,6 +275,7 @@ std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cuda(const at::Tensor& feature
   const auto lv = levels_of_lists(weights, indices, v, features, op);
   const int64_t L = lv.size(), B = v.B, N = v.N;
   TORCH_CHECK(L >= 2 && L <= kMaxLevels + 1, op, ": needs 2 to ", kMaxLevels + 1, " levels, got ", L);
+  static_assert(kMaxLevels + 1 <= kPassLevels, "cam_pass must read the features once for every level");
   const auto acc = acc_type_of(features.scalar_type());
   auto kl = at::empty({B}, features.options());
   auto coef = at::empty({B, L - 1, N}, features.options().dtype(acc));
@@ -300,31 +286,31 @@ std::tuple<at::Tensor, at::Tensor> cam_kl_forward_cuda(const at::Tensor& feature
     using acc_t = at::opmath_type<scalar_t>;
     cam_kl_rows_kernel<scalar_t, acc_t, math_t>
         <<<checked_grid(B), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            cams.data_ptr<acc_t>(), L, N, 1.0 / temperature, eps, f2c, kl.data_ptr<scalar_t>(),
-            coef.data_ptr<acc_t>());
+            cams.data_ptr<acc_t>(), L, N, 1.0 / temperature, eps, f2c, kl.data_ptr<scalar_t>(), coef.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {kl, coef};
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>> cam_kl_backward_cuda(
-    const at::Tensor& grad_kl, const at::Tensor& features, at::TensorList weights,
-    at::TensorList indices, const at::Tensor& coef) {
+std::tuple<at::Tensor, std::vector<at::Tensor>> cam_kl_backward_cuda(const at::Tensor& grad_kl,
+                                                                     const at::Tensor& features, at::TensorList weights,
+                                                                     at::TensorList indices, const at::Tensor& coef) {
   const char* op = "cam_kl_loss_backward";
+  // Any CUDA argument brings the call here, so this catches host tensors too.
+  check_same_device(grad_kl, "grad", features, op);
+  check_same_device(coef, "coef", features, op);
   const c10::cuda::CUDAGuard guard(features.device());
   const auto v = view_features(features, op);
   const auto lv = levels_of_lists(weights, indices, v, features, op);
   const int64_t L = lv.size();
-  TORCH_CHECK(coef.dim() == 3 && coef.size(0) == v.B && coef.size(1) == L - 1 &&
-                  coef.size(2) == v.N,
-              op, ": coef must be [B, L-1, N]");
+  TORCH_CHECK(coef.dim() == 3 && coef.size(0) == v.B && coef.size(1) == L - 1 && coef.size(2) == v.N, op,
+              ": coef must be [B, L-1, N]");
   TORCH_CHECK(grad_kl.dim() == 1 && grad_kl.size(0) == v.B, op, ": grad must be [B]");
   auto [dx, dx_rows] = empty_features_grad(features, v);
   std::vector<at::Tensor> dws;
   for (int64_t l = 0; l + 1 < L; ++l) dws.push_back(at::zeros_like(lv.weights[l]));
   if (v.B == 0) return {dx, dws};
-  const auto partial = grad_pass(v, lv, coef.contiguous(),
-                                 grad_kl.to(features.scalar_type()).contiguous(), dx_rows);
+  const auto partial = grad_pass(v, lv, coef.contiguous(), grad_kl.to(features.scalar_type()).contiguous(), dx_rows);
   for (int64_t l = 0; l + 1 < L; ++l) class_reduce(partial, lv, l, l + 1, dws[l]);
   return {dx, dws};
 }

@@ -16,8 +16,7 @@ at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tenso
                      const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows);
 
 // Levels [l0, l1) must be one level, or levels sharing one [B, L] index (cam_gather).
-void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1,
-                  const at::Tensor& dw);
+void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
 
 int num_sms(int device);
 

@@ -24,9 +24,8 @@ constexpr int kWarps = kThreads / 32;
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    fps_kernel(const scalar_t* __restrict__ points, const bool* __restrict__ mask, int64_t N,
-               int64_t C, int64_t K, int64_t start, at::opmath_type<scalar_t>* __restrict__ dist_all,
-               int64_t* __restrict__ idx) {
+    fps_kernel(const scalar_t* __restrict__ points, const bool* __restrict__ mask, int64_t N, int64_t C, int64_t K,
+               int64_t start, at::opmath_type<scalar_t>* __restrict__ dist_all, int64_t* __restrict__ idx) {
   using acc_t = at::opmath_type<scalar_t>;
   extern __shared__ unsigned char smem_raw[];
   acc_t* last = reinterpret_cast<acc_t*>(smem_raw);
@@ -91,18 +90,34 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start,
-                           const at::Tensor& idx) {
+void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx) {
   const int64_t B = points.size(0), N = points.size(1), C = points.size(2), K = idx.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "farthest_point_sample", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const auto kernel = fps_kernel<scalar_t>;
+    // The staged point (dynamic) and the kernel's own arrays (static) share
+    // the block's shared memory. Past the default per-block limit (48 KiB for
+    // both together) the kernel opts in to the device's larger one.
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const int device = points.get_device();
+    int per_block = 0, optin = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlock, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     const size_t smem = static_cast<size_t>(C) * sizeof(acc_t);
-    TORCH_CHECK(smem <= 48 * 1024, "farthest_point_sample: at most ", 48 * 1024 / sizeof(acc_t),
-                " channels on CUDA, got ", C);
+    const size_t max_dynamic = static_cast<size_t>(optin) - attr.sharedSizeBytes;
+    TORCH_CHECK(smem <= max_dynamic, "farthest_point_sample: at most ", max_dynamic / sizeof(acc_t), " channels of ",
+                points.scalar_type(), " on this CUDA device (", optin, " bytes of shared memory per block), got ", C);
+    if (attr.sharedSizeBytes + smem > static_cast<size_t>(per_block)) {
+      // The device's whole limit rather than this call's need: the setting
+      // is per kernel, and a smaller one could undercut a concurrent call.
+      C10_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_dynamic)));
+    }
     auto dist = at::empty({B, N}, points.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     fps_kernel<scalar_t><<<checked_grid(B), kThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(
-        points.data_ptr<scalar_t>(), mask.defined() ? mask.data_ptr<bool>() : nullptr, N, C, K,
-        start, dist.data_ptr<acc_t>(), idx.data_ptr<int64_t>());
+        points.data_ptr<scalar_t>(), mask.defined() ? mask.data_ptr<bool>() : nullptr, N, C, K, start,
+        dist.data_ptr<acc_t>(), idx.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -32,10 +32,9 @@ constexpr int kWarps = kThreads / 32;
 
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
-    stats_kernel(const scalar_t* __restrict__ S, const scalar_t* __restrict__ T,
-                 const acc_t* __restrict__ fg, const acc_t* __restrict__ bg, int64_t C, int64_t HW,
-                 int64_t tiles, acc_t inv_ts, bool combined, bool vec_ok, acc_t* __restrict__ col,
-                 acc_t* __restrict__ part, acc_t* __restrict__ tile_max) {
+    stats_kernel(const scalar_t* __restrict__ S, const scalar_t* __restrict__ T, const acc_t* __restrict__ fg,
+                 const acc_t* __restrict__ bg, int64_t C, int64_t HW, int64_t tiles, acc_t inv_ts, bool combined,
+                 bool vec_ok, acc_t* __restrict__ col, acc_t* __restrict__ part, acc_t* __restrict__ tile_max) {
   constexpr int kTile = 32 * VEC;
   __shared__ acc_t colsum[kWarps][kNumCol][kTile];
   __shared__ acc_t wts[2][kTile];
@@ -131,8 +130,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // SoftmaxPair of two rows of n values by block reductions; every thread gets it.
 template <typename T>
-__device__ SoftmaxPair block_softmax_pair(const T* t, const T* s, int64_t n, double inv_temp,
-                                          Vals<double, 2>* red) {
+__device__ SoftmaxPair block_softmax_pair(const T* t, const T* s, int64_t n, double inv_temp, Vals<double, 2>* red) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
   Vals<double, 2> m{{-kInf, -kInf}};
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -151,9 +149,9 @@ __device__ SoftmaxPair block_softmax_pair(const T* t, const T* s, int64_t n, dou
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    finish_kernel(int64_t C, int64_t HW, int64_t tiles, FgdParams p, acc_t* __restrict__ part, const acc_t* __restrict__ tile_max,
-                  const acc_t* __restrict__ col, acc_t* __restrict__ row, acc_t* __restrict__ sample,
-                  acc_t* __restrict__ out) {
+    finish_kernel(int64_t C, int64_t HW, int64_t tiles, FgdParams p, acc_t* __restrict__ part,
+                  const acc_t* __restrict__ tile_max, const acc_t* __restrict__ col, acc_t* __restrict__ row,
+                  acc_t* __restrict__ sample, acc_t* __restrict__ out) {
   __shared__ Vals<double, 5> red[32];
   const int64_t b = blockIdx.x;
   const acc_t* cl = col + b * kNumCol * HW;
@@ -210,8 +208,8 @@ __global__ void __launch_bounds__(kThreads)
   acc = block_allreduce(acc, SumOp{}, red);
   Vals<double, 3> sp{{0, 0, 0}};  // attention (spatial), K_s, spatial
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
-    const auto [a_t, p_s, sg] =
-        fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, sn.max_t, sn.sum_t, sn.max_s, sn.sum_s, dHW);
+    const auto [a_t, p_s, sg] = fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, sn.max_t,
+                                              sn.sum_t, sn.max_s, sn.sum_s, dHW);
     sp.v[0] += fabs(dHW * p_s - a_t);
     sp.v[1] += p_s * dHW * sg;
     sp.v[2] += fabs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
@@ -241,10 +239,10 @@ __global__ void __launch_bounds__(kThreads)
 // (Q, beta, delta) into cc [B, 3, HW]: one thread each.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    coef_kernel(int64_t B, int64_t C, int64_t HW, FgdParams p, const acc_t* __restrict__ g, const acc_t* __restrict__ fg,
-                const acc_t* __restrict__ bg, const acc_t* __restrict__ col,
-                const acc_t* __restrict__ row, const acc_t* __restrict__ sample,
-                acc_t* __restrict__ rc, acc_t* __restrict__ cc) {
+    coef_kernel(int64_t B, int64_t C, int64_t HW, FgdParams p, const acc_t* __restrict__ g,
+                const acc_t* __restrict__ fg, const acc_t* __restrict__ bg, const acc_t* __restrict__ col,
+                const acc_t* __restrict__ row, const acc_t* __restrict__ sample, acc_t* __restrict__ rc,
+                acc_t* __restrict__ cc) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < B * C) {
     const int64_t b = i / C, c = i % C;
@@ -255,8 +253,7 @@ __global__ void __launch_bounds__(kThreads)
     r[2 * C + c] = static_cast<acc_t>(k.shift);
   } else if (i < B * C + B * HW) {
     const int64_t e = i - B * C, b = e / HW, j = e % HW;
-    const auto k = fgd_position_coefs(col + b * kNumCol * HW, sample + b * kNumSample, g, fg[e], bg[e], C,
-                                      HW, j, p);
+    const auto k = fgd_position_coefs(col + b * kNumCol * HW, sample + b * kNumSample, g, fg[e], bg[e], C, HW, j, p);
     acc_t* q = cc + b * 3 * HW;
     q[j] = static_cast<acc_t>(k.scale);
     q[HW + j] = static_cast<acc_t>(k.sign_coef);
@@ -268,9 +265,8 @@ __global__ void __launch_bounds__(kThreads)
 // grid.x: channel rows (b, c); grid.y: chunks of kThreads * VEC positions.
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
-    grad_kernel(const scalar_t* __restrict__ S, const scalar_t* __restrict__ T, int64_t C,
-                int64_t HW, bool vec_ok, const acc_t* __restrict__ rc, const acc_t* __restrict__ cc,
-                scalar_t* __restrict__ dS) {
+    grad_kernel(const scalar_t* __restrict__ S, const scalar_t* __restrict__ T, int64_t C, int64_t HW, bool vec_ok,
+                const acc_t* __restrict__ rc, const acc_t* __restrict__ cc, scalar_t* __restrict__ dS) {
   const int64_t bc = blockIdx.x, b = bc / C, c = bc % C;
   const int64_t pos = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * VEC;
   if (pos >= HW) return;
@@ -283,8 +279,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
     const int64_t j = pos + i < HW ? pos + i : pos;  // past HW: computed, never stored
-    out.v[i] = static_cast<scalar_t>(pc * q[j] * (x[i] - y[i]) + fgd_sign(x[i]) * (al + q[HW + j]) +
-                                     ga + q[2 * HW + j]);
+    out.v[i] =
+        static_cast<scalar_t>(pc * q[j] * (x[i] - y[i]) + fgd_sign(x[i]) * (al + q[HW + j]) + ga + q[2 * HW + j]);
   }
   scalar_t* d = dS + bc * HW;
   if (vec_ok && pos + VEC <= HW) {
@@ -299,8 +295,8 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
-                 const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample) {
+void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
+                 const at::Tensor& sample, const at::Tensor& per_sample) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_forward", [&] {
@@ -314,21 +310,18 @@ void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
     const bool vec_ok = packs_fit<scalar_t>(HW, {S, T});
     stats_kernel<scalar_t, acc_t, VEC><<<checked_grid(B * tiles), kThreads, 0, stream>>>(
-        S, T, in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), C, HW, tiles,
-        static_cast<acc_t>(p.inv_ts), p.combined, vec_ok, col.data_ptr<acc_t>(),
-        part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>());
+        S, T, in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), C, HW, tiles, static_cast<acc_t>(p.inv_ts), p.combined,
+        vec_ok, col.data_ptr<acc_t>(), part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     finish_kernel<acc_t><<<checked_grid(B), kThreads, 0, stream>>>(
-        C, HW, tiles, p, part.data_ptr<acc_t>(),
-        tile_max.data_ptr<acc_t>(), col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
-        sample.data_ptr<acc_t>(), per_sample.data_ptr<acc_t>());
+        C, HW, tiles, p, part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>(), col.data_ptr<acc_t>(),
+        row.data_ptr<acc_t>(), sample.data_ptr<acc_t>(), per_sample.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
-                  const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample,
-                  const at::Tensor& grad_student) {
+void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   auto rc = at::empty({B, 3, C}, col.options());
@@ -338,9 +331,8 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
     constexpr int VEC = pack_width<scalar_t>();
     const int64_t n = B * (C + HW);
     coef_kernel<acc_t><<<checked_grid((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        B, C, HW, p, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(),
-        in.bg.data_ptr<acc_t>(), col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
-        sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>());
+        B, C, HW, p, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), col.data_ptr<acc_t>(),
+        row.data_ptr<acc_t>(), sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
@@ -350,8 +342,8 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
     TORCH_CHECK(chunks <= 65535, "fgd_loss: maps with more than ", 65535ll * kThreads * VEC,
                 " positions are not supported on CUDA");
     const dim3 grid(static_cast<unsigned>(checked_grid(B * C)), static_cast<unsigned>(chunks));
-    grad_kernel<scalar_t, acc_t, VEC><<<grid, kThreads, 0, stream>>>(
-        S, T, C, HW, vec_ok, rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>(), dS);
+    grad_kernel<scalar_t, acc_t, VEC>
+        <<<grid, kThreads, 0, stream>>>(S, T, C, HW, vec_ok, rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>(), dS);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -32,8 +32,7 @@ __global__ void __launch_bounds__(kThreads)
     const int n = last - i0 < kThreads ? static_cast<int>(last - i0) : kThreads;
     __syncthreads();
     if (threadIdx.x < n) {
-      cells[threadIdx.x] = box_cells<scalar_t>(boxes + 4 * (i0 + threadIdx.x), img[2 * b],
-                                               img[2 * b + 1], H, W);
+      cells[threadIdx.x] = box_cells<scalar_t>(boxes + 4 * (i0 + threadIdx.x), img[2 * b], img[2 * b + 1], H, W);
     }
     __syncthreads();
     for (int64_t j = threadIdx.x; j < HWn; j += blockDim.x) {
@@ -56,13 +55,13 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes,
-               const at::Tensor& fg, const at::Tensor& bg) {
+void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
+               const at::Tensor& bg) {
   const int64_t B = fg.size(0), H = fg.size(1), W = fg.size(2);
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "fgd_masks", [&] {
     masks_kernel<scalar_t><<<checked_grid(B), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        boxes.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), img_shapes.data_ptr<scalar_t>(), H,
-        W, fg.data_ptr<scalar_t>(), bg.data_ptr<scalar_t>());
+        boxes.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), img_shapes.data_ptr<scalar_t>(), H, W,
+        fg.data_ptr<scalar_t>(), bg.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -42,12 +42,10 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename scalar_t, typename label_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    chunk_kernel(const scalar_t* __restrict__ dot, const acc_t* __restrict__ inv_f,
-                 const acc_t* __restrict__ inv_w, const label_t* __restrict__ y,
-                 const scalar_t* __restrict__ grad, int64_t n, int64_t K, int64_t k0, acc_t s,
-                 acc_t cm, acc_t sm, acc_t th, acc_t mm, bool easy, double* __restrict__ rows,
-                 scalar_t* __restrict__ loss, scalar_t* __restrict__ logits,
-                 scalar_t* __restrict__ g2) {
+    chunk_kernel(const scalar_t* __restrict__ dot, const acc_t* __restrict__ inv_f, const acc_t* __restrict__ inv_w,
+                 const label_t* __restrict__ y, const scalar_t* __restrict__ grad, int64_t n, int64_t K, int64_t k0,
+                 acc_t s, acc_t cm, acc_t sm, acc_t th, acc_t mm, bool easy, double* __restrict__ rows,
+                 scalar_t* __restrict__ loss, scalar_t* __restrict__ logits, scalar_t* __restrict__ g2) {
   __shared__ double red[32];
   const int64_t b = blockIdx.x;
   const acc_t fb = inv_f[b];
@@ -72,8 +70,7 @@ __global__ void __launch_bounds__(kThreads)
 // where ||x[r]|| <= eps. Both sums come from one read of the row; dst may be src.
 template <typename scalar_t, typename src_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    project_kernel(const src_t* src, const scalar_t* __restrict__ x, int64_t R, int64_t D,
-                   acc_t scale, scalar_t* dst) {
+    project_kernel(const src_t* src, const scalar_t* __restrict__ x, int64_t R, int64_t D, acc_t scale, scalar_t* dst) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (r >= R) return;
   const int lane = threadIdx.x % 32;
@@ -105,8 +102,8 @@ at::Tensor arcface_inv_norms(const at::Tensor& x) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     inv_norms_kernel<scalar_t, acc_t>
-        <<<checked_grid((R + kWarpsPerBlock - 1) / kWarpsPerBlock), kThreads, 0,
-           c10::cuda::getCurrentCUDAStream()>>>(x.data_ptr<scalar_t>(), R, D, out.data_ptr<acc_t>());
+        <<<checked_grid((R + kWarpsPerBlock - 1) / kWarpsPerBlock), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            x.data_ptr<scalar_t>(), R, D, out.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -120,14 +117,12 @@ void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
     using acc_t = at::opmath_type<scalar_t>;
     auto launch = [&](auto* labels) {
       using label_t = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
-      chunk_kernel<scalar_t, label_t, acc_t>
-          <<<checked_grid(B), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-              c.dot.data_ptr<scalar_t>(), c.inv_f.data_ptr<acc_t>(), c.inv_w.data_ptr<acc_t>(),
-              labels, ptr_or_null<scalar_t>(c.grad), c.n, K, c.k0, static_cast<acc_t>(p.scale),
-              static_cast<acc_t>(p.cos_m), static_cast<acc_t>(p.sin_m), static_cast<acc_t>(p.th),
-              static_cast<acc_t>(p.mm), p.easy_margin, ptr_or_null<double>(c.loss_rows),
-              ptr_or_null<scalar_t>(c.loss), ptr_or_null<scalar_t>(c.logits),
-              ptr_or_null<scalar_t>(c.g2));
+      chunk_kernel<scalar_t, label_t, acc_t><<<checked_grid(B), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          c.dot.data_ptr<scalar_t>(), c.inv_f.data_ptr<acc_t>(), c.inv_w.data_ptr<acc_t>(), labels,
+          ptr_or_null<scalar_t>(c.grad), c.n, K, c.k0, static_cast<acc_t>(p.scale), static_cast<acc_t>(p.cos_m),
+          static_cast<acc_t>(p.sin_m), static_cast<acc_t>(p.th), static_cast<acc_t>(p.mm), p.easy_margin,
+          ptr_or_null<double>(c.loss_rows), ptr_or_null<scalar_t>(c.loss), ptr_or_null<scalar_t>(c.logits),
+          ptr_or_null<scalar_t>(c.g2));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     if (c.labels.scalar_type() == at::kBool) {
@@ -147,12 +142,10 @@ void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, c
     const auto stream = c10::cuda::getCurrentCUDAStream();
     if (src.scalar_type() == x.scalar_type()) {
       project_kernel<scalar_t, scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-          src.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale),
-          dst.data_ptr<scalar_t>());
+          src.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale), dst.data_ptr<scalar_t>());
     } else {
       project_kernel<scalar_t, acc_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-          src.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale),
-          dst.data_ptr<scalar_t>());
+          src.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale), dst.data_ptr<scalar_t>());
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -26,8 +26,8 @@ constexpr int kPerThread = 4;  // channels per thread: a block covers 512
 
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ x, const index_t* __restrict__ seg, int64_t P,
-                   int64_t C, int64_t S, scalar_t* __restrict__ mean, int64_t* __restrict__ counts) {
+    forward_kernel(const scalar_t* __restrict__ x, const index_t* __restrict__ seg, int64_t P, int64_t C, int64_t S,
+                   scalar_t* __restrict__ mean, int64_t* __restrict__ counts) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ int64_t list[kThreads];
   __shared__ int warp_count[kWarps];
@@ -77,8 +77,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const scalar_t* __restrict__ grad, const index_t* __restrict__ seg,
-                    const int64_t* __restrict__ counts, int64_t P, int64_t C, int64_t S,
-                    scalar_t* __restrict__ dx) {
+                    const int64_t* __restrict__ counts, int64_t P, int64_t C, int64_t S, scalar_t* __restrict__ dx) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t bp = blockIdx.x, b = bp / P;
   const int64_t s = static_cast<int64_t>(seg[bp]);
@@ -113,8 +112,8 @@ void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const
   });
 }
 
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments,
-                           const at::Tensor& counts, const at::Tensor& dx) {
+void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
+                           const at::Tensor& dx) {
   const int64_t B = dx.size(0), P = dx.size(1), C = dx.size(2), S = grad.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "segment_mean_backward", [&] {
     AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward", [&] {

@@ -49,8 +49,8 @@ bool packs_fit(int64_t n, std::initializer_list<const void*> ptrs) {
 // and the pack lies within the row's n elements, else element by element
 // with zeros past n.
 template <int VEC, typename T, typename acc_t>
-__device__ __forceinline__ void load_pack_or_zeros(const T* __restrict__ row, int64_t pos, int64_t n,
-                                                   bool packed, acc_t (&out)[VEC]) {
+__device__ __forceinline__ void load_pack_or_zeros(const T* __restrict__ row, int64_t pos, int64_t n, bool packed,
+                                                   acc_t (&out)[VEC]) {
   if (packed && pos + VEC <= n) {
     const auto p = load_pack<VEC>(row + pos);
 #pragma unroll
