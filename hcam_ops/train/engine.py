@@ -258,6 +258,8 @@ def _optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
 def _scheduler(optimizer, args, updates_per_epoch: int):
     if args.sched == "none":
         return None
+    if args.sched == "plateau":
+        return _Plateau(optimizer, args)
     from timm.scheduler import create_scheduler_v2
 
     scheduler, _ = create_scheduler_v2(
@@ -269,8 +271,6 @@ def _scheduler(optimizer, args, updates_per_epoch: int):
         min_lr=args.min_lr,
         decay_epochs=args.decay_epochs,
         decay_rate=args.decay_rate,
-        patience_epochs=args.plateau_patience,
-        plateau_mode="max",
         step_on_epochs=args.sched != "cosine",
         updates_per_epoch=updates_per_epoch,
     )
@@ -281,3 +281,27 @@ def _plain_state(model: torch.nn.Module) -> dict:
     """On the CPU; synchronised BatchNorm layers keep plain BatchNorm's keys,
     so the checkpoint loads into the model without them."""
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+class _Plateau:
+    """torch's ReduceLROnPlateau behind timm's two calls (``step_update`` per
+    update, ``step(epoch, metric)`` per epoch). timm's own plateau scheduler
+    leaves its best metric and patience counters out of its state dict, so a
+    resumed run would restart them; torch's keeps them."""
+
+    def __init__(self, optimizer, args):
+        self.inner = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=args.decay_rate, patience=args.plateau_patience, min_lr=args.min_lr
+        )
+
+    def step_update(self, num_updates: int) -> None:
+        pass  # the learning rate changes only on the epoch's metric
+
+    def step(self, epoch: int, metric: float) -> None:
+        self.inner.step(metric)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
