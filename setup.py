@@ -8,10 +8,14 @@ Environment:
                            H100, and PTX for newer GPUs).
   CUDA_HOME / CUDA_PATH    the toolkit, else /usr/local/cuda, else nvcc's own.
   MAX_JOBS                 parallel compile jobs (ninja).
+  HCAM_OPS_CPU_VARIANTS    0: build the CPU kernels for baseline x86-64 only
+                           (default on x86-64 with GCC/Clang: also AVX2 and
+                           AVX-512 variants, chosen at run time).
 """
 
 import glob
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -120,6 +124,57 @@ def check_toolkit_version():
     print(f"hcam_ops: CUDA {release} from {CUDA_HOME}, arch {os.environ['TORCH_CUDA_ARCH_LIST']}")
 
 
+# Per-level variants of the CPU kernels (csrc/ops/cpu/isa.h), as ATen builds
+# its native/cpu kernels (cmake/Codegen.cmake): the flags of each level, and
+# CPU_CAPABILITY naming the namespace its code lands in. The baseline build of
+# every source has CPU_CAPABILITY=DEFAULT. No -march=native: the wheel runs on
+# any x86-64 and picks the best variant where it runs.
+CPU_VARIANTS = {
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
+}
+DEFAULT_LEVEL = ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"]
+
+
+def cpu_variants():
+    if os.environ.get("HCAM_OPS_CPU_VARIANTS", "1").strip() == "0":
+        return {}
+    if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform == "win32":
+        return {}
+    return CPU_VARIANTS
+
+
+def kernel_sources():
+    """The sources compiled once per level: the CPU kernels."""
+    return sorted(os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(ROOT, "csrc", "ops", "cpu", "*_kernel.cpp")))
+
+
+class BuildExt(BuildExtension):
+    """torch's BuildExtension, plus the per-level objects of the CPU kernels.
+    setuptools gives all sources of an Extension the same flags, so each level
+    is compiled here (through the same ninja compile, with the extension's
+    flags plus the level's) into its own directory and linked in. The baseline
+    objects come first on the link line: where a variant and the baseline both
+    emit an inline function of a shared header, the linker keeps the baseline's,
+    which runs on every CPU."""
+
+    def build_extension(self, ext):
+        objects = []
+        for level, flags in cpu_variants().items():
+            args = [a for a in ext.extra_compile_args["cxx"] if a not in DEFAULT_LEVEL]
+            args += flags + [f"-DCPU_CAPABILITY={level}", f"-DCPU_CAPABILITY_{level}"]
+            postargs = {"cxx": args, "nvcc": []} if isinstance(ext.extra_compile_args, dict) else args
+            objects += self.compiler.compile(
+                kernel_sources(),
+                output_dir=os.path.join(self.build_temp, "cpu_" + level.lower()),
+                include_dirs=ext.include_dirs,
+                extra_postargs=postargs,
+                depends=ext.depends,
+            )
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
+
+
 def extensions():
     csrc = os.path.join(ROOT, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
@@ -131,7 +186,8 @@ def extensions():
     # (4.5x on the CPU grad pass); no code here relies on signed overflow.
     # -fno-math-errno: no code reads errno, and with it sqrt inlines and
     # exp/log become pure (common subexpressions, vectorisable).
-    cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"]
+    cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"] + DEFAULT_LEVEL
+    cxx += [f"-DHCAM_OPS_CPU_{level}" for level in cpu_variants()]
     kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False)
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_arch_list())
@@ -151,5 +207,5 @@ def extensions():
 setup(
     packages=find_packages(include=["hcam_ops", "hcam_ops.*"]),
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
 )

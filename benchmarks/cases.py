@@ -23,6 +23,7 @@ class Case:
     grad_of: tuple  # input names that get gradients
     floor_bytes: Callable[[torch.dtype], int] = None  # fewest bytes a fwd+bwd must move
     modes: tuple = ("fwd", "fwd+bwd")  # an op with no gradient has only "fwd"
+    on_cpu: bool = False  # in a CPU run even past its first shapes (run.py --max-cases)
 
 
 _compiled = {}
@@ -96,6 +97,7 @@ def _fused_cam_kl(**kw):
 
 def _cam_kl_case(shape, layout, label):
     return Case(
+        on_cpu=layout == "map",  # the CPU run covers a [B, C, H, W] map too
         op="cam_kl_loss",
         shape=shape,
         label=label,

@@ -103,10 +103,13 @@ def main(argv=None):
         default=None,
         help="first N shapes per op (default: all on CUDA, 2 on CPU, where the large ones take minutes)",
     )
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeat = args.repeat or (50 if device.type == "cuda" else 5)
     if args.max_cases is None and device.type == "cpu":
         args.max_cases = 2
@@ -122,7 +125,7 @@ def main(argv=None):
         if ops and case.op not in ops:
             continue
         per_op[case.op] = per_op.get(case.op, 0) + 1
-        if args.max_cases and per_op[case.op] > args.max_cases:
+        if args.max_cases and per_op[case.op] > args.max_cases and not (device.type == "cpu" and case.on_cpu):
             continue
         for dname in args.dtypes.split(","):
             dtype = DTYPES[dname]
@@ -183,7 +186,12 @@ def main(argv=None):
 def _header(device, bandwidth, repeat):
     import hcam_ops
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        # The CPU kernels' instruction set (a build before runtime dispatch has no cpu_capability).
+        isa = getattr(hcam_ops, "cpu_capability", lambda: "baseline build")()
+        name = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads, hcam_ops CPU kernels {isa})"
     bw = f", copy bandwidth {bandwidth / 1e12:.2f} TB/s" if bandwidth else ""
     return (
         f"device: {name}{bw}; torch {torch.__version__}; hcam_ops CUDA kernels built: "

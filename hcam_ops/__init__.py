@@ -45,6 +45,13 @@ __all__ = [
 ]
 
 
+def cpu_capability() -> str:
+    """The instruction set the CPU kernels run at: "DEFAULT" (baseline x86-64),
+    "AVX2" or "AVX512"; the highest this build, the CPU and the environment
+    (ATEN_CPU_CAPABILITY, HCAM_OPS_CPU_CAPABILITY) allow, fixed at import."""
+    return _C.cpu_capability()
+
+
 def cuda_built() -> bool:
     """Whether this build holds the CUDA kernels."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("hcam_ops::cam_kl_forward", "CUDA")

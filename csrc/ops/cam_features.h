@@ -10,6 +10,11 @@
 #include <vector>
 
 #include "cam_math.h"
+#include "cpu/isa.h"
+
+namespace torch {
+class Library;
+}
 
 namespace hcam_ops {
 
@@ -95,5 +100,15 @@ bool parse_direction(c10::string_view direction, const char* op);
 // Rows handled per block or task along a reduced dimension of `rows`, so that
 // about `target` pieces of work exist in all.
 int64_t rows_per_split(int64_t rows, int64_t units, int64_t target, int64_t min_rows);
+
+namespace cpu {
+// Register the CPU kernels of cam_gather and of the row ops and fused CAM-KL
+// loss, one specialisation per compiled level (isa.h); cam_gather.cpp and
+// cam_kl.cpp register the active one.
+template <Isa>
+void register_cam_gather_kernels(torch::Library& m);
+template <Isa>
+void register_cam_kl_kernels(torch::Library& m);
+}  // namespace cpu
 
 }  // namespace hcam_ops

@@ -42,7 +42,7 @@ at::Tensor farthest_point_sample(const at::Tensor& points, int64_t k, int64_t st
   }
 #endif
   TORCH_CHECK(!points.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  cpu::farthest_point_sample(p, m, start, idx);
+  HCAM_CPU_DISPATCH(cpu::farthest_point_sample)(p, m, start, idx);
   return idx;
 }
 

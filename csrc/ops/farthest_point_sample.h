@@ -6,6 +6,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 
+#include "cpu/isa.h"
+
 namespace hcam_ops {
 
 // The pick rule both devices share: the larger distance wins, and on a tie
@@ -30,8 +32,10 @@ C10_HOST_DEVICE inline int64_t fps_first(const bool* mask, int64_t N, int64_t st
 // idx [B, k] int64. Squared Euclidean distances accumulated in float32
 // (float64 for float64 points).
 namespace cpu {
+// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+template <Isa>
 void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
-}
+}  // namespace cpu
 namespace cuda {
 void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
 }

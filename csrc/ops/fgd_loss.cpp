@@ -110,7 +110,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
 #endif
   {
     TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
-    cpu::fgd_forward(in, p, col, row, sample, per_sample);
+    HCAM_CPU_DISPATCH(cpu::fgd_forward)(in, p, col, row, sample, per_sample);
   }
   // The finishers weight each sample's terms; a fixed-order sum over the batch.
   auto terms = per_sample.sum(0);
@@ -151,7 +151,7 @@ at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, 
 #endif
     {
       TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
-      cpu::fgd_backward(in, p, g, c, r, s, grad_student);
+      HCAM_CPU_DISPATCH(cpu::fgd_backward)(in, p, g, c, r, s, grad_student);
     }
   }
   return grad_student.view(student.sizes());

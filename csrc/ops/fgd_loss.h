@@ -6,6 +6,8 @@
 
 #include "fgd_math.h"
 
+#include "cpu/isa.h"
+
 namespace hcam_ops {
 
 // Contiguous views the kernels work on.
@@ -19,8 +21,11 @@ struct FgdInputs {
 // fgd_backward writes d student [B, C, HW] for the upstream gradients g [5]
 // (accumulation dtype, on the device).
 namespace cpu {
+// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+template <Isa>
 void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
                  const at::Tensor& sample, const at::Tensor& per_sample);
+template <Isa>
 void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
                   const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
 }  // namespace cpu

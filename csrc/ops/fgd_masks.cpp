@@ -40,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor> fgd_masks(const at::Tensor& boxes, const at::
   }
 #endif
   TORCH_CHECK(!boxes.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  cpu::fgd_masks(bx, off, img, fg, bg);
+  HCAM_CPU_DISPATCH(cpu::fgd_masks)(bx, off, img, fg, bg);
   return {fg, bg};
 }
 

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cpu/isa.h"
+
 namespace hcam_ops {
 
 // One box in feature cells: inclusive ranges as computed (x_min = floor(x1 /
@@ -34,9 +36,11 @@ C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int
 // offsets[i + 1]; img_shapes [B, 2] (h, w) in the boxes' dtype; fg, bg
 // [B, H, W] in the boxes' dtype.
 namespace cpu {
+// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+template <Isa>
 void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
                const at::Tensor& bg);
-}
+}  // namespace cpu
 namespace cuda {
 void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
                const at::Tensor& bg);

@@ -87,21 +87,21 @@ at::Tensor inv_norms(const at::Tensor& x) {
   if (on_cuda(x)) return cuda::arcface_inv_norms(x);
 #endif
   TORCH_CHECK(!on_cuda(x), kOp, ": this build of hcam_ops has no CUDA kernels");
-  return cpu::arcface_inv_norms(x);
+  return HCAM_CPU_DISPATCH(cpu::arcface_inv_norms)(x);
 }
 
 void chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
 #ifdef HCAM_OPS_WITH_CUDA
   if (on_cuda(c.dot)) return cuda::arcface_chunk(c, p);
 #endif
-  cpu::arcface_chunk(c, p);
+  HCAM_CPU_DISPATCH(cpu::arcface_chunk)(c, p);
 }
 
 void project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst) {
 #ifdef HCAM_OPS_WITH_CUDA
   if (on_cuda(x)) return cuda::arcface_project(src, x, scale, dst);
 #endif
-  cpu::arcface_project(src, x, scale, dst);
+  HCAM_CPU_DISPATCH(cpu::arcface_project)(src, x, scale, dst);
 }
 
 struct Outputs {

@@ -6,6 +6,8 @@
 
 #include "arcface_math.h"
 
+#include "cpu/isa.h"
+
 namespace hcam_ops {
 
 // One chunk of classes [k0, k0 + n) for all B samples.
@@ -28,8 +30,12 @@ struct ArcFaceChunk {
 // the gradient through the normalisation; a row whose norm is clamped (<= 1e-12)
 // is scaled only. dst may be src. Same contract on both devices.
 namespace cpu {
+// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+template <Isa>
 at::Tensor arcface_inv_norms(const at::Tensor& x);
+template <Isa>
 void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p);
+template <Isa>
 void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
 }  // namespace cpu
 

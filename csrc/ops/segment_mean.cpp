@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const at::Tensor& x, con
   }
 #endif
   TORCH_CHECK(!x.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  cpu::segment_mean_forward(xs, seg, mean, counts);
+  HCAM_CPU_DISPATCH(cpu::segment_mean_forward)(xs, seg, mean, counts);
   return {mean, counts};
 }
 
@@ -78,7 +78,7 @@ at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x, co
     }
 #endif
     TORCH_CHECK(!x.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-    cpu::segment_mean_backward(g, seg, cnt, dx);
+    HCAM_CPU_DISPATCH(cpu::segment_mean_backward)(g, seg, cnt, dx);
   }
   return dx.view(x.sizes());
 }

@@ -26,4 +26,6 @@ def empty_features_grad(features: torch.Tensor) -> torch.Tensor:
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The kernels' accumulation dtype (at::opmath_type): float64 for float64,
+    float32 for every other float dtype. The one copy of this rule in Python."""
     return torch.float64 if dtype == torch.float64 else torch.float32

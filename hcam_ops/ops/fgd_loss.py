@@ -15,20 +15,17 @@ import math
 import torch
 
 from . import _checks
+from ._layout import acc_dtype
 
 _OP = "fgd_loss"
 TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial")
 SPATIAL_ATTENTION = ("teacher", "combined")
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 @torch.library.register_fake("hcam_ops::fgd_loss_forward")
 def _forward_fake(student, teacher, fg_mask, bg_mask, spatial_temperature, channel_temperature, weights, combined):
     B, C, H, W = student.shape
-    acc = _acc_dtype(student.dtype)
+    acc = acc_dtype(student.dtype)
     return (
         student.new_empty((len(TERMS),)),
         student.new_empty((B, 4, H * W), dtype=acc),
@@ -82,7 +79,7 @@ def _as_mask(mask, student: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{_OP}: {name} must be [B, H, W] or [B, 1, H, W] = [{B}, {H}, {W}], got {tuple(mask.shape)}")
     _checks.check_same_device(student, mask, _OP, name)
     if not mask.is_floating_point():
-        mask = mask.to(_acc_dtype(student.dtype))
+        mask = mask.to(acc_dtype(student.dtype))
     return mask
 
 

@@ -20,6 +20,8 @@
 
 namespace hcam_ops::cpu {
 
+namespace CPU_CAPABILITY {
+
 namespace {
 
 constexpr int64_t kTile = 256;  // columns per task of a channels-first pass
@@ -262,9 +264,12 @@ void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, i
                                   [&] { class_reduce_impl<scalar_t>(partial, levels, l0, l1, dw); });
 }
 
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("cam_gather", &cam_gather_cpu);
-  m.impl("cam_gather_backward", &cam_gather_backward_cpu);
+}  // namespace CPU_CAPABILITY
+
+template <>
+void register_cam_gather_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("cam_gather", &CPU_CAPABILITY::cam_gather_cpu);
+  m.impl("cam_gather_backward", &CPU_CAPABILITY::cam_gather_backward_cpu);
 }
 
 }  // namespace hcam_ops::cpu

@@ -7,7 +7,9 @@
 
 #include "../cam_features.h"
 
-namespace hcam_ops::cpu {
+// In the namespace of the level being compiled (isa.h): the passes are
+// called only from the kernels compiled with them.
+namespace hcam_ops::cpu::CPU_CAPABILITY {
 
 // One read of the features: cams[b, l, n] = <features[b, n, :], weight_l[index_l[b], :]>
 // for every level. cams is [B, L, N] in the accumulation dtype.
@@ -25,4 +27,4 @@ at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tenso
 // partial[b, :, l, :], summed in a fixed order (deterministic).
 void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
 
-}  // namespace hcam_ops::cpu
+}  // namespace hcam_ops::cpu::CPU_CAPABILITY

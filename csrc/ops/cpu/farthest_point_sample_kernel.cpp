@@ -6,14 +6,50 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
 #include "../farthest_point_sample.h"
+#include "vec.h"
 
 namespace hcam_ops::cpu {
 
+namespace CPU_CAPABILITY {
 namespace {
+
+// Points measured per sweep over the channels: that many independent vector
+// accumulators (the FMA latency is hidden) share each load of the last
+// sampled point.
+constexpr int64_t kPoints = 4;
+
+// d[t] = min(d[t], ||q_t - last||^2) for the np points starting at q (rows of
+// C), vectorised over channels; masked points keep their distance. np is a
+// constant so that the accumulators stay in registers.
+template <int64_t np, typename scalar_t, typename acc_t>
+inline void update_distances(const scalar_t* q, const acc_t* last, int64_t C, const bool* live, acc_t* d) {
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  Vec acc[np];
+  for (int64_t t = 0; t < np; ++t) acc[t] = Vec(acc_t(0));
+  int64_t c = 0;
+  for (; c + W <= C; c += W) {
+    const Vec l = Vec::loadu(last + c);
+    for (int64_t t = 0; t < np; ++t) {
+      const Vec v = load_acc(q + t * C + c) - l;
+      acc[t] = at::vec::fmadd(v, v, acc[t]);
+    }
+  }
+  for (int64_t t = 0; t < np; ++t) {
+    if (live != nullptr && !live[t]) continue;
+    acc_t s = sum_lanes(acc[t]);
+    for (int64_t cc = c; cc < C; ++cc) {
+      const acc_t v = static_cast<acc_t>(q[t * C + cc]) - last[cc];
+      s += v * v;
+    }
+    if (s < d[t]) d[t] = s;
+  }
+}
 
 template <typename scalar_t>
 void fps_impl(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx) {
@@ -34,19 +70,15 @@ void fps_impl(const at::Tensor& points, const at::Tensor& mask, int64_t start, c
       ip[b * K] = cur;
       for (int64_t i = 1; i < K; ++i) {
         for (int64_t c = 0; c < C; ++c) last[c] = static_cast<acc_t>(p[cur * C + c]);
+        int64_t j = 0;
+        for (; j + kPoints <= N; j += kPoints) {
+          update_distances<kPoints>(p + j * C, last.data(), C, m ? m + j : nullptr, dist.data() + j);
+        }
+        for (; j < N; ++j) update_distances<1>(p + j * C, last.data(), C, m ? m + j : nullptr, dist.data() + j);
+        // The farthest point: O(N) against the O(N * C) distances above.
         acc_t best_d = -std::numeric_limits<acc_t>::infinity();
         int64_t best_i = N;
         for (int64_t j = 0; j < N; ++j) {
-          if (!(m && !m[j])) {
-            const scalar_t* q = p + j * C;
-            acc_t d = 0;
-#pragma omp simd reduction(+ : d)
-            for (int64_t c = 0; c < C; ++c) {
-              const acc_t v = static_cast<acc_t>(q[c]) - last[c];
-              d += v * v;
-            }
-            if (d < dist[j]) dist[j] = d;
-          }
           if (fps_better(dist[j], j, best_d, best_i)) {
             best_d = dist[j];
             best_i = j;
@@ -60,10 +92,13 @@ void fps_impl(const at::Tensor& points, const at::Tensor& mask, int64_t start, c
 }
 
 }  // namespace
+}  // namespace CPU_CAPABILITY
 
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx) {
+template <>
+void farthest_point_sample<Isa::CPU_CAPABILITY>(const at::Tensor& points, const at::Tensor& mask, int64_t start,
+                                                const at::Tensor& idx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "farthest_point_sample",
-                                  [&] { fps_impl<scalar_t>(points, mask, start, idx); });
+                                  [&] { CPU_CAPABILITY::fps_impl<scalar_t>(points, mask, start, idx); });
 }
 
 }  // namespace hcam_ops::cpu

@@ -259,8 +259,9 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
 
 }  // namespace
 
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
-                 const at::Tensor& sample, const at::Tensor& per_sample) {
+template <>
+void fgd_forward<Isa::CPU_CAPABILITY>(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
+                                      const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const int64_t tiles = (HW + kTile - 1) / kTile;
   auto part = at::empty({B, tiles, kNumPart, C}, col.options());
@@ -272,8 +273,10 @@ void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
   });
 }
 
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
-                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student) {
+template <>
+void fgd_backward<Isa::CPU_CAPABILITY>(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
+                                       const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample,
+                                       const at::Tensor& grad_student) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward",
                                   [&] { backward_impl<scalar_t>(in, p, g, col, row, sample, grad_student); });
 }

@@ -11,8 +11,9 @@
 
 namespace hcam_ops::cpu {
 
-void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
-               const at::Tensor& bg) {
+template <>
+void fgd_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes,
+                                    const at::Tensor& fg, const at::Tensor& bg) {
   const int64_t B = fg.size(0), H = fg.size(1), W = fg.size(2);
   const int64_t* off = offsets.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b) {

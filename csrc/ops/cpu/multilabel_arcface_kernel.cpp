@@ -53,7 +53,8 @@ void chunk_impl(const ArcFaceChunk& c, const ArcFaceParams& p) {
 
 }  // namespace
 
-at::Tensor arcface_inv_norms(const at::Tensor& x) {
+template <>
+at::Tensor arcface_inv_norms<Isa::CPU_CAPABILITY>(const at::Tensor& x) {
   const int64_t R = x.size(0), D = x.size(1);
   auto out = at::empty({R}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
@@ -74,7 +75,8 @@ at::Tensor arcface_inv_norms(const at::Tensor& x) {
   return out;
 }
 
-void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
+template <>
+void arcface_chunk<Isa::CPU_CAPABILITY>(const ArcFaceChunk& c, const ArcFaceParams& p) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.dot.scalar_type(), "arcface_chunk", [&] {
     if (c.labels.scalar_type() == at::kBool) {
       chunk_impl<scalar_t, bool>(c, p);
@@ -84,7 +86,9 @@ void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
   });
 }
 
-void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst) {
+template <>
+void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tensor& x, double scale,
+                                          const at::Tensor& dst) {
   const int64_t R = x.size(0), D = x.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_project", [&] {
     using acc_t = at::opmath_type<scalar_t>;

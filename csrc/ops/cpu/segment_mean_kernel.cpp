@@ -80,16 +80,18 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at:
 
 }  // namespace
 
-void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
-                          const at::Tensor& counts) {
+template <>
+void segment_mean_forward<Isa::CPU_CAPABILITY>(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
+                                               const at::Tensor& counts) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_mean", [&] {
     AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean",
                             [&] { forward_impl<scalar_t, index_t>(x, segments, mean, counts); });
   });
 }
 
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
-                           const at::Tensor& dx) {
+template <>
+void segment_mean_backward<Isa::CPU_CAPABILITY>(const at::Tensor& grad, const at::Tensor& segments,
+                                                const at::Tensor& counts, const at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "segment_mean_backward", [&] {
     AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward",
                             [&] { backward_impl<scalar_t, index_t>(grad, segments, counts, dx); });
