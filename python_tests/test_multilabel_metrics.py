@@ -1,11 +1,23 @@
-"""hcam_ops.metrics: the threshold search and the multi-label report."""
+"""hcam_ops.metrics: the threshold search, the multi-label report and its
+pictures, test-time augmentation, the training curves."""
+
+import csv
 
 import pytest
 
 pytest.importorskip("torchmetrics", reason="the torchmetrics package is not installed here")
 import torch  # noqa: E402
 
-from hcam_ops.metrics import format_table, multilabel_report, save_plots, search_thresholds  # noqa: E402
+from hcam_ops.metrics import (  # noqa: E402
+    format_table,
+    multilabel_report,
+    parse_views,
+    predict_tta,
+    read_log,
+    save_history_curves,
+    save_plots,
+    search_thresholds,
+)
 
 
 def test_threshold_search_picks_the_f1_optimum():
@@ -39,5 +51,53 @@ def test_report_values(tmp_path, gen):
     assert rep["micro"]["precision"] == pytest.approx(micro_p, abs=1e-6)
     assert rep["macro"]["recall"] == pytest.approx(float(rec.mean()), abs=1e-6)
     assert "macro" in format_table(rep)
-    paths = save_plots(rep, str(tmp_path))
-    assert all(p.endswith(".png") for p in paths)
+    paths = save_plots(rep, str(tmp_path), prefix="test_")
+    names = sorted(p.rsplit("/", 1)[-1] for p in paths)
+    per_metric = [f"test_{m}_per_class.png" for m in ("precision", "recall", "f1", "ap", "auc", "accuracy")]
+    want = ["test_all_metrics.png", "test_averages.png", "test_metrics.csv", "test_metrics_heatmap.png", *per_metric]
+    assert names == sorted(want)
+    rows = list(csv.reader(open(tmp_path / "test_metrics.csv")))
+    assert rows[0] == ["class", "threshold", "precision", "recall", "f1", "ap", "auc", "accuracy"]
+    assert [r[0] for r in rows[1:]] == ["a", "b", "c", "macro-avg", "micro-avg"]
+    assert float(rows[2][1]) == 0.3 and float(rows[1][3]) == pytest.approx(float(rec[0]), abs=1e-4)
+
+
+class _Scores(torch.nn.Module):
+    """logits = the mean of the image's top-left quarter per channel (so
+    flips and turns change them)."""
+
+    def logits(self, x):
+        return x[:, :, : x.shape[2] // 2, : x.shape[3] // 2].mean((2, 3)) * 4
+
+    def predict(self, x):
+        return torch.sigmoid(self.logits(x))
+
+
+def test_tta_averages_the_logits_over_the_views(gen):
+    m, x = _Scores(), torch.randn(2, 3, 8, 8, generator=gen)
+    views = [x, x.flip(3), x.flip(2), torch.rot90(x, 1, (2, 3))]
+    want = torch.sigmoid(torch.stack([m.logits(v) for v in views]).mean(0))
+    torch.testing.assert_close(predict_tta(m, x, "hflip,vflip,rot90"), want)
+    torch.testing.assert_close(predict_tta(m, x, True), torch.sigmoid((m.logits(x) + m.logits(x.flip(3))) / 2))
+    torch.testing.assert_close(predict_tta(m, x, ()), m.predict(x))
+    assert parse_views("") == () and parse_views(True) == ("hflip",)
+    with pytest.raises(ValueError, match="unknown test-time view 'flop'"):
+        parse_views("hflip,flop")
+
+
+def test_history_curves(tmp_path):
+    rows = [
+        {"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_map": 0.5 + 0.1 * e, "val_acc_a": 0.7}
+        for e in range(3)
+    ]
+    with open(tmp_path / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    back = read_log(str(tmp_path / "log.csv"))
+    assert back == [{k: float(v) for k, v in r.items()} for r in rows]
+    paths = save_history_curves(back, str(tmp_path / "curves"), classes=["a"])
+    # The map curve has its validation half only (no train_map column); nothing for the F1 panel.
+    names = [p.rsplit("/", 1)[-1] for p in paths]
+    assert names == ["loss_curve.png", "map_curve.png", "training_curves.png", "class_accuracy_curves.png"]
+    assert save_history_curves(back, str(tmp_path / "none"), classes=["b"])[-1].endswith("training_curves.png")

@@ -89,7 +89,7 @@ def test_simple_flag_errors(tmp_path):
     _fails([*TINY_M, "--oversample", "rusty", *out], "--oversample", "'rusty' is not a class")
     _fails([*TINY_M, "--oversample", "rust", "--oversample-factor", "2.5", *out], "--oversample-factor 2.5")
     _fails([*TINY_M, "--oversample-mode", "bogus", *out], "--oversample-mode", "invalid choice")
-    _fails([*TINY_M, "--model", "hcast_small", *out], "--model hcast_small", "not a multi-label model")
+    _fails([*TINY_M, "--model", "cast_small", *out], "--model cast_small", "not a multi-label model")
     _fails([*TINY_M, "--train-csv", str(tmp_path / "none.csv"), *out], "--train-csv", "no such file")
 
 
@@ -104,6 +104,33 @@ def test_hierarchy_file_errors(tmp_path):
     _fails([*base, "--hierarchy", ragged], "ragged.csv line 2", "2 columns")
     twice = _csv(tmp_path / "twice.csv", "# header\na,x\nb,x\na,y\n")
     _fails([*base, "--hierarchy", twice], "twice.csv line 4", "listed twice", "line 2")
+
+
+def test_hcast_flag_errors(tmp_path):
+    out = ["--out", str(tmp_path / "o")]
+    _fails([*TINY_H, "--model", "hcast_small", *out], "--model hcast_small", "not a hierarchical model")
+    _fails([*TINY_H, "--depths", "1,1", *out], "--depths 1,1", "four stages")
+    _fails([*TINY_H, "--img-size", "24", "--num-clusters", "16,8,4,2", *out], "--num-clusters", "3x3 grid")
+    _fails([*TINY_H, "--synthetic-levels", "8,4,2,1", *out], "4 levels", "1 to 3")
+    _fails([*TINY_H, "--synthetic-levels", "8", "--cam-consist", *out], "--cam-consist", "two levels")
+    _fails([*TINY_H, "--cam-pairs", "all", *out], "--cam-pairs", "invalid choice")
+    _fails([*TINY_H, "--smoothing", "1.5", *out], "--smoothing 1.5")
+    _fails([*TINY_H, "--mixup", "-1", *out], "--mixup and --cutmix")
+    _fails([*TINY_H, "--cutmix-minmax", "0.8", "0.2", *out], "--cutmix-minmax")
+    _fails([*TINY_H, "--drop-path", "1", *out], "--drop-path 1")
+    _fails([*TINY_H, "--finetune", str(tmp_path / "none.pth"), *out], "--finetune", "no such file")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    _fails([*TINY_H, "--finetune", str(junk), "--epochs", "1", *out], "--finetune", "junk.pth", "not a loadable")
+    _fails([*TINY_H, "--data-set", "nabirds", *out], "--data-set", "invalid choice")
+    (tmp_path / "cub" / "train" / "birds").mkdir(parents=True)
+    _fails([*TINY_H, "--data-set", "cub", "--data-path", str(tmp_path / "cub"), *out], "--data", "not a CUB class")
+    _fails(
+        [*TINY_H, "--data-set", "cub", "--data", str(tmp_path / "cub"), "--hierarchy", "h.csv", *out],
+        "--hierarchy",
+        "its own",
+    )
+    _fails([*TINY_H, "--data-set", "aircraft", "--data", str(tmp_path), *out], "--data", "fgvc-aircraft-2013b")
 
 
 def test_label_csv_errors(tmp_path):

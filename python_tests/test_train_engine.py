@@ -49,3 +49,14 @@ def test_plateau_reduces_on_the_monitored_metric():
     lrs, _ = _run("plateau", 6)
     # best 0.5 at epoch 0; 0.4 and 0.3 are two bad epochs with patience 1 -> one reduction
     assert lrs[0] == lrs[1] == 1e-3 and lrs[2] == pytest.approx(1e-4)
+
+
+def test_each_task_keeps_its_own_engine_defaults():
+    """argparse shares a parent parser's options between subcommands; each
+    task's defaults must stay its own."""
+    from hcam_ops.train.cli import parser
+
+    ap = parser()
+    h, m = ap.parse_args(["hierarchical"]), ap.parse_args(["multilabel"])
+    assert (h.out, m.out) == ("runs/hcast", "runs/multilabel")
+    assert h.epochs != m.epochs or h.lr != m.lr

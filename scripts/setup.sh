@@ -19,4 +19,12 @@ fi
 "$PY" -c "import setuptools, wheel, ninja" 2>/dev/null || "${PIP[@]}" setuptools wheel ninja
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 "${PIP[@]}" --no-build-isolation -e ".[all,test]"
+# grad-cam needs opencv-python-headless and SEEDS the contrib build; both own
+# the cv2 package. In one fresh install pip puts the contrib build last (see
+# pyproject.toml), but where the plain build arrived in a later install it sits
+# on top: then the contrib build's files go back over it.
+if ! "$PY" -c "import cv2, sys; sys.exit(not hasattr(cv2, 'ximgproc'))" 2>/dev/null; then
+  contrib=$("$PY" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
+  "${PIP[@]}" --force-reinstall --no-deps "opencv-contrib-python-headless==$contrib"
+fi
 "$PY" -c "import hcam_ops, torch; print('hcam_ops built; torch', torch.__version__, '| CUDA kernels:', hcam_ops.cuda_built(), '| GPU:', torch.cuda.is_available())"

@@ -19,6 +19,7 @@ from torchvision import transforms
 
 from ..train import checkpoint
 from ..train.errors import CLIError, check_file
+from .gradcam import cam_methods
 from .overlay import save_overlays
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -40,10 +41,13 @@ def parse_args(argv=None):
     ap.add_argument("--img-size", type=int, help="default: the checkpoint's, else 224")
     ap.add_argument("--classes", help="comma-separated class names (default: the checkpoint's)")
     ap.add_argument(
-        "--method",
-        default="gradcam",
-        choices=["gradcam", "gradcam++", "hirescam", "eigencam"],
-        help="multi-label models",
+        "--method", default="gradcam", choices=cam_methods(), help="multi-label models: a pytorch-grad-cam method"
+    )
+    ap.add_argument(
+        "--target",
+        default="report",
+        choices=["report", "neck"],
+        help="multi-label models: the report's layer (default) or the ArcFace model's PSA feature map",
     )
     return ap.parse_args(argv)
 
@@ -109,9 +113,10 @@ def main(argv=None):
     else:
         from .gradcam import class_cams
 
-        cams = class_cams(model, x, method=args.method)[0]
-        paths = save_overlays(image, cams, names[0], args.out)
-        lines = [f"{n}\t{p:.4f}" for n, p in zip(names[0], model.predict(x)[0].tolist())]
+        cams = class_cams(model, x, method=args.method, target_layer=args.target)[0]
+        probs = model.predict(x)[0].tolist()
+        paths = save_overlays(image, cams, names[0], args.out, scores=probs)
+        lines = [f"{n}\t{p:.4f}" for n, p in zip(names[0], probs)]
     with open(os.path.join(args.out, "scores.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -16,15 +16,15 @@ def hierarchy_cams(model, images: torch.Tensor, segments: torch.Tensor):
     """``images [B, 3, H, W]`` (normalised), ``segments [B, H, W]`` ->
     ``(cams [B, L, H, W] in [0, 1], classes [B, L], probs: list of [B, K_l])``,
     level 0 the finest."""
-    from ..models.cast import clusters_to_grid
+    from ..models.cast import clusters_to_grid, split_outputs
 
-    logits, inter = model(images, segments, return_intermediates=True)
+    logits, inter = split_outputs(model(images, segments, return_intermediates=True), len(model.levels))
     tokens = inter["centroid1"].float()
     maps, classes = [], []
     for head, lg in zip(model.heads, logits):
         k = lg.argmax(1)
         cam = cam_gather(tokens, head.weight.float(), k)
-        grid = clusters_to_grid(cam, inter)  # [B, h, w] on the token grid
+        grid = clusters_to_grid(cam, inter)  # [B, h, w] on the stem grid
         maps.append(F.interpolate(grid[:, None], size=images.shape[2:], mode="bilinear", align_corners=False)[:, 0])
         classes.append(k)
     cams = torch.stack(maps, 1)

@@ -1,5 +1,5 @@
-"""Overlays of class maps on an image: one PNG per class and an animated GIF
-across them."""
+"""Overlays of maps on an image: one labelled PNG per map and an animated GIF
+across them, one frame per map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def overlay(image: torch.Tensor, cam: torch.Tensor) -> Image.Image:
@@ -20,21 +20,56 @@ def overlay(image: torch.Tensor, cam: torch.Tensor) -> Image.Image:
     return Image.fromarray(show_cam_on_image(rgb, cam.detach().float().cpu().numpy(), use_rgb=True))
 
 
+def caption_band(text: str, width: int) -> Image.Image:
+    """The strip drawn above a frame: ``text`` in white on black."""
+    height = max(14, width // 10)
+    band = Image.new("RGB", (width, height), (0, 0, 0))
+    try:
+        font = ImageFont.load_default(size=height - 4)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font only
+        font = ImageFont.load_default()
+    ImageDraw.Draw(band).text((2, 1), text, fill=(255, 255, 255), font=font)
+    return band
+
+
+def labelled(frame: Image.Image, text: str) -> Image.Image:
+    """``frame`` with :func:`caption_band` above it (the map stays uncovered)."""
+    band = caption_band(text, frame.width)
+    out = Image.new("RGB", (frame.width, frame.height + band.height))
+    out.paste(band, (0, 0))
+    out.paste(frame, (0, band.height))
+    return out
+
+
 def save_overlays(
-    image: torch.Tensor, cams: torch.Tensor, names: Sequence[str], out_dir: str, gif: bool = True, prefix: str = "cam"
+    image: torch.Tensor,
+    cams: torch.Tensor,
+    names: Sequence[str],
+    out_dir: str,
+    gif: bool = True,
+    prefix: str = "cam",
+    scores: Sequence[float] | None = None,
+    duration: int = 800,
 ) -> list[str]:
     """Writes ``{prefix}_{name}.png`` for each map of ``cams [K, H, W]`` and,
-    with ``gif``, ``{prefix}.gif`` cycling through them. Returns the paths."""
+    with ``gif``, ``{prefix}.gif`` cycling through them. Every frame is
+    captioned ``k/K name`` (``  p=0.93`` with ``scores``): the numbering also
+    keeps two equal maps two frames, where a GIF writer would merge identical
+    consecutive frames into one. Returns the paths."""
+    if len(names) != cams.shape[0]:
+        raise ValueError(f"save_overlays: {cams.shape[0]} maps but {len(names)} names")
     os.makedirs(out_dir, exist_ok=True)
     frames, paths = [], []
-    for cam, name in zip(cams, names):
-        img = overlay(image, cam)
+    K = len(names)
+    for k, (cam, name) in enumerate(zip(cams, names)):
+        text = f"{k + 1}/{K} {name}" + (f"  p={float(scores[k]):.2f}" if scores is not None else "")
+        img = labelled(overlay(image, cam), text)
         path = os.path.join(out_dir, f"{prefix}_{name}.png")
         img.save(path)
         frames.append(img)
         paths.append(path)
     if gif and frames:
         path = os.path.join(out_dir, f"{prefix}.gif")
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=800, loop=0)
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration, loop=0)
         paths.append(path)
     return paths

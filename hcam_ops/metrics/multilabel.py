@@ -78,8 +78,27 @@ def format_table(report: dict) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def save_plots(report: dict, out_dir: str) -> list[str]:
-    """A heatmap of the per-class metrics and a per-class F1 bar chart (PNG)."""
+def save_table(report: dict, path: str) -> str:
+    """The report's table as CSV: class, threshold, P, R, F1, AP, AUC,
+    accuracy per class, then the macro and micro rows."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "threshold", *METRICS])
+        for name, vals in report["per_class"].items():
+            w.writerow([name, f"{report['thresholds'][name]:.2f}", *(f"{vals[m]:.4f}" for m in METRICS)])
+        for avg in ("macro", "micro"):
+            w.writerow([f"{avg}-avg", "", *(f"{report[avg][m]:.4f}" for m in METRICS)])
+    return path
+
+
+def save_plots(report: dict, out_dir: str, prefix: str = "") -> list[str]:
+    """The report's evaluation pictures (its ``visualize_results``), PNG:
+    ``{prefix}metrics_heatmap.png`` (classes x metrics), one bar chart per
+    metric ``{prefix}{metric}_per_class.png``, the line chart of every metric
+    across the classes ``{prefix}all_metrics.png``, the macro and micro
+    averages ``{prefix}averages.png``; and the table ``{prefix}metrics.csv``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,33 +107,93 @@ def save_plots(report: dict, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     names = list(report["per_class"])
     table = torch.tensor([[report["per_class"][n][m] for m in METRICS] for n in names])
+    paths = []
+
+    def save(fig, name):
+        path = os.path.join(out_dir, f"{prefix}{name}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+
     fig, ax = plt.subplots(figsize=(1.2 * len(METRICS) + 2, 0.5 * len(names) + 1.5))
-    im = ax.imshow(table.numpy(), vmin=0, vmax=1, cmap="viridis")
+    im = ax.imshow(table.numpy(), vmin=0, vmax=1, cmap="YlOrRd")
     ax.set_xticks(range(len(METRICS)), METRICS)
     ax.set_yticks(range(len(names)), names)
     for i in range(len(names)):
         for j in range(len(METRICS)):
-            ax.text(j, i, f"{table[i, j]:.2f}", ha="center", va="center", color="w" if table[i, j] < 0.6 else "k")
+            ax.text(j, i, f"{table[i, j]:.3f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im)
-    fig.tight_layout()
-    heat = os.path.join(out_dir, "metrics_heatmap.png")
-    fig.savefig(heat, dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2, 3.5))
-    ax.bar(names, table[:, METRICS.index("f1")].numpy())
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("F1")
+    ax.set_title(f"{prefix}metrics".strip("_ "))
+    save(fig, "metrics_heatmap.png")
+    for j, metric in enumerate(METRICS):
+        fig, ax = plt.subplots(figsize=(0.9 * len(names) + 2, 3.5))
+        ax.bar(names, table[:, j].numpy(), color=plt.cm.viridis(torch.linspace(0.1, 0.9, len(names)).numpy()))
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} per class")
+        ax.tick_params(axis="x", rotation=30)
+        save(fig, f"{metric}_per_class.png")
+    fig, ax = plt.subplots(figsize=(0.9 * len(names) + 4, 4))
+    for j, metric in enumerate(METRICS):
+        ax.plot(names, table[:, j].numpy(), marker="o", label=metric)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("class")
+    ax.set_ylabel("score")
+    ax.legend(fontsize=8)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    bars = os.path.join(out_dir, "f1_per_class.png")
-    fig.savefig(bars, dpi=100)
-    plt.close(fig)
-    return [heat, bars]
+    ax.grid(alpha=0.3)
+    save(fig, "all_metrics.png")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.4
+    xs = torch.arange(len(METRICS)).float()
+    for i, avg in enumerate(("macro", "micro")):
+        ax.bar((xs + (i - 0.5) * width).numpy(), [report[avg][m] for m in METRICS], width, label=f"{avg}-avg")
+    ax.set_xticks(xs.numpy(), METRICS)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    save(fig, "averages.png")
+    paths.append(save_table(report, os.path.join(out_dir, f"{prefix}metrics.csv")))
+    return paths
+
+
+TTA_VIEWS = {
+    "hflip": lambda x: torch.flip(x, dims=[3]),
+    "vflip": lambda x: torch.flip(x, dims=[2]),
+    "rot90": lambda x: torch.rot90(x, k=1, dims=[2, 3]),
+}
+
+
+def parse_views(text: str | bool | None) -> tuple[str, ...]:
+    """``"hflip,vflip,rot90"`` -> the views; ``True``: the horizontal flip;
+    ``False`` / ``None`` / ``""``: none."""
+    if text is True:
+        return ("hflip",)
+    if not text:
+        return ()
+    views = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in views if v not in TTA_VIEWS]
+    if unknown:
+        raise ValueError(f"unknown test-time view {unknown[0]!r} (views: {', '.join(TTA_VIEWS)})")
+    return views
 
 
 @torch.no_grad()
-def predict_tta(model, images: torch.Tensor, flip: bool = True) -> torch.Tensor:
-    """``model.predict`` averaged with its prediction on the horizontally
-    flipped images (test-time augmentation)."""
-    p = model.predict(images)
-    return (p + model.predict(torch.flip(images, dims=[3]))) / 2 if flip else p
+def predict_tta(model, images: torch.Tensor, views=("hflip",)) -> torch.Tensor:
+    """Probabilities with test-time augmentation: the model's logits averaged
+    over the image and its ``views`` (the report's: ``"hflip"``, ``"vflip"``,
+    ``"rot90"``; a comma-separated string, a sequence, or ``True`` for the
+    horizontal flip), then the sigmoid. The report averages its models'
+    outputs: the logits for the BCE models; for the ArcFace model the
+    features, where this averages their cosine logits. Models without
+    ``logits`` average ``predict``."""
+    views = parse_views(views) if isinstance(views, (str, bool)) or views is None else tuple(views)
+    if not hasattr(model, "logits"):
+        p = model.predict(images)
+        for v in views:
+            p = p + model.predict(TTA_VIEWS[v](images))
+        return p / (1 + len(views))
+    z = model.logits(images).float()
+    for v in views:
+        z = z + model.logits(TTA_VIEWS[v](images)).float()
+    return torch.sigmoid(z / (1 + len(views)))

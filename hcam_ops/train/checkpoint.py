@@ -5,7 +5,7 @@ A checkpoint is a dict of tensors and plain data only (it loads with
 
     format        "hcam_ops.train/1"
     task          "hierarchical" | "multilabel"
-    model_name    the timm name, e.g. "hcast_small"
+    model_name    the timm name, e.g. "cast_small"
     model_config  the keyword arguments of timm.create_model(model_name, ...)
     task_state    what the task needs to read the outputs (class names, hierarchy)
     model         the state dict (of the bare model, never the DDP wrapper)

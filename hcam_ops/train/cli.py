@@ -74,11 +74,13 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m hcam_ops.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="command", metavar="{hierarchical,multilabel}", required=True, parser_class=_Parser)
-    shared = _engine_args()
     for name, module in (("hierarchical", hierarchical), ("multilabel", multilabel)):
+        # A parent parser per subcommand: argparse shares a parent's option
+        # objects with every child, so one task's set_defaults would rewrite
+        # the other's.
         p = sub.add_parser(
             name,
-            parents=[shared],
+            parents=[_engine_args()],
             help=module.__doc__.splitlines()[0],
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -188,6 +188,8 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         totals = distributed.sum_across({**sums, "__n": n}, world, device)
         count = max(totals.pop("__n"), 1)
         train = {f"train_{k}": v / count for k, v in totals.items()}
+        if hasattr(task, "train_metrics"):  # epoch metrics that per-batch sums cannot give (F1, mAP)
+            train.update({f"train_{k}": v for k, v in task.train_metrics(world, device).items()})
         with torch.no_grad():
             val = {f"val_{k}": v for k, v in task.evaluate(bare, val_loader, device, world).items()}
         monitored = val[f"val_{task.monitor}"]

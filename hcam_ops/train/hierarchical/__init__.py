@@ -1,4 +1,6 @@
-"""The hierarchical task: label hierarchy, data, losses, metrics."""
+"""The hierarchical (H-CAST) task: label hierarchy, data (synthetic,
+ImageFolder, the published CUB-200 and FGVC-Aircraft layouts), losses,
+hierarchical mixup, EMA, metrics."""
 
 from .hierarchy import Hierarchy
 from .losses import global_kl, hierarchical_loss

@@ -1,58 +1,104 @@
-"""The H-CAST training loss: cross-entropy per level, the label-hierarchy
-consistency term L_gk, and CAM consistency L_cons on the first pooled tokens."""
+"""The H-CAST training loss (``deit/engine_hier.py``) with seed 000's CAM term:
+
+    L = sum_levels CE_l + gk_weight * L_gk + cam_weight * L_cons
+
+- ``CE_l``: soft-target cross-entropy against the level's mixed targets under
+  mixup (timm's ``SoftTargetCrossEntropy``), else cross-entropy with label
+  smoothing (timm's ``LabelSmoothingCrossEntropy`` = ``F.cross_entropy(...,
+  label_smoothing=s)``).
+- ``L_gk``: ``KLDivLoss(reduction="batchmean")`` between ``log_softmax`` over
+  the concatenated logits of all levels, coarsest first, and the
+  L1-normalised concatenation of the levels' targets (the mixed targets under
+  mixup, else one-hot).
+- ``L_cons``: CAM consistency on ``centroid1`` (``hcam_ops.cam_kl_loss``),
+  each head's argmax class, the coarser map a detached teacher; by default
+  the species/family pair only (seed 000), ``pairs="adjacent"`` for every
+  adjacent pair.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ... import ops
-from .hierarchy import Hierarchy
+
+CAM_PAIRS = ("first", "adjacent")
 
 
-def global_kl(logits: list[torch.Tensor], hierarchy: Hierarchy) -> torch.Tensor:
-    """Sum over adjacent levels of KL(q || p_coarse), where q is the coarse
-    distribution the finer prediction implies (its probabilities summed over
-    each coarse class's children) and p_coarse the coarse head's own."""
-    total = logits[0].new_zeros((), dtype=torch.float32)
-    for l in range(len(logits) - 1):
-        p = torch.softmax(logits[l].float(), dim=-1)
-        implied = p.new_zeros(p.shape[0], logits[l + 1].shape[1]).index_add_(1, hierarchy.parents[l].to(p.device), p)
-        total = total + F.kl_div(torch.log_softmax(logits[l + 1].float(), dim=-1), implied, reduction="batchmean")
-    return total
+def one_hot_targets(labels: Sequence[torch.Tensor], num_classes: Sequence[int]) -> list[torch.Tensor]:
+    return [F.one_hot(y, n).float() for y, n in zip(labels, num_classes)]
+
+
+def global_kl(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """H-CAST's ``L_gk``: every level's logits and targets concatenated,
+    coarsest level first (as published; the value does not depend on the
+    order)."""
+    log_p = torch.log_softmax(torch.cat([lg.float() for lg in reversed(logits)], dim=1), dim=1)
+    q = F.normalize(torch.cat([t.float() for t in reversed(targets)], dim=1), p=1, dim=1)
+    return F.kl_div(log_p, q, reduction="batchmean")
+
+
+def level_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Soft targets ``[B, K]``: ``sum(-target * log_softmax)`` averaged;
+    class indices ``[B]``: cross-entropy with label smoothing."""
+    logits = logits.float()
+    if target.dim() == 2:
+        return torch.sum(-target * torch.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+
+def cam_consistency(
+    heads: Sequence[torch.nn.Module],
+    logits: Sequence[torch.Tensor],
+    features: torch.Tensor,
+    pairs: str = "first",
+    cam_loss: Callable = ops.hierarchical_cam_kl_loss,
+) -> torch.Tensor:
+    """Seed 000's ``L_cons`` on ``features`` (``centroid1``), in float32
+    whatever autocast chose for the tokens. ``pairs="first"``: levels 0 and 1
+    (species/family); ``"adjacent"``: every adjacent pair, summed."""
+    if pairs not in CAM_PAIRS:
+        raise ValueError(f"cam pairs must be one of {CAM_PAIRS}, got {pairs!r}")
+    n = 2 if pairs == "first" else len(logits)
+    weights = [h.weight.float() for h in heads[:n]]
+    classes = [lg.detach().argmax(1) for lg in logits[:n]]
+    return cam_loss(features.float(), weights, classes)
 
 
 def hierarchical_loss(
-    model,
-    logits: list[torch.Tensor],
+    heads: Sequence[torch.nn.Module],
+    logits: Sequence[torch.Tensor],
     intermediates: dict,
-    labels: list[torch.Tensor],
-    hierarchy: Hierarchy,
-    cam_weight: float = 0.0,
+    targets: Sequence[torch.Tensor],
+    num_classes: Sequence[int],
+    *,
+    smoothing: float = 0.0,
     gk_weight: float = 0.0,
+    cam_weight: float = 0.0,
+    cam_pairs: str = "first",
     cam_loss: Callable = ops.hierarchical_cam_kl_loss,
 ) -> dict[str, torch.Tensor]:
-    """``loss = sum_l CE_l + gk_weight * L_gk + cam_weight * L_cons``.
-
-    ``L_cons`` is the CAM-KL loss over adjacent levels on ``centroid1``, with
-    each head's argmax class; each coarser map is the detached teacher (the op
-    does that). It runs in float32 whatever autocast chose for the tokens.
-    Returns the parts too: ``ce``, ``gk_loss``, ``cam_loss``.
-    """
-    ce = sum(F.cross_entropy(lg.float(), y) for lg, y in zip(logits, labels))
-    out = {"ce": ce.detach()}
-    loss = ce
+    """``targets``: per level, class indices ``[B]`` or soft targets
+    ``[B, K_l]`` (mixup). Returns ``loss`` and its parts, detached: ``ce``
+    (the sum over levels), ``ce_l{k}``, ``gk_loss``, ``cam_loss``."""
+    parts, total = {}, 0.0
+    for k, (lg, t) in enumerate(zip(logits, targets)):
+        ce = level_loss(lg, t, smoothing)
+        parts[f"ce_l{k}"] = ce.detach()
+        total = total + ce
+    parts["ce"] = total.detach()
+    loss = total
     if gk_weight:
-        gk = global_kl(logits, hierarchy)
+        soft = [t if t.dim() == 2 else F.one_hot(t, n).float() for t, n in zip(targets, num_classes)]
+        gk = global_kl(logits, soft)
         loss = loss + gk_weight * gk
-        out["gk_loss"] = gk.detach()
+        parts["gk_loss"] = gk.detach()
     if cam_weight:
-        weights = [head.weight.float() for head in model.heads]
-        classes = [lg.detach().argmax(1) for lg in logits]
-        cam = cam_loss(intermediates["centroid1"].float(), weights, classes)
+        cam = cam_consistency(heads, logits, intermediates["centroid1"], cam_pairs, cam_loss)
         loss = loss + cam_weight * cam
-        out["cam_loss"] = cam.detach()
-    out["loss"] = loss
-    return out
+        parts["cam_loss"] = cam.detach()
+    parts["loss"] = loss
+    return parts

@@ -16,21 +16,34 @@ from torchvision import transforms
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def train_transform(size: int):
-    """The original work's augmentations: resize, flip, rotation 30, colour
-    jitter, affine."""
-    return transforms.Compose(
-        [
-            transforms.Resize((size, size)),
-            transforms.RandomHorizontalFlip(),
-            transforms.RandomVerticalFlip(),
-            transforms.RandomRotation(30),
+AUGMENTS = ("report", "light")
+
+
+def train_transform(size: int, augment: str = "report", vflip: bool = False):
+    """Training augmentations. ``"report"``: the report's section 3.2 list,
+    in its order (resize, horizontal flip, rotation 30, colour jitter 0.2 on
+    all four, affine: 10 degrees, translate 0.1, scale 0.9-1.1); ``vflip``
+    adds a vertical flip after the horizontal one. ``"light"``: our earlier
+    set (vertical flip always, hue 0.02, no rotation in the affine)."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    if augment == "light":
+        vflip = True
+    ops = [transforms.Resize((size, size)), transforms.RandomHorizontalFlip()]
+    if vflip:
+        ops.append(transforms.RandomVerticalFlip())
+    ops.append(transforms.RandomRotation(30))
+    if augment == "report":
+        ops += [
+            transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2),
+            transforms.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+        ]
+    else:
+        ops += [
             transforms.ColorJitter(0.2, 0.2, 0.2, 0.02),
             transforms.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
-            transforms.ToTensor(),
-            transforms.Normalize(MEAN, STD),
         ]
-    )
+    return transforms.Compose([*ops, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 
 
 def eval_transform(size: int):
@@ -124,3 +137,15 @@ def oversample_weights(labels: torch.Tensor, classes: Sequence[int], factor: flo
     if classes:
         w[labels[:, list(classes)].sum(1) > 0] = factor
     return w
+
+
+def duplicate(dataset, classes: Sequence[int], copies: int):
+    """The report's oversampling (section 3.3, its dataset's
+    ``_augment_complex_class``): every sample holding any of ``classes``
+    appears ``copies`` times in all (the original and ``copies - 1``
+    duplicates). Returns a ``Subset`` that keeps ``.labels``."""
+    hit = torch.nonzero(dataset.labels[:, list(classes)].sum(1) > 0)[:, 0].tolist()
+    indices = list(range(len(dataset))) + hit * (copies - 1)
+    subset = torch.utils.data.Subset(dataset, indices)
+    subset.labels = dataset.labels[indices]
+    return subset
