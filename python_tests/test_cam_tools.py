@@ -7,6 +7,7 @@ pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is not inst
 pytest.importorskip("timm", reason="the timm package is not installed here")
 import timm  # noqa: E402
 import torch  # noqa: E402
+from _train_helpers import TINY_HCAST  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import hcam_ops  # noqa: E402
@@ -95,20 +96,7 @@ def test_cli_reads_training_checkpoints_of_both_tasks(tmp_path, gen):
     train_main(
         [
             "hierarchical",
-            "--img-size",
-            "64",
-            "--embed-dim",
-            "48",
-            "--depths",
-            "1,1,1,1",
-            "--num-heads",
-            "4",
-            "--num-clusters",
-            "16,8,4,2",
-            "--num-segments",
-            "16",
-            "--max-segments",
-            "24",
+            *TINY_HCAST,
             "--synthetic-size",
             "16",
             "--batch-size",

@@ -11,6 +11,7 @@ pytest.importorskip("tqdm", reason="the tqdm package is not installed here")
 pytest.importorskip("skimage", reason="the skimage package is not installed here")
 import torch
 import torch.nn.functional as F
+from _train_helpers import TINY_HCAST  # noqa: E402
 
 from hcam_ops.train import Hierarchy, HierarchyMetrics, build_model, checkpoint, main, sync_bn
 from hcam_ops.train.cli import route
@@ -62,20 +63,7 @@ def test_synthetic_data_is_deterministic_and_not_constant():
 
 
 TINY = [
-    "--img-size",
-    "64",
-    "--embed-dim",
-    "48",
-    "--depths",
-    "1,1,1,1",
-    "--num-heads",
-    "4",
-    "--num-clusters",
-    "16,8,4,2",
-    "--num-segments",
-    "16",
-    "--max-segments",
-    "24",
+    *TINY_HCAST,
     "--synthetic-size",
     "48",
     "--no-progress",

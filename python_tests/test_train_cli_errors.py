@@ -8,25 +8,13 @@ import pytest
 pytest.importorskip("timm", reason="the timm package is not installed here")
 pytest.importorskip("skimage", reason="the skimage package is not installed here")
 import torch  # noqa: E402
+from _train_helpers import TINY_HCAST  # noqa: E402
 
 from hcam_ops.train import main  # noqa: E402
 
 TINY_H = [
     "hierarchical",
-    "--img-size",
-    "64",
-    "--embed-dim",
-    "48",
-    "--depths",
-    "1,1,1,1",
-    "--num-heads",
-    "4",
-    "--num-clusters",
-    "16,8,4,2",
-    "--num-segments",
-    "16",
-    "--max-segments",
-    "24",
+    *TINY_HCAST,
     "--synthetic-size",
     "16",
     "--batch-size",

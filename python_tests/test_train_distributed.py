@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("timm", reason="the timm package is not installed here")
 pytest.importorskip("skimage", reason="the skimage package is not installed here")
 import torch  # noqa: E402
+from _train_helpers import TINY_HCAST  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny H-CAST (BatchNorm in its stem, so the synchronised statistics matter),
@@ -24,20 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # largest superpixel id + 1) depends on the batch, hence --fixed-tokens.
 ARGS = [
     "hierarchical",
-    "--img-size",
-    "64",
-    "--embed-dim",
-    "48",
-    "--depths",
-    "1,1,1,1",
-    "--num-heads",
-    "4",
-    "--num-clusters",
-    "16,8,4,2",
-    "--num-segments",
-    "16",
-    "--max-segments",
-    "24",
+    *TINY_HCAST,
     "--synthetic-size",
     "48",
     "--epochs",
