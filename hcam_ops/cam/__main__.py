@@ -18,20 +18,15 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 
 from ..train import checkpoint
-from ..train.errors import CLIError, check_file
+from ..train.errors import CLIError, CLIParser, check_file
 from .gradcam import cam_methods
 from .overlay import save_overlays
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise CLIError(f"{self.prog}: {message}")
-
-
 def parse_args(argv=None):
-    ap = _Parser(
+    ap = CLIParser(
         prog="python -m hcam_ops.cam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--checkpoint", help="a checkpoint of hcam_ops.train, or a bare state dict (with --model)")

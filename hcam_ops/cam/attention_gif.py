@@ -79,10 +79,10 @@ def save_attention_gif(
 
 
 def main(argv=None) -> list[str]:
-    from ..train.errors import CLIError
-    from .__main__ import _Parser, load_model, read_image
+    from ..train.errors import CLIError, CLIParser
+    from .__main__ import load_model, read_image
 
-    ap = _Parser(prog="python -m hcam_ops.cam.attention_gif", description=__doc__)
+    ap = CLIParser(prog="python -m hcam_ops.cam.attention_gif", description=__doc__)
     ap.add_argument("--checkpoint", help="a checkpoint of hcam_ops.train, or a bare state dict (with --model)")
     ap.add_argument("--model", help="the timm name, for a bare state dict or no checkpoint (random weights)")
     ap.add_argument("--image", action="append", required=True, help="repeat for several images (a GIF each)")

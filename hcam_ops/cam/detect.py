@@ -22,7 +22,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..train.errors import CLIError, check_device, check_file
+from ..train.errors import CLIError, CLIParser, check_device, check_file
 from .detection import DETECTOR_NAMES, METHODS, DetCAMInputError, DetCAMModel, DetCAMVisualizer
 from .detection.zoo import load_checkpoint
 
@@ -43,13 +43,8 @@ FLAGS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise CLIError(f"{self.prog}: {message}")
-
-
 def parse_args(argv=None):
-    ap = _Parser(
+    ap = CLIParser(
         prog="python -m hcam_ops.cam.detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--checkpoint", required=True, help="a save_checkpoint file, or a bare state dict with --model")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.cam_gather import cam_gather
+from ..ops.minmax_normalize import minmax_normalize
 
 
 @torch.no_grad()
@@ -28,7 +29,5 @@ def hierarchy_cams(model, images: torch.Tensor, segments: torch.Tensor):
         maps.append(F.interpolate(grid[:, None], size=images.shape[2:], mode="bilinear", align_corners=False)[:, 0])
         classes.append(k)
     cams = torch.stack(maps, 1)
-    lo = cams.flatten(2).amin(-1)[..., None, None]
-    hi = cams.flatten(2).amax(-1)[..., None, None]
-    cams = (cams - lo) / (hi - lo).clamp_min(1e-12)
+    cams = minmax_normalize(cams.flatten(2)).view_as(cams)
     return cams, torch.stack(classes, 1), [lg.softmax(-1) for lg in logits]

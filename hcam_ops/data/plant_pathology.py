@@ -27,15 +27,10 @@ import os
 from collections import Counter
 
 from ..models._multilabel import LEAF_CLASSES
+from ..train.errors import CLIError, CLIParser
 
 CLASSES = LEAF_CLASSES
 SPLITS = ("train", "val", "test")
-
-
-def _error(message: str):
-    from ..train.errors import CLIError
-
-    return CLIError(message)
 
 
 def read_competition_csv(path: str, classes=CLASSES) -> list[tuple[str, list[str]]]:
@@ -45,20 +40,20 @@ def read_competition_csv(path: str, classes=CLASSES) -> list[tuple[str, list[str
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "image" not in fields or "labels" not in fields:
-            raise _error(f"{path}: expected the competition's columns image,labels (found {','.join(fields)})")
+            raise CLIError(f"{path}: expected the competition's columns image,labels (found {','.join(fields)})")
         rows = []
         for line, r in enumerate(reader, start=2):
             image, labels = (r["image"] or "").strip(), (r["labels"] or "").split()
             if not image:
-                raise _error(f"{path} line {line}: no image name")
+                raise CLIError(f"{path} line {line}: no image name")
             if not labels:
-                raise _error(f"{path} line {line}: {image} has no labels")
+                raise CLIError(f"{path} line {line}: {image} has no labels")
             unknown = [x for x in labels if x not in classes]
             if unknown:
-                raise _error(f"{path} line {line}: label {unknown[0]!r} is not one of {', '.join(classes)}")
+                raise CLIError(f"{path} line {line}: label {unknown[0]!r} is not one of {', '.join(classes)}")
             rows.append((image, labels))
     if not rows:
-        raise _error(f"{path}: a header but no rows")
+        raise CLIError(f"{path}: a header but no rows")
     return rows
 
 
@@ -84,7 +79,7 @@ def stratified_split(combos: list[str], val: float, test: float, seed: int) -> d
     except ValueError as e:
         rare = [c for c, n in Counter(combos).items() if n < 2]
         hint = f" (combinations with one image: {', '.join(rare)})" if rare else ""
-        raise _error(f"cannot stratify the split: {e}{hint}") from None
+        raise CLIError(f"cannot stratify the split: {e}{hint}") from None
     return {"train": sorted(train_idx), "val": sorted(val_idx), "test": sorted(test_idx)}
 
 
@@ -93,7 +88,7 @@ def convert(
 ) -> dict:
     """The whole tool; returns what ``dataset.json`` holds."""
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-        raise _error(f"--val {val} and --test {test}: each in (0, 1), together below 1")
+        raise CLIError(f"--val {val} and --test {test}: each in (0, 1), together below 1")
     if os.path.isdir(source):
         csv_path = os.path.join(source, "train.csv")
         images = images or os.path.join(source, "train_images")
@@ -101,13 +96,13 @@ def convert(
         csv_path = source
         images = images or os.path.join(os.path.dirname(source), "train_images")
     if not os.path.isfile(csv_path):
-        raise _error(f"{csv_path}: no such file (give the Kaggle folder or its train.csv)")
+        raise CLIError(f"{csv_path}: no such file (give the Kaggle folder or its train.csv)")
     if not os.path.isdir(images):
-        raise _error(f"--images {images}: no such folder")
+        raise CLIError(f"--images {images}: no such folder")
     rows = read_competition_csv(csv_path)
     missing = [name for name, _ in rows if not os.path.isfile(os.path.join(images, name))]
     if missing:
-        raise _error(f"--images {images}: {len(missing)} images of {csv_path} are not there, e.g. {missing[0]}")
+        raise CLIError(f"--images {images}: {len(missing)} images of {csv_path} are not there, e.g. {missing[0]}")
     onehot = one_hot([labels for _, labels in rows])
     combos = [" ".join(sorted(labels)) for _, labels in rows]
     split = stratified_split(combos, val, test, seed)
@@ -145,13 +140,8 @@ def format_counts(info: dict) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as the training CLI's
-        raise _error(f"{self.prog}: {message}")
-
-
 def main(argv=None) -> dict:
-    ap = _Parser(
+    ap = CLIParser(
         prog="python -m hcam_ops.data.plant_pathology",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

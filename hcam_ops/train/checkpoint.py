@@ -40,10 +40,9 @@ def save(obj: dict[str, Any], path: str) -> None:
 def load(path: str, what: str = "--checkpoint") -> dict[str, Any]:
     """Loads with ``weights_only=True``; every failure is one line that names
     the file."""
-    from .errors import CLIError
+    from .errors import CLIError, check_file
 
-    if not os.path.isfile(path):
-        raise CLIError(f"{what} {path}: no such file")
+    check_file(path, what)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (unpickling errors have many types)

@@ -19,18 +19,13 @@ import sys
 import torch
 
 from .engine import AMP_DTYPES, fit
-from .errors import CLIError
+from .errors import CLIError, CLIParser
 
 TASKS = ("hierarchical", "multilabel")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        raise CLIError(f"{self.prog}: {message}")
-
-
 def _engine_args() -> argparse.ArgumentParser:
-    ap = _Parser(add_help=False)
+    ap = CLIParser(add_help=False)
     g = ap.add_argument_group("training (shared by the tasks)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process")
@@ -70,10 +65,10 @@ def parser() -> argparse.ArgumentParser:
     from .hierarchical import task as hierarchical
     from .multilabel import task as multilabel
 
-    ap = _Parser(
+    ap = CLIParser(
         prog="python -m hcam_ops.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = ap.add_subparsers(dest="command", metavar="{hierarchical,multilabel}", required=True, parser_class=_Parser)
+    sub = ap.add_subparsers(dest="command", metavar="{hierarchical,multilabel}", required=True, parser_class=CLIParser)
     for name, module in (("hierarchical", hierarchical), ("multilabel", multilabel)):
         # A parent parser per subcommand: argparse shares a parent's option
         # objects with every child, so one task's set_defaults would rewrite

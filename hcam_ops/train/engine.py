@@ -54,6 +54,9 @@ class Task(Protocol):
 
     def state(self) -> dict: ...
 
+    # Optional: after_step(bare) after each optimizer step; load_state(task_state)
+    # on resume; train_metrics(world, device) for epoch-level training metrics.
+
     def finish(self, bare, device, world: distributed.World, out_dir: str) -> Any: ...
 
 
@@ -117,6 +120,8 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt.get("stale", 0)
+        if hasattr(task, "load_state"):  # the counterpart of task.state()
+            task.load_state(ckpt.get("task_state") or {})
 
     model = bare
     if world.distributed:
@@ -178,6 +183,8 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 updates += 1
+                if hasattr(task, "after_step"):  # e.g. a weight EMA
+                    task.after_step(bare)
                 if scheduler is not None:
                     scheduler.step_update(num_updates=updates)
             for k, v in parts.items():

@@ -3,6 +3,7 @@ and row, never a traceback from deep inside torch or argparse."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -17,6 +18,14 @@ class CLIError(SystemExit):
     def __init__(self, message: str):
         self.message = " ".join(str(message).split())
         super().__init__(f"error: {self.message}")
+
+
+class CLIParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one ``CLIError`` line too
+    (argparse prints the usage first), for every CLI of the package."""
+
+    def error(self, message):
+        raise CLIError(f"{self.prog}: {message}")
 
 
 def check_device(text: str) -> torch.device:

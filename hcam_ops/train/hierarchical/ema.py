@@ -1,11 +1,9 @@
 """The optional EMA of the weights (published: timm's ``ModelEma``, decay
 0.99996, updated after every optimizer step), held by the task.
 
-The engine gives the task no hook after the optimizer step, so the update
-rides on torch's global optimizer step post-hook, filtered to the optimizer
-that holds this model's parameters: it runs exactly when a step was taken
-(not on accumulation micro-batches, not when the gradient scaler skips a
-step).
+The engine calls the task's ``after_step`` after each optimizer step (not on
+accumulation micro-batches), which updates the average, as the published
+loop does after its loss scaler's step.
 
 timm's ``ModelEmaV3`` with ``exclude_buffers=True``: each parameter is
 averaged once per step and BatchNorm statistics are copied. (The published
@@ -17,7 +15,6 @@ with decay squared; this one does not repeat that.)
 from __future__ import annotations
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 
 class TaskEma:
@@ -26,15 +23,13 @@ class TaskEma:
         self.state = state  # a resumed EMA's weights, applied on attach
         self.ema = None
         self.updates = 0
-        self._hook = None
 
     @property
     def module(self) -> torch.nn.Module | None:
         return None if self.ema is None else self.ema.module
 
     def attach(self, model: torch.nn.Module) -> None:
-        """Starts the average from ``model`` (the bare model, on its device)
-        and follows every optimizer step over its parameters."""
+        """Starts the average from ``model`` (the bare model, on its device)."""
         if self.ema is not None:
             return
         from timm.utils import ModelEmaV3
@@ -42,21 +37,12 @@ class TaskEma:
         self.ema = ModelEmaV3(model, decay=self.decay, exclude_buffers=True)
         if self.state is not None:
             self.ema.module.load_state_dict(self.state)
-        ours = {id(p) for p in model.parameters()}
 
-        def after_step(optimizer, args, kwargs):
-            if any(id(p) in ours for g in optimizer.param_groups for p in g["params"]):
-                self.ema.update(model)
-                self.updates += 1
-
-        self._hook = register_optimizer_step_post_hook(after_step)
+    def update(self, model: torch.nn.Module) -> None:
+        self.ema.update(model)
+        self.updates += 1
 
     def state_dict(self) -> dict | None:
         if self.ema is None:
             return self.state
         return {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
-
-    def close(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None

@@ -178,7 +178,7 @@ class HierarchicalTask:
         self.model_name = args.model
         self.model_config = self._model_config(args)
         self.mixup = self._mixup(args, self.hierarchy.num_classes)
-        self.ema = TaskEma(args.model_ema_decay, self._resumed_ema(args)) if args.model_ema else None
+        self.ema = TaskEma(args.model_ema_decay) if args.model_ema else None
         if args.finetune:
             check_file(args.finetune, "--finetune")
         if args.epochs == 0:
@@ -291,14 +291,6 @@ class HierarchicalTask:
         )
 
     @staticmethod
-    def _resumed_ema(args):
-        if not args.resume:
-            return None
-        from ..checkpoint import load
-
-        return (load(args.resume, "--resume").get("task_state") or {}).get("model_ema")
-
-    @staticmethod
     def _scale_lr(args) -> None:
         args.base_lr = args.lr
         if args.unscale_lr:
@@ -406,6 +398,14 @@ class HierarchicalTask:
             out.update({f"ema_{k}": v for k, v in self._evaluate(ema, ema.heads, loader, device, world).items()})
         return out
 
+    def after_step(self, bare) -> None:
+        if self.ema is not None:
+            self.ema.update(bare)
+
+    def load_state(self, state: dict) -> None:
+        if self.ema is not None and state.get("model_ema") is not None:
+            self.ema.state = state["model_ema"]
+
     def state(self) -> dict:
         a = self.args
         out = {
@@ -434,8 +434,6 @@ class HierarchicalTask:
     def finish(self, bare, device, world: World, out_dir: str):
         """``predictions.csv`` over the validation set, one row per image, with
         the weights the engine ends with: best.pth's when the run made one."""
-        if self.ema is not None:
-            self.ema.close()
         if self._val is None:
             self.datasets()
         sampler = ShardSampler(len(self._val), world)
