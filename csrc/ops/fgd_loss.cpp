@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
+#include "cam_features.h"
 #include "fgd_loss.h"
 
 namespace hcam_ops {
@@ -131,14 +133,9 @@ at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, 
                   sample.sizes() == at::IntArrayRef({B, kNumSample}),
               kOp, "_backward: saved statistics do not match the maps ", student.sizes());
   // On another device than the maps, a kernel would be handed a foreign pointer.
-  auto check_device = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.device() == student.device(), kOp, "_backward: ", name, " is on ", t.device(), ", student on ",
-                student.device());
-  };
-  check_device(grad, "grad");
-  check_device(col, "col");
-  check_device(row, "row");
-  check_device(sample, "sample");
+  for (const auto& [t, name] : {std::pair{&grad, "grad"}, {&col, "col"}, {&row, "row"}, {&sample, "sample"}}) {
+    check_same_device(*t, name, student, "student", "fgd_loss_backward");
+  }
   auto grad_student = at::empty({B, C, HW}, in.student.options());
   if (B > 0) {
     const auto acc = acc_type(student);

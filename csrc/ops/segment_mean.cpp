@@ -5,6 +5,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "cam_features.h"
 #include "segment_mean.h"
 
 namespace hcam_ops {
@@ -63,8 +64,8 @@ at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x, co
                   counts.size(1) == grad.size(1),
               kOp, "_backward: grad [B, S, C] and counts [B, S] do not match x ", x.sizes());
   // On another device than x, a kernel would be handed a foreign pointer.
-  TORCH_CHECK(grad.device() == x.device(), kOp, "_backward: grad is on ", grad.device(), ", x on ", x.device());
-  TORCH_CHECK(counts.device() == x.device(), kOp, "_backward: counts is on ", counts.device(), ", x on ", x.device());
+  check_same_device(grad, "grad", x, "x", "segment_mean_backward");
+  check_same_device(counts, "counts", x, "x", "segment_mean_backward");
   const c10::DeviceGuard guard(x.device());
   auto dx = at::empty({B, P, C}, x.options());
   if (B > 0 && C > 0 && P > 0) {
