@@ -28,7 +28,9 @@ def _seeds_available() -> bool:
     try:
         import cv2
 
-        return hasattr(cv2, "ximgproc")
+        # The plain OpenCV build ships an empty ``cv2.ximgproc`` (typing stubs),
+        # so ask for the function itself.
+        return hasattr(getattr(cv2, "ximgproc", None), "createSuperpixelSEEDS")
     except ImportError:
         return False
 

@@ -20,10 +20,10 @@ fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 "${PIP[@]}" --no-build-isolation -e ".[all,test]"
 # grad-cam needs opencv-python-headless and SEEDS the contrib build; both own
-# the cv2 package. In one fresh install pip puts the contrib build last (see
-# pyproject.toml), but where the plain build arrived in a later install it sits
-# on top: then the contrib build's files go back over it.
-if ! "$PY" -c "import cv2, sys; sys.exit(not hasattr(cv2, 'ximgproc'))" 2>/dev/null; then
+# the cv2 package, and whichever pip unpacks last wins (the order is not
+# fixed). Where the plain build won, the contrib build's files go back over it.
+# The plain build has an empty cv2.ximgproc (typing stubs): ask for SEEDS.
+if ! "$PY" -c "import cv2, sys; sys.exit(not hasattr(cv2.ximgproc, 'createSuperpixelSEEDS'))" 2>/dev/null; then
   contrib=$("$PY" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
   "${PIP[@]}" --force-reinstall --no-deps "opencv-contrib-python-headless==$contrib"
 fi
