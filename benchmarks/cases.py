@@ -218,6 +218,52 @@ def fgd_cases():
         )
 
 
+# --- DistillBEV masks on the BEV grid (docs/ops/fgd.md#bev_masks_from_boxes) ----------
+BEV_MASKS_SHAPES = [(4, 60, 128, 128), (8, 120, 180, 180)]  # (B, boxes per image, H, W)
+BEV_PC, BEV_CELL = (-51.2, -51.2), 0.8  # nuScenes CenterPoint: 0.1 m voxels, out_size_factor 8
+
+
+def _bev_masks_inputs(shape):
+    B, n, H, W = shape
+
+    def make(device, dtype, gen):
+        box_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        span = torch.tensor([W * BEV_CELL, H * BEV_CELL])
+        boxes = []
+        for _ in range(B):
+            xy = torch.tensor(BEV_PC) + torch.rand(n, 2, generator=gen) * span
+            size = 0.5 + torch.rand(n, 2, generator=gen) * 8
+            yaw = (torch.rand(n, 1, generator=gen) * 2 - 1) * torch.pi
+            boxes.append(torch.cat([xy, size, yaw], 1).to(device, box_dtype))
+        return dict(boxes=boxes, pc_range=BEV_PC, cell_size=BEV_CELL, feat_shape=(H, W))
+
+    return make
+
+
+def _fused_bev_masks(**kw):
+    fg, bg = hcam_ops.bev_masks_from_boxes(**kw, check_boxes=False)
+    return fg.sum() + bg.sum()
+
+
+def _reference_bev_masks(**kw):
+    fg, bg = R.bev_masks_from_boxes(**kw)
+    return fg.sum() + bg.sum()
+
+
+def bev_masks_cases():
+    for shape in BEV_MASKS_SHAPES:
+        yield Case(
+            op="bev_masks_from_boxes",
+            shape=shape,
+            label="B={} n={} H={} W={}".format(*shape),
+            make_inputs=_bev_masks_inputs(shape),
+            # the reference loops over boxes in Python: no compiled reference
+            impls={"fused": _fused_bev_masks, "reference": _reference_bev_masks},
+            grad_of=(),
+            modes=("fwd",),
+        )
+
+
 # --- CAST kernels (issue 5): segment_mean and farthest point sampling ------------
 SEGMENT_MEAN_SHAPES = [(64, 28, 28, 384, 196), (32, 28, 28, 768, 196)]  # (B, H, W, C, S)
 FPS_SHAPES = [(64, 197, 384, 64), (64, 64, 384, 32)]  # (B, N, C, k): CAST's first two poolings
@@ -287,4 +333,5 @@ def all_cases():
     yield from cam_kl_cases()
     yield from arcface_cases()
     yield from fgd_cases()
+    yield from bev_masks_cases()
     yield from cast_kernel_cases()

@@ -139,6 +139,8 @@ def main(argv=None):
                 if mode not in case.modes:
                     continue
                 for name in impls:
+                    if name not in case.impls:  # e.g. no compiled reference of a Python-loop reference
+                        continue
                     impl = case.impls[name]
                     try:
                         ms, mib, tmib = measure(

@@ -15,6 +15,7 @@ from . import (  # noqa: E402
 )
 from .ops import (
     arcface_logits,
+    bev_masks_from_boxes,
     cam_gather,
     cam_kl_loss,
     farthest_point_sample,
@@ -29,6 +30,7 @@ from .ops import (
 
 __all__ = [
     "arcface_logits",
+    "bev_masks_from_boxes",
     "cam_gather",
     "cam_kl_loss",
     "farthest_point_sample",

@@ -77,7 +77,7 @@ def _case(name, gen, device):
         fg, bg = _fgd_masks(2, 5, 3, gen, device)
         return {"student": ((2, 3, 5, 3), "low", True), "teacher": ((2, 3, 5, 3), "high", False)}, (
             lambda student, teacher: hcam_ops.fgd_loss(
-                student, teacher, fg, bg, spatial_attention="combined", **FGD_TERMS
+                student, teacher, fg, bg, spatial_attention="student_mix", fp_mask=bg, fp_weight=0.6, **FGD_TERMS
             )
         )
     raise ValueError(name)

@@ -11,7 +11,8 @@ from conftest import cuda_only
 import hcam_ops  # noqa: F401  (registers the ops)
 
 ops = torch.ops.hcam_ops
-FGD_ARGS = (0.5, 0.7, [0.1, 0.2, 0.3, 0.4, 0.5], False)
+# student_mix (spatial_mode 2), ratio 0.8, spatial_mask on, channel_mask off
+FGD_ARGS = (0.5, 0.7, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 2, 0.8, True, False)
 
 
 # --- valid arguments of each backward, on one device ---------------------------
@@ -50,13 +51,15 @@ def fgd_args(device, gen):
     t = torch.randn(2, 3, 4, 5, generator=gen).to(device)
     fg = torch.rand(2, 4, 5, generator=gen).to(device)
     bg = 1 - fg
-    _, col, row, sample = ops.fgd_loss_forward(s, t, fg, bg, *FGD_ARGS)
+    fp = torch.rand(2, 1, 4, 5, generator=gen).to(device)
+    _, col, row, sample = ops.fgd_loss_forward(s, t, fg, bg, fp, *FGD_ARGS)
     return dict(
-        grad=torch.rand(5, generator=gen).to(device),
+        grad=torch.rand(6, generator=gen).to(device),
         student=s,
         teacher=t,
         fg=fg,
         bg=bg,
+        fp=fp,
         col=col,
         row=row,
         sample=sample,
@@ -81,7 +84,7 @@ def segment_mean_backward(a):
 
 def fgd_loss_backward(a):
     return ops.fgd_loss_backward(
-        a["grad"], a["student"], a["teacher"], a["fg"], a["bg"], a["col"], a["row"], a["sample"], *FGD_ARGS
+        a["grad"], a["student"], a["teacher"], a["fg"], a["bg"], a["fp"], a["col"], a["row"], a["sample"], *FGD_ARGS
     )
 
 
@@ -127,7 +130,8 @@ def test_valid_arguments_pass(op, gen):
         ("cam_kl", dict(grad=lambda g: g[:1]), r"grad must be \[B\]"),
         ("segment_mean", dict(grad=lambda g: g[:, :, :4]), r"segment_mean_backward: grad \[B, S, C\] and counts"),
         ("segment_mean", dict(counts=lambda c: c[:, :5]), r"segment_mean_backward: grad \[B, S, C\] and counts"),
-        ("fgd_loss", dict(grad=lambda g: g[:4]), r"fgd_loss_backward: grad must hold 5 values"),
+        ("fgd_loss", dict(grad=lambda g: g[:5]), r"fgd_loss_backward: grad must hold 6 values"),
+        ("fgd_loss", dict(fp=lambda m: m[:, :, :3]), r"fgd_loss: fp_mask must be \[B, H, W\] or \[B, 1, H, W\]"),
         ("fgd_loss", dict(col=lambda c: c[:, :3]), r"fgd_loss_backward: saved statistics do not match"),
     ],
 )
@@ -163,6 +167,7 @@ def to_cpu(t):
         ("fgd_loss", "grad", "fgd_loss_backward: grad is on cpu, student on cuda:0"),
         ("fgd_loss", "col", "fgd_loss_backward: col is on cpu, student on cuda:0"),
         ("fgd_loss", "sample", "fgd_loss_backward: sample is on cpu, student on cuda:0"),
+        ("fgd_loss", "fp", "fgd_loss: fp_mask is on cpu, student on cuda:0"),
     ],
 )
 def test_host_tensor_with_cuda_features(op, name, match, gen):

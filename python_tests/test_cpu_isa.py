@@ -27,6 +27,7 @@ FILES = [
     "test_multilabel_arcface.py",
     "test_fgd_loss.py",
     "test_fgd_masks.py",
+    "test_bev_masks.py",
     "test_segment_mean.py",
     "test_farthest_point_sample.py",
 ]

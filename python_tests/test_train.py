@@ -224,3 +224,12 @@ def test_sync_batchnorm_is_plain_batchnorm_in_one_process(gen):
     ref = torch.nn.BatchNorm2d(5)
     ref.load_state_dict(bn.state_dict())
     torch.testing.assert_close(model[1](x), ref(x))
+
+
+def test_sync_batchnorm_keeps_a_frozen_batchnorm_frozen():
+    """A BatchNorm whose parameters take no gradient (a frozen teacher's) stays
+    so: DDP would wait for gradients that never come."""
+    bn = torch.nn.BatchNorm2d(4).requires_grad_(False)
+    model, _ = sync_bn.convert(torch.nn.Sequential(bn, torch.nn.BatchNorm2d(4)), torch.device("cpu"))
+    assert [p.requires_grad for p in model[0].parameters()] == [False, False]
+    assert [p.requires_grad for p in model[1].parameters()] == [True, True]

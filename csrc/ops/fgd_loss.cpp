@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "cam_features.h"
@@ -42,7 +43,7 @@ at::Tensor mask_rows(const at::Tensor& m, const at::Tensor& s, const char* name)
 }
 
 FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
-                      const at::Tensor& bg_mask) {
+                      const at::Tensor& bg_mask, const std::optional<at::Tensor>& fp_mask) {
   TORCH_CHECK(student.dim() == 4, kOp, ": student must be [B, C, H, W], got shape ", student.sizes());
   TORCH_CHECK(teacher.sizes() == student.sizes(), kOp, ": teacher ", teacher.sizes(), " and student ", student.sizes(),
               " must have one shape");
@@ -61,17 +62,24 @@ FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher, cons
   in.teacher = teacher.contiguous().view({B, C, HW});
   in.fg = mask_rows(fg_mask, student, "fg_mask");
   in.bg = mask_rows(bg_mask, student, "bg_mask");
+  // Absent, the fp term reads as zero: the kernels skip the mask, no [B, HW] of zeros.
+  if (fp_mask.has_value() && fp_mask->defined()) in.fp = mask_rows(*fp_mask, student, "fp_mask");
   return in;
 }
 
 FgdParams make_params(double spatial_temperature, double channel_temperature, at::ArrayRef<double> weights,
-                      bool combined, int64_t batch) {
+                      int64_t spatial_mode, double spatial_student_ratio, bool spatial_mask, bool channel_mask,
+                      int64_t batch) {
   TORCH_CHECK(std::isfinite(spatial_temperature) && spatial_temperature > 0, kOp,
               ": spatial_temperature must be positive and finite, got ", spatial_temperature);
   TORCH_CHECK(std::isfinite(channel_temperature) && channel_temperature > 0, kOp,
               ": channel_temperature must be positive and finite, got ", channel_temperature);
   TORCH_CHECK(weights.size() == kNumTerms, kOp, ": weights must hold ", int(kNumTerms),
-              " values (fg, bg, attention, channel, spatial), got ", weights.size());
+              " values (fg, bg, attention, channel, spatial, fp), got ", weights.size());
+  TORCH_CHECK(spatial_mode >= 0 && spatial_mode < kNumSpatialModes, kOp,
+              ": spatial_mode must be 0 (teacher), 1 (combined) or 2 (student_mix), got ", spatial_mode);
+  TORCH_CHECK(std::isfinite(spatial_student_ratio) && spatial_student_ratio >= 0, kOp,
+              ": spatial_student_ratio must be non-negative and finite, got ", spatial_student_ratio);
   FgdParams p;
   p.inv_ts = 1.0 / spatial_temperature;
   p.inv_tc = 1.0 / channel_temperature;
@@ -79,7 +87,11 @@ FgdParams make_params(double spatial_temperature, double channel_temperature, at
     TORCH_CHECK(std::isfinite(weights[k]), kOp, ": weights must be finite, got ", weights[k]);
     p.scale[k] = weights[k] / static_cast<double>(std::max<int64_t>(batch, 1));
   }
-  p.combined = combined;
+  p.mode = spatial_mode;
+  p.ratio = spatial_student_ratio;
+  p.spatial_mask = spatial_mask;
+  p.channel_mask = channel_mask;
+  p.has_fp = false;
   return p;
 }
 
@@ -91,10 +103,14 @@ bool on_cuda(const at::Tensor& t) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
     const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask, const at::Tensor& bg_mask,
-    double spatial_temperature, double channel_temperature, at::ArrayRef<double> weights, bool combined) {
-  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined, student.size(0));
+    const std::optional<at::Tensor>& fp_mask, double spatial_temperature, double channel_temperature,
+    at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio, bool spatial_mask,
+    bool channel_mask) {
+  auto p = make_params(spatial_temperature, channel_temperature, weights, spatial_mode, spatial_student_ratio,
+                       spatial_mask, channel_mask, student.size(0));
   const c10::DeviceGuard guard(student.device());
-  const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
+  const auto in = make_inputs(student, teacher, fg_mask, bg_mask, fp_mask);
+  p.has_fp = in.fp.defined();
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const auto acc = student.options().dtype(acc_type(student));
   auto col = at::empty({B, kNumCol, HW}, acc);
@@ -120,12 +136,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
 }
 
 at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
-                             const at::Tensor& fg_mask, const at::Tensor& bg_mask, const at::Tensor& col,
-                             const at::Tensor& row, const at::Tensor& sample, double spatial_temperature,
-                             double channel_temperature, at::ArrayRef<double> weights, bool combined) {
-  const auto p = make_params(spatial_temperature, channel_temperature, weights, combined, student.size(0));
+                             const at::Tensor& fg_mask, const at::Tensor& bg_mask,
+                             const std::optional<at::Tensor>& fp_mask, const at::Tensor& col, const at::Tensor& row,
+                             const at::Tensor& sample, double spatial_temperature, double channel_temperature,
+                             at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
+                             bool spatial_mask, bool channel_mask) {
+  auto p = make_params(spatial_temperature, channel_temperature, weights, spatial_mode, spatial_student_ratio,
+                       spatial_mask, channel_mask, student.size(0));
   const c10::DeviceGuard guard(student.device());
-  const auto in = make_inputs(student, teacher, fg_mask, bg_mask);
+  const auto in = make_inputs(student, teacher, fg_mask, bg_mask, fp_mask);
+  p.has_fp = in.fp.defined();
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   TORCH_CHECK(grad.numel() == kNumTerms, kOp, "_backward: grad must hold ", int(kNumTerms), " values, got shape ",
               grad.sizes());
@@ -155,19 +175,22 @@ at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, 
 }
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
-  // weights: (fg, bg, attention, channel, spatial). Returns the five weighted
-  // terms [5] (the maps' dtype) and the statistics the backward needs:
-  // col [B, 4, HW], row [B, 4, C], sample [B, 10] (accumulation dtype).
+  // weights: (fg, bg, attention, channel, spatial, fp). spatial_mode: 0 teacher,
+  // 1 combined, 2 student_mix (with spatial_student_ratio). fp_mask: None for
+  // no fp term. Returns the six weighted terms [6] (the maps' dtype) and the
+  // statistics the backward needs: col [B, 4, HW], row [B, 4, C], sample
+  // [B, 10] (accumulation dtype).
   m.def(
-      "fgd_loss_forward(Tensor student, Tensor teacher, Tensor fg_mask, Tensor bg_mask,"
-      " float spatial_temperature, float channel_temperature, float[] weights, bool combined)"
-      " -> (Tensor, Tensor, Tensor, Tensor)");
-  // d student for the upstream gradient of the five terms. The teacher and the
+      "fgd_loss_forward(Tensor student, Tensor teacher, Tensor fg_mask, Tensor bg_mask, Tensor? fp_mask,"
+      " float spatial_temperature, float channel_temperature, float[] weights, int spatial_mode,"
+      " float spatial_student_ratio, bool spatial_mask, bool channel_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // d student for the upstream gradient of the six terms. The teacher and the
   // masks get none.
   m.def(
       "fgd_loss_backward(Tensor grad, Tensor student, Tensor teacher, Tensor fg_mask,"
-      " Tensor bg_mask, Tensor col, Tensor row, Tensor sample, float spatial_temperature,"
-      " float channel_temperature, float[] weights, bool combined) -> Tensor");
+      " Tensor bg_mask, Tensor? fp_mask, Tensor col, Tensor row, Tensor sample, float spatial_temperature,"
+      " float channel_temperature, float[] weights, int spatial_mode, float spatial_student_ratio,"
+      " bool spatial_mask, bool channel_mask) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {

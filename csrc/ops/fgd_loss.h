@@ -14,11 +14,12 @@ namespace hcam_ops {
 struct FgdInputs {
   at::Tensor student, teacher;  // [B, C, HW], same dtype
   at::Tensor fg, bg;            // [B, HW], accumulation dtype
+  at::Tensor fp;                // [B, HW], accumulation dtype; undefined without an fp mask
 };
 
 // fgd_forward fills col [B, 4, HW], row [B, 4, C], sample [B, 10] and
-// per_sample [B, 5] (each sample's terms times p.scale; accumulation dtype).
-// fgd_backward writes d student [B, C, HW] for the upstream gradients g [5]
+// per_sample [B, 6] (each sample's terms times p.scale; accumulation dtype).
+// fgd_backward writes d student [B, C, HW] for the upstream gradients g [6]
 // (accumulation dtype, on the device).
 namespace cpu {
 // One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.

@@ -1,14 +1,24 @@
-"""Helpers of detector / BEV feature distillation around hcam_ops.fgd_loss:
-CenterNet ground-truth heatmaps and DistillBEV's region decomposition."""
+"""Detector / BEV feature distillation around hcam_ops.fgd_loss: CenterNet
+ground-truth heatmaps, DistillBEV's adaptations and false-positive region,
+and (ours) a four-region weighting. The training pipeline is
+``python -m hcam_ops.distill.train``."""
 
+from .adapters import STUDENT_ADAPTATIONS, TEACHER_ADAPTATIONS, student_adaptation, teacher_adaptation
+from .false_positives import FP_SCALE_MODES, false_positive_masks
 from .heatmaps import centernet_heatmaps, gaussian_heatmaps, gaussian_radius
 from .regions import REGIONS, region_masks, region_weights
 
 __all__ = [
+    "FP_SCALE_MODES",
     "REGIONS",
+    "STUDENT_ADAPTATIONS",
+    "TEACHER_ADAPTATIONS",
     "centernet_heatmaps",
+    "false_positive_masks",
     "gaussian_heatmaps",
     "gaussian_radius",
     "region_masks",
     "region_weights",
+    "student_adaptation",
+    "teacher_adaptation",
 ]

@@ -1,21 +1,37 @@
-"""FGDLoss: the distillation module a detector or BEV model holds
-(docs/ops/fgd.md#fgdloss), around the fused hcam_ops.fgd_loss."""
+"""FGDLoss: FGD and DistillBEV feature distillation as published
+(docs/ops/fgd.md#fgdloss), per level around the fused hcam_ops.fgd_loss.
+
+One :class:`FGDLevel` per feature level holds the learnable parts with the
+published FGD ``FeatureLoss`` names (``align``, ``conv_mask_s``,
+``conv_mask_t``, ``channel_add_conv_s``, ``channel_add_conv_t``) plus
+DistillBEV's teacher adaptation and 3x3 spatial adaptation.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distill import region_weights
-from ..ops.fgd_loss import TERMS, fgd_loss
+from ..distill.adapters import student_adaptation, teacher_adaptation
+from ..distill.false_positives import false_positive_masks
+from ..distill.regions import region_weights
+from ..ops.fgd_loss import fgd_loss
 from ..ops.fgd_masks import fgd_masks_from_boxes
-from .gc_block import GcBlock
+from ..reference.fgd_loss import attention
+from .gc_block import channel_add, global_context, init_context_mask
 
-# The default weights of docs/ops/fgd.md#presets; DistillBEV weights cells by the combined
-# teacher-student spatial attention.
+MASKS = ("fgd", "bev")
+SCALE_MASKS = ("combine_gt", "separate_gt", "bg_only", "none")
+_OP_SCALE = {"combine_gt": "combine", "separate_gt": "separate", "bg_only": "bg_only", "none": "none"}
+
+# FGD: the class defaults of the published FeatureLoss, then the published
+# configs' values for RetinaNet and FCOS. DistillBEV: its main published
+# config (CenterPoint -> BEVDepth4D), which leaves the FP term and the
+# multi-scale levels off (turn them on with overrides).
 PRESETS = {
     "fgd": dict(
         spatial_temperature=0.5,
@@ -24,9 +40,22 @@ PRESETS = {
         bg_weight=5e-4,
         attention_weight=1e-3,
         global_weight=5e-6,
-        channel_weight=0.0,
-        spatial_weight=0.0,
-        spatial_attention="teacher",
+    ),
+    "fgd-retinanet": dict(
+        spatial_temperature=0.5,
+        channel_temperature=0.5,
+        fg_weight=1e-3,
+        bg_weight=5e-4,
+        attention_weight=5e-4,
+        global_weight=5e-6,
+    ),
+    "fgd-fcos": dict(
+        spatial_temperature=0.8,
+        channel_temperature=0.8,
+        fg_weight=1.6e-3,
+        bg_weight=8e-4,
+        attention_weight=8e-4,
+        global_weight=8e-6,
     ),
     "distillbev": dict(
         spatial_temperature=0.5,
@@ -37,7 +66,15 @@ PRESETS = {
         global_weight=0.0,
         channel_weight=0.25,
         spatial_weight=2.5e-3,
-        spatial_attention="combined",
+        spatial_attention="teacher",
+        spatial_student_ratio=1.0,
+        spatial_adapter=True,
+        student_adaptation="1x1conv",
+        teacher_adaptation="identity",
+        masks="bev",
+        scale_mask="combine_gt",
+        fp_weight=0.0,
+        fp_scale_mode="dfs",
     ),
 }
 
@@ -46,32 +83,138 @@ def _levels(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _at(x, level: int):
+    """One level's entry of a per-level list, or the tensor given for all levels."""
+    return x[level] if isinstance(x, (list, tuple)) else x
+
+
+def boxes_on_pixel_grid(boxes, img_shape, feat_shape):
+    """2-D boxes ``(x1, y1, x2, y2)`` in pixels as BEV boxes ``(x, y, dx, dy,
+    yaw=0)`` on a grid whose cells are ``img / feat`` pixels, from (0, 0):
+    how DistillBEV's masks apply to an image detector."""
+    if isinstance(img_shape, torch.Tensor):
+        img_shape = img_shape.reshape(-1, 2)[0].tolist()
+    img_h, img_w = (float(v) for v in (img_shape[0] if isinstance(img_shape[0], (tuple, list)) else img_shape))
+    H, W = feat_shape
+    out = []
+    for i, b in enumerate(boxes):
+        if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+            shape = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+            raise ValueError(f"FGDLoss: boxes[{i}] must be [n, 4] (x1, y1, x2, y2), got {shape}")
+        b = b.detach()
+        centre, size = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]
+        out.append(torch.cat([centre, size, torch.zeros_like(size[:, :1])], dim=1))
+    return out, (0.0, 0.0), (img_w / W, img_h / H)
+
+
+def _per_level(value, n: int, name: str) -> list[float]:
+    """A weight given once or once per level (as DistillBEV's ``w[i] if len(w) > 1 else w[0]``)."""
+    values = [float(v) for v in _levels(value)]
+    if len(values) == 1:
+        values = values * n
+    if len(values) != n:
+        raise ValueError(f"FGDLoss: {name} has {len(values)} values for {n} levels")
+    for v in values:
+        if not math.isfinite(v):
+            raise ValueError(f"FGDLoss: {name} must be finite, got {v}")
+    return values
+
+
+class FGDLevel(nn.Module):
+    """The learnable parts of one level. ``align``: the student adaptation
+    (FGD's name; DistillBEV's ``channel_wise_adaptations[i]``);
+    ``teacher_adaptation``; ``spatial_adaptation``: DistillBEV's 3x3 conv
+    ``G`` on the student's channel mean; ``conv_mask_s/_t`` and
+    ``channel_add_conv_s/_t``: FGD's two GcBlocks, one for the student and
+    one for the teacher, built when the global term is on."""
+
+    def __init__(
+        self,
+        student_channels: int,
+        teacher_channels: int,
+        *,
+        student_kind: str,
+        teacher_kind: str,
+        upsample_factor: int,
+        teacher_stride: int,
+        spatial_adapter: bool,
+        global_block: bool,
+    ):
+        super().__init__()
+        align = student_adaptation(student_kind, student_channels, teacher_channels, upsample_factor)
+        # FGD's state dict has no ``align`` where the channels agree.
+        self.align = None if isinstance(align, nn.Identity) else align
+        self.student_stride = align.grid_stride
+        self.teacher_adaptation = teacher_adaptation(teacher_kind, teacher_stride)
+        self.spatial_adaptation = nn.Conv2d(1, 1, kernel_size=3, padding=1) if spatial_adapter else None
+        if global_block:
+            self.conv_mask_s = nn.Conv2d(teacher_channels, 1, kernel_size=1)
+            self.conv_mask_t = nn.Conv2d(teacher_channels, 1, kernel_size=1)
+            self.channel_add_conv_s = channel_add(teacher_channels)
+            self.channel_add_conv_t = channel_add(teacher_channels)
+            for conv in (self.conv_mask_s, self.conv_mask_t):
+                init_context_mask(conv)
+        self.has_global = global_block
+
+    def adapt(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = student if self.align is None else self.align(student)
+        t = self.teacher_adaptation(teacher.detach())
+        if s.shape[-2:] != t.shape[-2:]:
+            raise ValueError(
+                f"FGDLoss: after the adaptations the student map is {tuple(s.shape[-2:])} and the teacher map "
+                f"{tuple(t.shape[-2:])}: give maps of one size, or a student upsample_factor / teacher stride that "
+                f"makes them meet (student {tuple(student.shape[-2:])} x {1 / self.student_stride:g}, "
+                f"teacher {tuple(teacher.shape[-2:])} / {self.teacher_adaptation.grid_stride:g})"
+            )
+        return s, t
+
+    def relation(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """FGD's relation loss before weighting: ``sum (R_s(S) - R_t(T))^2``.
+        Both blocks learn from it (as published); the teacher map itself is
+        detached."""
+        out_s = student + self.channel_add_conv_s(global_context(student, self.conv_mask_s))
+        out_t = teacher + self.channel_add_conv_t(global_context(teacher, self.conv_mask_t))
+        return ((out_s - out_t) ** 2).sum()
+
+
 class FGDLoss(nn.Module):
-    """Focal and global feature distillation over one or more feature levels.
+    """Focal and global feature distillation (FGD) and DistillBEV over one or
+    more feature levels. Every default is the published FGD ``FeatureLoss``'s;
+    :meth:`from_preset` gives the published configs (``"fgd"``,
+    ``"fgd-retinanet"``, ``"fgd-fcos"``, ``"distillbev"``).
 
     Args:
-        student_channels, teacher_channels: an int or one per level. A level
-            whose counts differ gets a 1x1 conv adapter on the student side.
+        student_channels, teacher_channels: an int or one per level.
         spatial_temperature, channel_temperature, fg_weight, bg_weight,
-        attention_weight, channel_weight, spatial_weight, spatial_attention:
-            as :func:`hcam_ops.fgd_loss`.
-        global_weight: weight of the global relation term (a learnable
-            :class:`GcBlock` per level, shared by student and teacher); 0
-            builds no block.
-        spatial_adapter: a learnable 3x3 conv ``G`` on the student's channel
-            mean for the pooled spatial term (else ``G`` is the identity and
-            the term is computed inside the fused op).
-        region_weights: ``{"tp", "fp", "fn", "tn"}`` weights that multiply
-            both masks per cell when teacher and ground-truth heatmaps are
-            given to ``forward`` (DistillBEV); ``region_threshold`` is ``tau``.
+        attention_weight, channel_weight, spatial_weight, spatial_attention,
+        spatial_student_ratio, spatial_mask, channel_mask: as
+            :func:`hcam_ops.fgd_loss`; each weight may be one value or one
+            per level (DistillBEV's per-level weights).
+        global_weight: FGD's relation term (two GcBlocks per level); 0 builds none.
+        spatial_adapter: DistillBEV's learnable 3x3 conv ``G`` on the
+            student's channel mean in ``loss_spatial`` (else the identity,
+            inside the fused op).
+        student_adaptation, upsample_factor, teacher_adaptation,
+        teacher_stride: see :mod:`hcam_ops.distill.adapters`.
+        masks: ``"fgd"`` (FGD's rectangles, :func:`hcam_ops.fgd_masks_from_boxes`)
+            or ``"bev"`` (DistillBEV's rotated boxes on a BEV grid,
+            :func:`hcam_ops.bev_masks_from_boxes`; 2-D boxes are boxes with
+            yaw 0 on the pixel grid).
+        scale_mask, bg_extend_length, bg_extend_weight: DistillBEV's mask
+            scaling (``"bev"`` masks only).
+        fp_weight, output_threshold, groundtruth_threshold, fp_scale_mode,
+        fp_epoch: DistillBEV's false-positive term
+            (:func:`hcam_ops.distill.false_positive_masks`), on from epoch
+            ``fp_epoch`` when ``fp_weight > 0`` and heatmaps are given.
+        multi_scale_epoch: before this epoch only the first level is
+            distilled (DistillBEV's head level); -1: all levels always.
+        region_weights, region_threshold: ours: per-region weights
+            (``tp``/``fp``/``fn``/``tn``) on both masks.
 
     ``forward(student, teacher, *, boxes=None, img_shape=None, fg_mask=None,
-    bg_mask=None, teacher_heatmap=None, gt_heatmap=None)`` takes a map or a
-    list of maps per level; masks come from ``fg_mask``/``bg_mask`` (a tensor,
-    or one per level) or are built from ``boxes`` at each level's size. It
-    returns the terms summed over levels: ``loss_fg``, ``loss_bg``,
-    ``loss_attention``, ``loss_channel``, ``loss_spatial`` and, with a global
-    weight, ``loss_global``.
+    bg_mask=None, bev_boxes=None, bev_grid=None, teacher_heatmap=None,
+    gt_heatmap=None)``: maps (or lists of maps, one per level); returns the
+    terms summed over levels, each a 0-d tensor.
     """
 
     def __init__(
@@ -81,14 +224,31 @@ class FGDLoss(nn.Module):
         *,
         spatial_temperature: float = 0.5,
         channel_temperature: float = 0.5,
-        fg_weight: float = 1e-3,
-        bg_weight: float = 5e-4,
-        attention_weight: float = 0.0,
-        channel_weight: float = 0.0,
-        spatial_weight: float = 0.0,
-        global_weight: float = 0.0,
+        fg_weight: float | Sequence[float] = 1e-3,
+        bg_weight: float | Sequence[float] = 5e-4,
+        attention_weight: float | Sequence[float] = 1e-3,
+        global_weight: float | Sequence[float] = 5e-6,
+        channel_weight: float | Sequence[float] = 0.0,
+        spatial_weight: float | Sequence[float] = 0.0,
         spatial_attention: str = "teacher",
+        spatial_student_ratio: float = 1.0,
+        spatial_mask: bool = True,
+        channel_mask: bool = True,
         spatial_adapter: bool = False,
+        student_adaptation: str = "auto",
+        upsample_factor: int = 4,
+        teacher_adaptation: str = "identity",
+        teacher_stride: int = 4,
+        masks: str = "fgd",
+        scale_mask: str = "combine_gt",
+        bg_extend_length: float = 0.0,
+        bg_extend_weight: float = 0.0,
+        fp_weight: float = 0.0,
+        output_threshold: float = 0.1,
+        groundtruth_threshold: float | None = None,
+        fp_scale_mode: str = "average",
+        fp_epoch: int = 0,
+        multi_scale_epoch: int = -1,
         region_weights: dict[str, float] | None = None,
         region_threshold: float = 0.1,
     ):
@@ -96,85 +256,231 @@ class FGDLoss(nn.Module):
         s_ch, t_ch = _levels(student_channels), _levels(teacher_channels)
         if len(s_ch) != len(t_ch):
             raise ValueError(f"FGDLoss: {len(s_ch)} student levels but {len(t_ch)} teacher levels")
-        self.num_levels = len(s_ch)
+        n = self.num_levels = len(s_ch)
+        if masks not in MASKS:
+            raise ValueError(f"FGDLoss: masks must be one of {MASKS}, got {masks!r}")
+        if scale_mask not in SCALE_MASKS:
+            raise ValueError(f"FGDLoss: scale_mask must be one of {SCALE_MASKS}, got {scale_mask!r}")
+        self.weights = {
+            name: _per_level(value, n, name)
+            for name, value in (
+                ("fg_weight", fg_weight),
+                ("bg_weight", bg_weight),
+                ("attention_weight", attention_weight),
+                ("global_weight", global_weight),
+                ("channel_weight", channel_weight if channel_mask else 0.0),
+                ("spatial_weight", spatial_weight if spatial_mask else 0.0),
+            )
+        }
         self.op_kwargs = dict(
             spatial_temperature=spatial_temperature,
             channel_temperature=channel_temperature,
-            fg_weight=fg_weight,
-            bg_weight=bg_weight,
-            attention_weight=attention_weight,
-            channel_weight=channel_weight,
             spatial_attention=spatial_attention,
+            spatial_student_ratio=spatial_student_ratio,
+            spatial_mask=spatial_mask,
+            channel_mask=channel_mask,
         )
-        self.spatial_weight = float(spatial_weight)
-        self.global_weight = float(global_weight)
-        self.region_weights = region_weights
-        self.region_threshold = region_threshold
-        self.adapters = nn.ModuleList(
-            nn.Conv2d(s, t, kernel_size=1) if s != t else nn.Identity() for s, t in zip(s_ch, t_ch)
+        self.masks, self.scale_mask = masks, scale_mask
+        self.bg_extend = (float(bg_extend_length), float(bg_extend_weight))
+        self.fp = dict(
+            output_threshold=output_threshold, groundtruth_threshold=groundtruth_threshold, scale_mode=fp_scale_mode
         )
-        self.spatial_adapters = (
-            nn.ModuleList(nn.Conv2d(1, 1, kernel_size=3, padding=1) for _ in t_ch) if spatial_adapter else None
+        self.fp_weight, self.fp_epoch = float(fp_weight), int(fp_epoch)
+        self.multi_scale_epoch = int(multi_scale_epoch)
+        self.region_weights, self.region_threshold = region_weights, region_threshold
+        self.epoch = 0
+        use_spatial_adapter = spatial_adapter and spatial_mask
+        self.levels = nn.ModuleList(
+            FGDLevel(
+                s,
+                t,
+                student_kind=student_adaptation,
+                teacher_kind=teacher_adaptation,
+                upsample_factor=upsample_factor,
+                teacher_stride=teacher_stride,
+                spatial_adapter=use_spatial_adapter,
+                global_block=self.weights["global_weight"][i] > 0,
+            )
+            for i, (s, t) in enumerate(zip(s_ch, t_ch))
         )
-        self.global_blocks = nn.ModuleList(GcBlock(t) for t in t_ch) if self.global_weight > 0 else None
 
     @classmethod
     def from_preset(cls, name: str, student_channels, teacher_channels, **overrides) -> FGDLoss:
-        """``"fgd"`` or ``"distillbev"`` with the weights of docs/ops/fgd.md#presets; any
-        keyword overrides one."""
+        """A published configuration (:data:`PRESETS`); any keyword overrides one."""
         if name not in PRESETS:
             raise ValueError(f"FGDLoss.from_preset: unknown preset {name!r}; one of {sorted(PRESETS)}")
         return cls(student_channels, teacher_channels, **{**PRESETS[name], **overrides})
 
-    def _masks(self, level, shape, boxes, img_shape, fg_mask, bg_mask):
+    def set_epoch(self, epoch: int) -> None:
+        """The 0-based training epoch (``fp_epoch``, ``multi_scale_epoch``), as
+        DistillBEV's runner sets it at the start of every epoch."""
+        self.epoch = int(epoch)
+
+    # -- masks ---------------------------------------------------------------------------------------------
+
+    def _box_masks(self, level, shape, kw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(fg, bg, foreground)``: the per-cell weights of the fg and bg terms
+        before attention, and the binary box foreground (``None`` for given masks)."""
+        fg_mask, bg_mask = kw.get("fg_mask"), kw.get("bg_mask")
         if fg_mask is not None or bg_mask is not None:
             if fg_mask is None or bg_mask is None:
                 raise ValueError("FGDLoss: give both fg_mask and bg_mask, or boxes")
             fg, bg = _levels(fg_mask), _levels(bg_mask)
             if len(fg) != self.num_levels or len(bg) != self.num_levels:
                 raise ValueError(f"FGDLoss: masks for {len(fg)} levels, model has {self.num_levels}")
-            return fg[level], bg[level]
+            return fg[level], bg[level], None
+        boxes, img_shape = kw.get("boxes"), kw.get("img_shape")
         if boxes is None or img_shape is None:
             raise ValueError("FGDLoss: needs boxes and img_shape, or fg_mask and bg_mask")
-        return fgd_masks_from_boxes(boxes, img_shape, shape)
+        fg, bg = fgd_masks_from_boxes(boxes, img_shape, shape)
+        return fg, bg, (fg > 0).to(fg.dtype)
 
-    def forward(
-        self,
-        student,
-        teacher,
-        *,
-        boxes=None,
-        img_shape=None,
-        fg_mask=None,
-        bg_mask=None,
-        teacher_heatmap=None,
-        gt_heatmap=None,
-    ) -> dict[str, torch.Tensor]:
+    def _scaled(self, foreground, fg_scale, fp) -> tuple[torch.Tensor, torch.Tensor]:
+        """DistillBEV's fg / bg weights: ``bg`` = not foreground and not FP, each
+        sample's background scale ``1 / (HW - sum foreground - #FP)``, then
+        ``scale_mask``."""
+        B, H, W = foreground.shape
+        bg = ((foreground == 0) & (fp == 0)).to(foreground.dtype)
+        n_bg = H * W - foreground.sum((1, 2), keepdim=True) - fp.sum((1, 2), keepdim=True)
+        bg_scale = torch.where(n_bg > 0, 1.0 / n_bg.clamp(min=1e-12), torch.zeros_like(n_bg)).expand(B, H, W)
+        if self.scale_mask == "combine_gt":
+            s = torch.maximum(fg_scale, bg_scale)
+            return foreground * s, bg * s
+        if self.scale_mask == "separate_gt":
+            return foreground * fg_scale, bg * bg_scale
+        if self.scale_mask == "bg_only":
+            return foreground * bg_scale, bg * bg_scale
+        return foreground, bg
+
+    def _level_masks(self, level, shape, kw):
+        """``(fg, bg, fp)`` per-cell weights ``[B, H, W]`` for one level (``fp`` may be ``None``)."""
+        fp_on = self.fp_weight > 0 and self.epoch >= self.fp_epoch
+        heat_t, heat_g = kw.get("teacher_heatmap"), kw.get("gt_heatmap")
+        if self.masks == "bev" and kw.get("fg_mask") is None and kw.get("bg_mask") is None:
+            fg, bg, fp_cells = self._bev_masks(level, shape, kw, fp_on)
+        else:
+            fg, bg, foreground = self._box_masks(level, shape, kw)
+            fp_cells = None
+            if fp_on and foreground is not None:
+                # FGD's masks with DistillBEV's FP term (ours): FP cells leave
+                # the background, which is normalised again to sum to one.
+                if heat_t is None or heat_g is None:
+                    raise ValueError("FGDLoss: fp_weight > 0 needs teacher_heatmap and gt_heatmap")
+                fp, fp_scale = false_positive_masks(_at(heat_t, level), _at(heat_g, level), foreground, **self.fp)
+                keep = (bg.reshape(fp.shape) > 0) & (fp == 0)
+                bg = keep.to(bg.dtype) / keep.sum((1, 2), keepdim=True).clamp(min=1).to(bg.dtype)
+                fp_cells = (fp * fp_scale).to(bg.dtype)
+        if self.region_weights is not None and heat_t is not None and heat_g is not None:
+            r = region_weights(_at(heat_t, level), _at(heat_g, level), self.region_threshold, self.region_weights)
+            r = F.interpolate(r[:, None], size=shape, mode="nearest")[:, 0].to(fg.dtype)
+            B = r.shape[0]
+            fg, bg = fg.reshape(B, *shape) * r, bg.reshape(B, *shape) * r
+        return fg, bg, fp_cells
+
+    def _bev_masks(self, level, shape, kw, fp_on):
+        """DistillBEV's masks: with the FP term, the background leaves the FP
+        cells and its scale is recomputed before ``scale_mask``, so the op
+        gives the foreground and its scale and the rest is done here."""
+        from ..ops.bev_masks import bev_masks_from_boxes
+
+        if kw.get("bev_boxes") is not None:
+            if kw.get("bev_grid") is None:
+                raise ValueError("FGDLoss: bev_boxes need bev_grid=(pc_range, cell_size)")
+            boxes, (pc_range, cell_size) = kw["bev_boxes"], kw["bev_grid"]
+        else:
+            if kw.get("boxes") is None or kw.get("img_shape") is None:
+                raise ValueError("FGDLoss: needs boxes and img_shape, bev_boxes and bev_grid, or fg_mask and bg_mask")
+            boxes, pc_range, cell_size = boxes_on_pixel_grid(kw["boxes"], kw["img_shape"], shape)
+        length, weight = self.bg_extend
+        args = (boxes, pc_range, cell_size, shape)
+        extend = dict(bg_extend_length=length, bg_extend_weight=weight)
+        if not fp_on:
+            fg, bg = bev_masks_from_boxes(*args, scale_mask=_OP_SCALE[self.scale_mask], **extend)
+            return fg, bg, None
+        heat_t, heat_g = kw.get("teacher_heatmap"), kw.get("gt_heatmap")
+        if heat_t is None or heat_g is None:
+            raise ValueError("FGDLoss: fp_weight > 0 needs teacher_heatmap and gt_heatmap")
+        foreground, _ = bev_masks_from_boxes(*args, scale_mask="none", **extend)
+        scaled, _ = bev_masks_from_boxes(*args, scale_mask="separate", **extend)
+        fg_scale = torch.where(foreground > 0, scaled / foreground.clamp(min=1e-30), torch.zeros_like(scaled))
+        fp, fp_scale = false_positive_masks(_at(heat_t, level), _at(heat_g, level), foreground, **self.fp)
+        fp = fp.to(foreground.dtype)
+        fg, bg = self._scaled(foreground, fg_scale, fp)
+        return fg, bg, fp * fp_scale.to(fp.dtype)
+
+    # -- forward -------------------------------------------------------------------------------------------
+
+    def _active(self, level: int) -> bool:
+        return level == 0 or self.multi_scale_epoch < 0 or self.epoch >= self.multi_scale_epoch
+
+    def _pairs(self, student, teacher):
         students, teachers = _levels(student), _levels(teacher)
         if len(students) != self.num_levels or len(teachers) != self.num_levels:
             raise ValueError(
                 f"FGDLoss: got {len(students)} student and {len(teachers)} teacher maps for {self.num_levels} levels"
             )
+        return students, teachers
+
+    def forward(self, student, teacher, **kw) -> dict[str, torch.Tensor]:
+        students, teachers = self._pairs(student, teacher)
         totals: dict[str, torch.Tensor] = {}
-        for i, (s, t) in enumerate(zip(students, teachers)):
-            s, t = self.adapters[i](s), t.detach()
+        for i, (s_in, t_in) in enumerate(zip(students, teachers)):
+            if not self._active(i):
+                continue
+            block = self.levels[i]
+            s, t = block.adapt(s_in, t_in)
             B, _, H, W = t.shape
-            fg, bg = self._masks(i, (H, W), boxes, img_shape, fg_mask, bg_mask)
-            if self.region_weights is not None and teacher_heatmap is not None and gt_heatmap is not None:
-                r = region_weights(teacher_heatmap, gt_heatmap, self.region_threshold, self.region_weights)
-                r = F.interpolate(r[:, None], size=(H, W), mode="nearest").to(fg.dtype)
-                fg, bg = fg.reshape(B, 1, H, W) * r, bg.reshape(B, 1, H, W) * r
-            inner_spatial = 0.0 if self.spatial_adapters is not None else self.spatial_weight
-            terms = fgd_loss(s, t, fg, bg, spatial_weight=inner_spatial, **self.op_kwargs)
-            if self.spatial_adapters is not None:
-                pooled = self.spatial_adapters[i](s.mean(1, keepdim=True))
-                terms["loss_spatial"] = self.spatial_weight * (t.mean(1, keepdim=True) - pooled).abs().sum() / max(B, 1)
-            if self.global_blocks is not None:
-                block = self.global_blocks[i]
-                terms["loss_global"] = self.global_weight * ((block(s) - block(t)) ** 2).sum() / max(B, 1)
+            fg, bg, fp = self._level_masks(i, (H, W), kw)
+            w = {k: v[i] for k, v in self.weights.items()}
+            inner_spatial = 0.0 if block.spatial_adaptation is not None else w["spatial_weight"]
+            terms = fgd_loss(
+                s,
+                t,
+                fg,
+                bg,
+                fg_weight=w["fg_weight"],
+                bg_weight=w["bg_weight"],
+                attention_weight=w["attention_weight"],
+                channel_weight=w["channel_weight"],
+                spatial_weight=inner_spatial,
+                fp_mask=fp,
+                fp_weight=self.fp_weight if fp is not None else 0.0,
+                **self.op_kwargs,
+            )
+            if block.spatial_adaptation is not None:
+                pooled = block.spatial_adaptation(s.mean(1, keepdim=True))
+                terms["loss_spatial"] = w["spatial_weight"] * (t.mean(1, keepdim=True) - pooled).abs().sum() / max(B, 1)
+            if block.has_global:
+                terms["loss_global"] = w["global_weight"] * block.relation(s, t) / max(B, 1)
             for k, v in terms.items():
                 totals[k] = totals[k] + v if k in totals else v
         return totals
 
+    @torch.no_grad()
+    def maps(self, student, teacher, **kw) -> list[dict[str, torch.Tensor]]:
+        """What each level distils, for looking at it: ``[B, H, W]`` maps
+        ``fg``, ``bg``, ``fp`` (zeros without the FP term),
+        ``teacher_attention`` and ``student_attention`` (``A_s`` of the
+        adapted maps), on the adapted grid."""
+        students, teachers = self._pairs(student, teacher)
+        out = []
+        for i, (s_in, t_in) in enumerate(zip(students, teachers)):
+            s, t = self.levels[i].adapt(s_in, t_in)
+            B, _, H, W = t.shape
+            fg, bg, fp = self._level_masks(i, (H, W), kw)
+            ts, tc = self.op_kwargs["spatial_temperature"], self.op_kwargs["channel_temperature"]
+            a_t, _ = attention(t.float(), ts, tc)
+            a_s, _ = attention(s.float(), ts, tc)
+            out.append(
+                {
+                    "fg": fg.reshape(B, H, W).float(),
+                    "bg": bg.reshape(B, H, W).float(),
+                    "fp": torch.zeros(B, H, W, device=t.device) if fp is None else fp.reshape(B, H, W).float(),
+                    "teacher_attention": a_t,
+                    "student_attention": a_s,
+                }
+            )
+        return out
 
-__all__ = ["FGDLoss", "PRESETS", "TERMS"]
+
+__all__ = ["FGDLevel", "FGDLoss", "MASKS", "PRESETS", "SCALE_MASKS"]

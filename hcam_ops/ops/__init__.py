@@ -1,5 +1,6 @@
 """The Python face of each fused op: binding, fake impl, autograd, checks."""
 
+from .bev_masks import bev_masks_from_boxes
 from .cam_gather import cam_gather
 from .cam_kl import cam_kl_loss, hierarchical_cam_kl_loss
 from .farthest_point_sample import farthest_point_sample
@@ -15,6 +16,7 @@ __all__ = [
     "segment_mean",
     "fgd_loss",
     "fgd_masks_from_boxes",
+    "bev_masks_from_boxes",
     "arcface_logits",
     "cam_gather",
     "cam_kl_loss",

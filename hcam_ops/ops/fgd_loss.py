@@ -2,7 +2,7 @@
 
 The forward reads student and teacher once: the teacher's and student's
 spatial and channel attentions, the pooled means and the masked, attention-
-weighted squared error all come out of one tiled pass plus a per-sample
+weighted squared errors (fg, bg, fp) all come out of one tiled pass plus a per-sample
 finisher on the reduced vectors (csrc/ops/fgd_math.h). The backward reads
 them once more and writes ``d student`` directly; what is saved between the
 two is a few ``[B, HW]`` and ``[B, C]`` vectors, never a map.
@@ -18,12 +18,26 @@ from . import _checks
 from ._layout import acc_dtype
 
 _OP = "fgd_loss"
-TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial")
-SPATIAL_ATTENTION = ("teacher", "combined")
+TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial", "loss_fp")
+# The kernel's spatial_mode index is the position here (csrc/ops/fgd_math.h FgdSpatialMode).
+SPATIAL_ATTENTION = ("teacher", "combined", "student_mix")
 
 
 @torch.library.register_fake("hcam_ops::fgd_loss_forward")
-def _forward_fake(student, teacher, fg_mask, bg_mask, spatial_temperature, channel_temperature, weights, combined):
+def _forward_fake(
+    student,
+    teacher,
+    fg_mask,
+    bg_mask,
+    fp_mask,
+    spatial_temperature,
+    channel_temperature,
+    weights,
+    spatial_mode,
+    spatial_student_ratio,
+    spatial_mask,
+    channel_mask,
+):
     B, C, H, W = student.shape
     acc = acc_dtype(student.dtype)
     return (
@@ -41,31 +55,38 @@ def _backward_fake(
     teacher,
     fg_mask,
     bg_mask,
+    fp_mask,
     col,
     row,
     sample,
     spatial_temperature,
     channel_temperature,
     weights,
-    combined,
+    spatial_mode,
+    spatial_student_ratio,
+    spatial_mask,
+    channel_mask,
 ):
     return student.new_empty(student.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    student, teacher, fg_mask, bg_mask, ts, tc, weights, combined = inputs
+    student, teacher, fg_mask, bg_mask, fp_mask = inputs[:5]
     _, col, row, sample = output
     ctx.mark_non_differentiable(col, row, sample)
-    ctx.args = (ts, tc, weights, combined)
-    ctx.save_for_backward(student, teacher, fg_mask, bg_mask, col, row, sample)
+    ctx.args = inputs[5:]
+    ctx.n_inputs = len(inputs)
+    ctx.save_for_backward(student, teacher, fg_mask, bg_mask, fp_mask, col, row, sample)
 
 
 def _backward(ctx, grad_terms, _col, _row, _sample):
-    student, teacher, fg_mask, bg_mask, col, row, sample = ctx.saved_tensors
+    student, teacher, fg_mask, bg_mask, fp_mask, col, row, sample = ctx.saved_tensors
     grad_student = torch.ops.hcam_ops.fgd_loss_backward(
-        grad_terms, student, teacher, fg_mask, bg_mask, col, row, sample, *ctx.args
+        grad_terms, student, teacher, fg_mask, bg_mask, fp_mask, col, row, sample, *ctx.args
     )
-    return grad_student, None, None, None, None, None, None, None
+    # Only the student is differentiable (the student part of the spatial
+    # weight is detached in every mode, as in the published code).
+    return (grad_student,) + (None,) * (ctx.n_inputs - 1)
 
 
 torch.library.register_autograd("hcam_ops::fgd_loss_forward", _backward, setup_context=_setup_context)
@@ -83,7 +104,7 @@ def _as_mask(mask, student: torch.Tensor, name: str) -> torch.Tensor:
     return mask
 
 
-def _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention):
+def _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention, ratio, switches):
     _checks.check_float(student, _OP, "student")
     _checks.check_float(teacher, _OP, "teacher")
     if student.dim() != 4:
@@ -99,10 +120,16 @@ def _check(student, teacher, spatial_temperature, channel_temperature, weights, 
         raise ValueError(f"{_OP}: maps need C > 0 and H * W > 0, got shape {tuple(student.shape)}")
     _checks.check_temperature(spatial_temperature, _OP, "spatial_temperature")
     _checks.check_temperature(channel_temperature, _OP, "channel_temperature")
-    for name, w in zip(("fg_weight", "bg_weight", "attention_weight", "channel_weight", "spatial_weight"), weights):
+    names = ("fg_weight", "bg_weight", "attention_weight", "channel_weight", "spatial_weight", "fp_weight")
+    for name, w in zip(names, weights):
         if not math.isfinite(float(w)):
             raise ValueError(f"{_OP}: {name} must be finite, got {w}")
     _checks.check_choice(spatial_attention, SPATIAL_ATTENTION, _OP, "spatial_attention")
+    if not (math.isfinite(float(ratio)) and float(ratio) >= 0):
+        raise ValueError(f"{_OP}: spatial_student_ratio must be non-negative and finite, got {ratio}")
+    for name, v in switches.items():
+        if not isinstance(v, bool):
+            raise TypeError(f"{_OP}: {name} must be a bool, got {type(v).__name__}")
 
 
 def fgd_loss(
@@ -115,13 +142,25 @@ def fgd_loss(
     channel_temperature: float = 0.5,
     fg_weight: float = 1e-3,
     bg_weight: float = 5e-4,
-    attention_weight: float = 0.0,
+    attention_weight: float = 1e-3,
     channel_weight: float = 0.0,
     spatial_weight: float = 0.0,
     spatial_attention: str = "teacher",
+    spatial_student_ratio: float = 1.0,
+    spatial_mask: bool = True,
+    channel_mask: bool = True,
+    fp_mask: torch.Tensor | None = None,
+    fp_weight: float = 0.0,
     check_finite: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """The FGD feature-distillation terms (docs/ops/fgd.md#fgd_loss), fused.
+    """The FGD / DistillBEV feature-distillation terms (docs/ops/fgd.md#fgd_loss), fused.
+
+    The defaults are FGD's (yzd-v/FGD ``FeatureLoss``'s own defaults:
+    ``temp = 0.5``, ``alpha_fgd = 1e-3``, ``beta_fgd = 5e-4``,
+    ``gamma_fgd = 1e-3``; its RetinaNet configs lower gamma to 5e-4, the
+    ``"fgd-retinanet"`` preset of :class:`hcam_ops.nn.FGDLoss`), with the DistillBEV-only terms (``channel_weight``,
+    ``spatial_weight``, ``fp_weight``) off; ``spatial_student_ratio``,
+    ``spatial_mask`` and ``channel_mask`` default to DistillBEV's config.
 
     Args:
         student: ``[B, C, H, W]``, already mapped to the teacher's channels.
@@ -130,19 +169,35 @@ def fgd_loss(
             (see :func:`hcam_ops.fgd_masks_from_boxes`); no gradient.
         spatial_temperature, channel_temperature: ``T_s``, ``T_c`` (> 0).
         fg_weight, bg_weight, attention_weight, channel_weight, spatial_weight:
-            the term weights (defaults: FGD's, with the DistillBEV terms off).
-        spatial_attention: ``"teacher"`` weights cells by ``A_s(T)``;
-            ``"combined"`` by ``sqrt(A_s(T) A_s(S))`` with the student part
-            detached (DistillBEV).
+            the term weights (FGD's alpha, beta, gamma; DistillBEV's channel
+            and spatial pooled terms).
+        spatial_attention: the spatial weight ``W_s`` of the masked errors:
+            ``"teacher"``: ``A_s(T)`` (FGD, and DistillBEV's default);
+            ``"student_mix"``: ``(A_s(T) + r A_s(S)) / (1 + r)`` with the
+            student part detached and the channel weight left ``A_c(T)``
+            (DistillBEV's ``"teacher_student"``);
+            ``"combined"``: ``sqrt(A_s(T) A_s(S))`` with the student part
+            detached (ours, neither FGD's nor DistillBEV's).
+        spatial_student_ratio: ``r`` of ``"student_mix"`` (>= 0; DistillBEV's 1.0).
+        spatial_mask, channel_mask: DistillBEV's switches: off, the fg and bg
+            errors are weighted by 1 instead of ``W_s`` (resp. ``A_c(T)``).
+            The fp term keeps both weights, and ``loss_spatial`` /
+            ``loss_channel`` are not switched off with them (set their weights
+            to 0 for that, as DistillBEV's code does).
+        fp_mask: ``[B, H, W]`` or ``[B, 1, H, W]`` per-cell weights of
+            DistillBEV's false-positive term (its ``fp_mask * fp_scale_mask``),
+            or ``None`` for none; no gradient.
+        fp_weight: that term's weight (DistillBEV's ``fp_weight``).
         check_finite: raise ``ValueError`` when the loss is not finite, which
             is what NaN or Inf in student or teacher produce (one device sync
             on CUDA; skipped under ``torch.compile``, where NaN propagates).
 
     Returns:
         ``{"loss_fg", "loss_bg", "loss_attention", "loss_channel",
-        "loss_spatial"}``: scalar tensors in the maps' (common) dtype, each divided by
-        ``B``; an empty batch gives zeros. Non-contiguous (e.g. channels-last)
-        maps are copied once to ``[B, C, H, W]`` contiguous.
+        "loss_spatial", "loss_fp"}``: scalar tensors in the maps' (common)
+        dtype, each divided by ``B``; an empty batch gives zeros, no fp mask
+        a zero ``loss_fp``. Non-contiguous (e.g. channels-last) maps are
+        copied once to ``[B, C, H, W]`` contiguous.
 
     Mixed dtypes (e.g. a bfloat16 student under autocast with a float32
     teacher) are promoted to their common dtype (``torch.promote_types``)
@@ -157,20 +212,36 @@ def fgd_loss(
         float(attention_weight),
         float(channel_weight),
         float(spatial_weight),
+        float(fp_weight),
     ]
-    _check(student, teacher, spatial_temperature, channel_temperature, weights, spatial_attention)
+    switches = {"spatial_mask": spatial_mask, "channel_mask": channel_mask}
+    _check(
+        student,
+        teacher,
+        spatial_temperature,
+        channel_temperature,
+        weights,
+        spatial_attention,
+        spatial_student_ratio,
+        switches,
+    )
     student, teacher = _checks.promote_floats(_OP, {"student": student, "teacher": teacher})
     fg = _as_mask(fg_mask, student, "fg_mask")
     bg = _as_mask(bg_mask, student, "bg_mask")
+    fp = None if fp_mask is None else _as_mask(fp_mask, student, "fp_mask").detach()
     terms, _, _, _ = torch.ops.hcam_ops.fgd_loss_forward(
         student,
         teacher.detach(),
         fg.detach(),
         bg.detach(),
+        fp,
         float(spatial_temperature),
         float(channel_temperature),
         weights,
-        spatial_attention == "combined",
+        SPATIAL_ATTENTION.index(spatial_attention),
+        float(spatial_student_ratio),
+        spatial_mask,
+        channel_mask,
     )
     if check_finite and not torch.compiler.is_compiling() and student.device.type != "meta":
         if not bool(torch.isfinite(terms).all()):

@@ -1,6 +1,7 @@
 """Plain-PyTorch versions of every hcam_ops op, with the same signatures: the
 contract the fused kernels are tested against, and the benchmarks' baseline."""
 
+from .bev_masks import bev_masks_from_boxes
 from .cam_gather import cam_gather
 from .cam_kl import cam_kl_loss, hierarchical_cam_kl_loss
 from .farthest_point_sample import farthest_point_sample
@@ -16,6 +17,7 @@ __all__ = [
     "segment_mean",
     "fgd_loss",
     "fgd_masks_from_boxes",
+    "bev_masks_from_boxes",
     "arcface_logits",
     "cam_gather",
     "cam_kl_loss",

@@ -62,6 +62,7 @@ def build_model(ckpt: dict, path: str = "checkpoint", **overrides):
     import timm
 
     from .. import models  # noqa: F401  (registers the timm names)
+    from . import distill  # noqa: F401  (registers the detector names)
     from .errors import CLIError
 
     if not is_training_checkpoint(ckpt):

@@ -206,10 +206,12 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         best, stale = (monitored, 0) if improved else (best, stale + 1)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train, **val, "seconds": time.time() - t0}
         if world.main:
+            widths = [max(12, len(c)) for c in row]  # whole names: loss_fg and loss_fp must not read alike
             if not printed_header:
-                print(" ".join(f"{c:>12.12}" for c in row), flush=True)
+                print(" ".join(f"{c:>{w}}" for c, w in zip(row, widths)), flush=True)
                 printed_header = True
-            print(" ".join(f"{v:>12.5g}" if isinstance(v, float) else f"{v:>12}" for v in row.values()), flush=True)
+            cells = (f"{v:>{w}.5g}" if isinstance(v, float) else f"{v:>{w}}" for v, w in zip(row.values(), widths))
+            print(" ".join(cells), flush=True)
             history.append(row)
             state = dict(
                 format=checkpoint.FORMAT,

@@ -76,6 +76,10 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
         )
         out.load_state_dict(module.state_dict())
         out.train(module.training)
+        # A frozen BatchNorm stays frozen: DDP would otherwise wait for its gradients.
+        if module.affine:
+            out.weight.requires_grad_(module.weight.requires_grad)
+            out.bias.requires_grad_(module.bias.requires_grad)
     for name, child in module.named_children():
         out.add_module(name, _convert_cpu(child))
     return out

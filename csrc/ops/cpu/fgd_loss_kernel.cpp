@@ -32,14 +32,15 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
   const int64_t tiles = part.size(1);
   const scalar_t* S = in.student.data_ptr<scalar_t>();
   const scalar_t* T = in.teacher.data_ptr<scalar_t>();
-  const acc_t* fg = in.fg.data_ptr<acc_t>();
-  const acc_t* bg = in.bg.data_ptr<acc_t>();
+  const acc_t* masks[kNumMask] = {in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(),
+                                  p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr};
   acc_t* colp = col.data_ptr<acc_t>();
   acc_t* partp = part.data_ptr<acc_t>();
   acc_t* tmax = tile_max.data_ptr<acc_t>();
   const acc_t inv_ts = static_cast<acc_t>(p.inv_ts), inv_c = acc_t(1) / static_cast<acc_t>(C);
   at::parallel_for(0, B * tiles, 1, [&](int64_t begin, int64_t end) {
-    acc_t at_[kTile], as_[kTile], mt_[kTile], ms_[kTile], wf[kTile], wb[kTile];
+    acc_t at_[kTile], as_[kTile], mt_[kTile], ms_[kTile], e0[kTile], e1[kTile];
+    acc_t w[2 * kNumMask][kTile];  // per (mask, exponential): mask * its spatial weight
     for (int64_t bt = begin; bt < end; ++bt) {
       const int64_t b = bt / tiles, t = bt % tiles, h0 = t * kTile;
       const int64_t n = std::min(kTile, HW - h0);
@@ -70,7 +71,7 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
         pr[kPartT * C + c] = st;
         pr[kPartS * C + c] = ss;
       }
-      acc_t m = -std::numeric_limits<acc_t>::infinity();
+      acc_t m0 = -std::numeric_limits<acc_t>::infinity(), m1 = m0;
       acc_t* cl = colp + b * kNumCol * HW + h0;
       for (int64_t j = 0; j < n; ++j) {
         at_[j] *= inv_c;
@@ -79,27 +80,47 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
         cl[kColAbsS * HW + j] = as_[j];
         cl[kColT * HW + j] = mt_[j] * inv_c;
         cl[kColS * HW + j] = ms_[j] * inv_c;
-        m = std::max(m, fgd_exponent(at_[j], as_[j], inv_ts, p.combined));
+        acc_t e[2];
+        fgd_exponents(at_[j], as_[j], inv_ts, p.mode, e);
+        e0[j] = e[0];
+        e1[j] = e[1];
+        m0 = std::max(m0, e[0]);
+        m1 = std::max(m1, e[1]);
       }
-      tmax[b * tiles + t] = m;
+      tmax[(b * tiles + t) * 2] = m0;
+      tmax[(b * tiles + t) * 2 + 1] = m1;
+      const bool mix = p.mode == kSpatialStudentMix;
       for (int64_t j = 0; j < n; ++j) {
-        const acc_t e = std::exp(fgd_exponent(at_[j], as_[j], inv_ts, p.combined) - m);
-        wf[j] = fg[b * HW + h0 + j] * e;
-        wb[j] = bg[b * HW + h0 + j] * e;
+        const acc_t x0 = std::exp(e0[j] - m0), x1 = mix ? std::exp(e1[j] - m1) : acc_t(0);
+        for (int k = 0; k < kNumMask; ++k) {
+          const acc_t mk = masks[k] ? masks[k][b * HW + h0 + j] : acc_t(0);
+          const bool weighted = fgd_mask_spatial(p, k);
+          w[2 * k][j] = weighted ? mk * x0 : mk;
+          w[2 * k + 1][j] = weighted ? mk * x1 : acc_t(0);
+        }
       }
       // The tile's rows were just read: this second sweep hits the cache.
       for (int64_t c = 0; c < C; ++c) {
         const scalar_t* s = S + (b * C + c) * HW + h0;
         const scalar_t* tt = T + (b * C + c) * HW + h0;
-        acc_t qf = 0, qb = 0;
-#pragma omp simd reduction(+ : qf, qb)
+        acc_t q0 = 0, q1 = 0, q2 = 0, q3 = 0, q4 = 0, q5 = 0;
+#pragma omp simd reduction(+ : q0, q1, q2, q3, q4, q5)
         for (int64_t j = 0; j < n; ++j) {
           const acc_t d = static_cast<acc_t>(s[j]) - static_cast<acc_t>(tt[j]);
-          qf += wf[j] * d * d;
-          qb += wb[j] * d * d;
+          const acc_t d2 = d * d;
+          q0 += w[0][j] * d2;
+          q1 += w[1][j] * d2;
+          q2 += w[2][j] * d2;
+          q3 += w[3][j] * d2;
+          q4 += w[4][j] * d2;
+          q5 += w[5][j] * d2;
         }
-        pr[kPartFg * C + c] = qf;
-        pr[kPartBg * C + c] = qb;
+        pr[(kPartQ + 0) * C + c] = q0;
+        pr[(kPartQ + 1) * C + c] = q1;
+        pr[(kPartQ + 2) * C + c] = q2;
+        pr[(kPartQ + 3) * C + c] = q3;
+        pr[(kPartQ + 4) * C + c] = q4;
+        pr[(kPartQ + 5) * C + c] = q5;
       }
     }
   });
@@ -119,7 +140,7 @@ SoftmaxPair softmax_pair(const T* t, const T* s, int64_t n, double inv_temp) {
   return r;
 }
 
-// Per sample: the tiles reduced in order, both softmaxes, the five terms, and
+// Per sample: the tiles reduced in order, both softmaxes, the six terms, and
 // the statistics the backward needs. Sums in double.
 template <typename acc_t>
 void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, const at::Tensor& tile_max,
@@ -134,7 +155,7 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
   const double inv_ts = p.inv_ts, inv_tc = p.inv_tc;
   const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> qf(C), qb(C), sums(kNumRow * C);
+    std::vector<double> q(2 * kNumMask * C), sums(kNumRow * C);
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* cl = colp + b * kNumCol * HW;
       acc_t* rw = rowp + b * kNumRow * C;
@@ -146,33 +167,38 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
       ss[kSumTs] = zt;
       ss[kMaxSs] = ms;
       ss[kSumSs] = zs;
-      acc_t wm, wd;
-      fgd_weight_norm<acc_t>(ss, p.combined, wm, wd);
-      // Channel means and the masked errors, tiles rescaled to the global maximum.
-      std::fill(qf.begin(), qf.end(), 0.0);
-      std::fill(qb.begin(), qb.end(), 0.0);
+      const auto wn = fgd_weight_norm<acc_t>(ss, p, dHW);
+      // Channel means and the masked errors, tiles rescaled to the global maxima
+      // (unweighted errors have nothing to rescale).
+      std::fill(q.begin(), q.end(), 0.0);
       std::fill(sums.begin(), sums.end(), 0.0);
       for (int64_t t = 0; t < tiles; ++t) {
         const acc_t* pr = partp + (b * tiles + t) * kNumPart * C;
-        const double f = std::exp(static_cast<double>(tmax[b * tiles + t]) - wm);
+        const acc_t* tm = tmax + (b * tiles + t) * 2;
+        const double f[2] = {std::exp(static_cast<double>(tm[0]) - wn.m[0]),
+                             std::exp(static_cast<double>(tm[1]) - wn.m[1])};
         for (int64_t k = 0; k < kNumRow; ++k) {
           for (int64_t c = 0; c < C; ++c) sums[k * C + c] += pr[k * C + c];
         }
-        for (int64_t c = 0; c < C; ++c) {
-          qf[c] += pr[kPartFg * C + c] * f;
-          qb[c] += pr[kPartBg * C + c] * f;
+        for (int k = 0; k < 2 * kNumMask; ++k) {
+          const double fk = fgd_mask_spatial(p, k / 2) ? f[k % 2] : 1.0;
+          for (int64_t c = 0; c < C; ++c) q[k * C + c] += pr[(kPartQ + k) * C + c] * fk;
         }
       }
       for (int64_t k = 0; k < kNumRow * C; ++k) rw[k] = static_cast<acc_t>(sums[k] / dHW);
       // Channel softmaxes.
       const auto ch_norm = softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, inv_tc);
       const double mtc = ch_norm.max_t, ztc = ch_norm.sum_t, msc = ch_norm.max_s, zsc = ch_norm.sum_s;
-      double lf = 0, lb = 0, att = 0, kc = 0, ch = 0;
+      double lm[kNumMask] = {0, 0, 0}, att = 0, kc = 0, ch = 0;
       for (int64_t c = 0; c < C; ++c) {
         const auto [a_t, p_s, sg] =
             fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, mtc, ztc, msc, zsc, dC);
-        lf += a_t * qf[c];
-        lb += a_t * qb[c];
+        double qc[2 * kNumMask];
+        for (int k = 0; k < 2 * kNumMask; ++k) qc[k] = q[k * C + c];
+        for (int k = 0; k < kNumMask; ++k) {
+          const double cw = (k == kMaskFp || p.channel_mask) ? a_t : 1.0;
+          lm[k] += cw * fgd_masked_error(qc, k, wn, p);
+        }
         att += std::abs(dC * p_s - a_t);
         kc += p_s * dC * sg;
         ch += std::abs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
@@ -192,11 +218,12 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
       ss[kKc] = kc;
       ss[kKs] = ks;
       acc_t* o = out + b * kNumTerms;
-      o[kFg] = p.scale[kFg] * lf * dHW / wd;
-      o[kBg] = p.scale[kBg] * lb * dHW / wd;
+      o[kFg] = p.scale[kFg] * lm[kMaskFg];
+      o[kBg] = p.scale[kBg] * lm[kMaskBg];
       o[kAttention] = p.scale[kAttention] * att;
       o[kChannel] = p.scale[kChannel] * ch;
       o[kSpatial] = p.scale[kSpatial] * sp;
+      o[kFp] = p.scale[kFp] * lm[kMaskFp];
     }
   });
 }
@@ -212,27 +239,32 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
   const acc_t* ssp = sample.data_ptr<acc_t>();
   const acc_t* fg = in.fg.data_ptr<acc_t>();
   const acc_t* bg = in.bg.data_ptr<acc_t>();
-  // Coefficients (P, alpha, gamma) per channel and (Q, beta, delta) per position.
-  auto rc = at::empty({B, 3, C}, col.options());
-  auto cc = at::empty({B, 3, HW}, col.options());
+  const acc_t* fp = p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr;
+  // Coefficients (P, P', alpha, gamma) per channel and (Q, Q', beta, delta) per position.
+  auto rc = at::empty({B, 4, C}, col.options());
+  auto cc = at::empty({B, 4, HW}, col.options());
   acc_t* rcp = rc.data_ptr<acc_t>();
   acc_t* ccp = cc.data_ptr<acc_t>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* ss = ssp + b * kNumSample;
-      acc_t* r = rcp + b * 3 * C;
-      acc_t* q = ccp + b * 3 * HW;
+      acc_t* r = rcp + b * 4 * C;
+      acc_t* q = ccp + b * 4 * HW;
       for (int64_t c = 0; c < C; ++c) {
         const auto k = fgd_channel_coefs(rowp + b * kNumRow * C, ss, gp, C, HW, c, p);
         r[c] = k.scale;
-        r[C + c] = k.sign_coef;
-        r[2 * C + c] = k.shift;
+        r[C + c] = k.scale_fp;
+        r[2 * C + c] = k.sign_coef;
+        r[3 * C + c] = k.shift;
       }
       for (int64_t j = 0; j < HW; ++j) {
-        const auto k = fgd_position_coefs(colp + b * kNumCol * HW, ss, gp, fg[b * HW + j], bg[b * HW + j], C, HW, j, p);
+        const acc_t fpj = fp ? fp[b * HW + j] : acc_t(0);
+        const auto k =
+            fgd_position_coefs(colp + b * kNumCol * HW, ss, gp, fg[b * HW + j], bg[b * HW + j], fpj, C, HW, j, p);
         q[j] = k.scale;
-        q[HW + j] = k.sign_coef;
-        q[2 * HW + j] = k.shift;
+        q[HW + j] = k.scale_fp;
+        q[2 * HW + j] = k.sign_coef;
+        q[3 * HW + j] = k.shift;
       }
     }
   });
@@ -242,16 +274,17 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
   at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C, c = bc % C;
-      const acc_t pc = rcp[b * 3 * C + c], al = rcp[b * 3 * C + C + c], ga_ = rcp[b * 3 * C + 2 * C + c];
-      const acc_t* q = ccp + b * 3 * HW;
+      const acc_t* r = rcp + b * 4 * C;
+      const acc_t pc = r[c], pf = r[C + c], al = r[2 * C + c], ga_ = r[3 * C + c];
+      const acc_t* q = ccp + b * 4 * HW;
       const scalar_t* s = S + bc * HW;
       const scalar_t* t = T + bc * HW;
       scalar_t* d = dS + bc * HW;
 #pragma omp simd
       for (int64_t j = 0; j < HW; ++j) {
         const acc_t x = static_cast<acc_t>(s[j]);
-        d[j] = to_scalar<scalar_t>(pc * q[j] * (x - static_cast<acc_t>(t[j])) + fgd_sign(x) * (al + q[HW + j]) + ga_ +
-                                   q[2 * HW + j]);
+        d[j] = to_scalar<scalar_t>((pc * q[j] + pf * q[HW + j]) * (x - static_cast<acc_t>(t[j])) +
+                                   fgd_sign(x) * (al + q[2 * HW + j]) + ga_ + q[3 * HW + j]);
       }
     }
   });
@@ -265,7 +298,7 @@ void fgd_forward<Isa::CPU_CAPABILITY>(const FgdInputs& in, const FgdParams& p, c
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const int64_t tiles = (HW + kTile - 1) / kTile;
   auto part = at::empty({B, tiles, kNumPart, C}, col.options());
-  auto tile_max = at::empty({B, tiles}, col.options());
+  auto tile_max = at::empty({B, tiles, 2}, col.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     stats_pass<scalar_t>(in, p, col, part, tile_max);

@@ -5,7 +5,7 @@
 //    memory; a second sweep over the tile (just read, so from L2) forms the
 //    masked squared errors with the tile's spatial weights.
 //  - finish: a block per sample; reduces the tiles in order (deterministic),
-//    both softmaxes and the five terms, in double.
+//    both softmaxes and the six terms, in double.
 //  - backward: per-channel and per-position coefficients, then one
 //    elementwise pass reading S and T and writing d S.
 #include <ATen/Dispatch.h>
@@ -33,12 +33,14 @@ constexpr int kWarps = kThreads / 32;
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
     stats_kernel(const scalar_t* __restrict__ S, const scalar_t* __restrict__ T, const acc_t* __restrict__ fg,
-                 const acc_t* __restrict__ bg, int64_t C, int64_t HW, int64_t tiles, acc_t inv_ts, bool combined,
-                 bool vec_ok, acc_t* __restrict__ col, acc_t* __restrict__ part, acc_t* __restrict__ tile_max) {
+                 const acc_t* __restrict__ bg, const acc_t* __restrict__ fp, int64_t C, int64_t HW, int64_t tiles,
+                 FgdParams p, bool vec_ok, acc_t* __restrict__ col, acc_t* __restrict__ part,
+                 acc_t* __restrict__ tile_max) {
   constexpr int kTile = 32 * VEC;
+  constexpr int kQ = 2 * kNumMask;  // (mask, exponential) pairs
   __shared__ acc_t colsum[kWarps][kNumCol][kTile];
-  __shared__ acc_t wts[2][kTile];
-  __shared__ Vals<acc_t, 1> red[32];
+  __shared__ acc_t wts[kQ][kTile];
+  __shared__ Vals<acc_t, 2> red[32];
   const int64_t b = blockIdx.x / tiles, t = blockIdx.x % tiles;
   const int64_t h0 = t * kTile;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -83,9 +85,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // Channel means per position, and the tile's largest weight exponent.
+  // Channel means per position, and the tile's largest weight exponents.
   const acc_t inv_c = acc_t(1) / static_cast<acc_t>(C);
-  acc_t e = -std::numeric_limits<acc_t>::infinity();
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+  acc_t e[2] = {kNegInf, kNegInf};
   const int j = threadIdx.x;
   const bool mine = j < kTile && h0 + j < HW;
   if (mine) {
@@ -98,32 +101,46 @@ __global__ void __launch_bounds__(kThreads)
       m[k] = s * inv_c;
       col[(b * kNumCol + k) * HW + h0 + j] = m[k];
     }
-    e = fgd_exponent(m[kColAbsT], m[kColAbsS], inv_ts, combined);
+    fgd_exponents(m[kColAbsT], m[kColAbsS], static_cast<acc_t>(p.inv_ts), p.mode, e);
   }
-  const acc_t tm = block_allreduce(Vals<acc_t, 1>{{e}}, MaxOp{}, red).v[0];
+  const auto tm = block_allreduce(Vals<acc_t, 2>{{e[0], e[1]}}, MaxOp{}, red);
   if (j < kTile) {
-    const acc_t w = mine ? exp(e - tm) : acc_t(0);
-    wts[0][j] = mine ? fg[b * HW + h0 + j] * w : acc_t(0);
-    wts[1][j] = mine ? bg[b * HW + h0 + j] * w : acc_t(0);
+    const bool mix = p.mode == kSpatialStudentMix;
+    const acc_t x0 = mine ? exp(e[0] - tm.v[0]) : acc_t(0);
+    const acc_t x1 = mine && mix ? exp(e[1] - tm.v[1]) : acc_t(0);
+    const acc_t* masks[kNumMask] = {fg, bg, fp};
+#pragma unroll
+    for (int k = 0; k < kNumMask; ++k) {
+      const acc_t mk = mine && masks[k] != nullptr ? masks[k][b * HW + h0 + j] : acc_t(0);
+      const bool weighted = fgd_mask_spatial(p, k);
+      wts[2 * k][j] = weighted ? mk * x0 : mk;
+      wts[2 * k + 1][j] = weighted ? mk * x1 : acc_t(0);
+    }
   }
-  if (threadIdx.x == 0) tile_max[b * tiles + t] = tm;
+  if (threadIdx.x == 0) {
+    tile_max[(b * tiles + t) * 2] = tm.v[0];
+    tile_max[(b * tiles + t) * 2 + 1] = tm.v[1];
+  }
   __syncthreads();
 
   for (int64_t c = warp; c < C; c += kWarps) {
     acc_t x[VEC], y[VEC];
     load_pack_or_zeros<VEC>(S + (b * C + c) * HW, pos, HW, vec_ok, x);
     load_pack_or_zeros<VEC>(T + (b * C + c) * HW, pos, HW, vec_ok, y);
-    Vals<acc_t, 2> q{{acc_t(0), acc_t(0)}};
+    Vals<acc_t, kQ> q;
+#pragma unroll
+    for (int k = 0; k < kQ; ++k) q.v[k] = acc_t(0);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
       const acc_t d = x[i] - y[i];
-      q.v[0] += wts[0][lane * VEC + i] * d * d;
-      q.v[1] += wts[1][lane * VEC + i] * d * d;
+      const acc_t d2 = d * d;
+#pragma unroll
+      for (int k = 0; k < kQ; ++k) q.v[k] += wts[k][lane * VEC + i] * d2;
     }
     q = warp_allreduce(q, SumOp{});
     if (lane == 0) {
-      pr[kPartFg * C + c] = q.v[0];
-      pr[kPartBg * C + c] = q.v[1];
+#pragma unroll
+      for (int k = 0; k < kQ; ++k) pr[(kPartQ + k) * C + c] = q.v[k];
     }
   }
 }
@@ -152,7 +169,7 @@ __global__ void __launch_bounds__(kThreads)
     finish_kernel(int64_t C, int64_t HW, int64_t tiles, FgdParams p, acc_t* __restrict__ part,
                   const acc_t* __restrict__ tile_max, const acc_t* __restrict__ col, acc_t* __restrict__ row,
                   acc_t* __restrict__ sample, acc_t* __restrict__ out) {
-  __shared__ Vals<double, 5> red[32];
+  __shared__ Vals<double, 6> red[32];
   const int64_t b = blockIdx.x;
   const acc_t* cl = col + b * kNumCol * HW;
   acc_t* rw = row + b * kNumRow * C;
@@ -169,41 +186,47 @@ __global__ void __launch_bounds__(kThreads)
   sp_stats[kSumTs] = static_cast<acc_t>(sn.sum_t);
   sp_stats[kMaxSs] = static_cast<acc_t>(sn.max_s);
   sp_stats[kSumSs] = static_cast<acc_t>(sn.sum_s);
-  acc_t wm, wd;
-  fgd_weight_norm<acc_t>(sp_stats, p.combined, wm, wd);
+  const auto wn = fgd_weight_norm<acc_t>(sp_stats, p, dHW);
 
   // Channel means, and the masked errors with the tiles rescaled to the
-  // global maximum; the errors are parked in tile 0's slots.
+  // global maxima (unweighted errors have nothing to rescale), each already
+  // summed over positions with its spatial weight (fgd_masked_error); parked
+  // in tile 0's first kNumMask error slots.
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     double s[kNumRow] = {0, 0, 0, 0};
-    double qf = 0, qb = 0;
+    double q[2 * kNumMask] = {0, 0, 0, 0, 0, 0};
     for (int64_t t = 0; t < tiles; ++t) {
       const acc_t* pr = part + (b * tiles + t) * kNumPart * C;
-      const double f = exp(static_cast<double>(tile_max[b * tiles + t]) - wm);
+      const acc_t* tm = tile_max + (b * tiles + t) * 2;
+      const double f[2] = {exp(static_cast<double>(tm[0]) - wn.m[0]), exp(static_cast<double>(tm[1]) - wn.m[1])};
 #pragma unroll
       for (int k = 0; k < kNumRow; ++k) s[k] += pr[k * C + c];
-      qf += pr[kPartFg * C + c] * f;
-      qb += pr[kPartBg * C + c] * f;
+#pragma unroll
+      for (int k = 0; k < 2 * kNumMask; ++k) {
+        q[k] += pr[(kPartQ + k) * C + c] * (fgd_mask_spatial(p, k / 2) ? f[k % 2] : 1.0);
+      }
     }
     acc_t* p0 = part + b * tiles * kNumPart * C;
-    p0[kPartFg * C + c] = static_cast<acc_t>(qf);
-    p0[kPartBg * C + c] = static_cast<acc_t>(qb);
+#pragma unroll
+    for (int k = 0; k < kNumMask; ++k) p0[(kPartQ + k) * C + c] = static_cast<acc_t>(fgd_masked_error(q, k, wn, p));
 #pragma unroll
     for (int k = 0; k < kNumRow; ++k) rw[k * C + c] = static_cast<acc_t>(s[k] / dHW);
   }
   __syncthreads();  // the channel means are read across threads below
   const auto cn = block_softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, p.inv_tc, red2);
 
-  Vals<double, 5> acc{{0, 0, 0, 0, 0}};  // fg, bg, attention (channel), K_c, channel
+  Vals<double, 6> acc{{0, 0, 0, 0, 0, 0}};  // fg, bg, fp, attention (channel), K_c, channel
   const acc_t* p0 = part + b * tiles * kNumPart * C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const auto [a_t, p_s, sg] =
         fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], p.inv_tc, cn.max_t, cn.sum_t, cn.max_s, cn.sum_s, dC);
-    acc.v[0] += a_t * p0[kPartFg * C + c];
-    acc.v[1] += a_t * p0[kPartBg * C + c];
-    acc.v[2] += fabs(dC * p_s - a_t);
-    acc.v[3] += p_s * dC * sg;
-    acc.v[4] += fabs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
+    const double cw = p.channel_mask ? a_t : 1.0;  // fg and bg; fp always weighs by A_c(T)
+    acc.v[0] += cw * p0[(kPartQ + kMaskFg) * C + c];
+    acc.v[1] += cw * p0[(kPartQ + kMaskBg) * C + c];
+    acc.v[2] += a_t * p0[(kPartQ + kMaskFp) * C + c];
+    acc.v[3] += fabs(dC * p_s - a_t);
+    acc.v[4] += p_s * dC * sg;
+    acc.v[5] += fabs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
   }
   acc = block_allreduce(acc, SumOp{}, red);
   Vals<double, 3> sp{{0, 0, 0}};  // attention (spatial), K_s, spatial
@@ -224,44 +247,49 @@ __global__ void __launch_bounds__(kThreads)
     ss[kSumTc] = static_cast<acc_t>(cn.sum_t);
     ss[kMaxSc] = static_cast<acc_t>(cn.max_s);
     ss[kSumSc] = static_cast<acc_t>(cn.sum_s);
-    ss[kKc] = static_cast<acc_t>(acc.v[3]);
+    ss[kKc] = static_cast<acc_t>(acc.v[4]);
     ss[kKs] = static_cast<acc_t>(sp.v[1]);
     acc_t* o = out + b * kNumTerms;
-    o[kFg] = static_cast<acc_t>(p.scale[kFg] * acc.v[0] * dHW / wd);
-    o[kBg] = static_cast<acc_t>(p.scale[kBg] * acc.v[1] * dHW / wd);
-    o[kAttention] = static_cast<acc_t>(p.scale[kAttention] * (acc.v[2] + sp.v[0]));
-    o[kChannel] = static_cast<acc_t>(p.scale[kChannel] * acc.v[4]);
+    o[kFg] = static_cast<acc_t>(p.scale[kFg] * acc.v[0]);
+    o[kBg] = static_cast<acc_t>(p.scale[kBg] * acc.v[1]);
+    o[kAttention] = static_cast<acc_t>(p.scale[kAttention] * (acc.v[3] + sp.v[0]));
+    o[kChannel] = static_cast<acc_t>(p.scale[kChannel] * acc.v[5]);
     o[kSpatial] = static_cast<acc_t>(p.scale[kSpatial] * sp.v[2]);
+    o[kFp] = static_cast<acc_t>(p.scale[kFp] * acc.v[2]);
   }
 }
 
-// Per-channel (P, alpha, gamma) into rc [B, 3, C] and per-position
-// (Q, beta, delta) into cc [B, 3, HW]: one thread each.
+// Per-channel (P, P', alpha, gamma) into rc [B, 4, C] and per-position
+// (Q, Q', beta, delta) into cc [B, 4, HW]: one thread each.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     coef_kernel(int64_t B, int64_t C, int64_t HW, FgdParams p, const acc_t* __restrict__ g,
-                const acc_t* __restrict__ fg, const acc_t* __restrict__ bg, const acc_t* __restrict__ col,
-                const acc_t* __restrict__ row, const acc_t* __restrict__ sample, acc_t* __restrict__ rc,
-                acc_t* __restrict__ cc) {
+                const acc_t* __restrict__ fg, const acc_t* __restrict__ bg, const acc_t* __restrict__ fp,
+                const acc_t* __restrict__ col, const acc_t* __restrict__ row, const acc_t* __restrict__ sample,
+                acc_t* __restrict__ rc, acc_t* __restrict__ cc) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < B * C) {
     const int64_t b = i / C, c = i % C;
     const auto k = fgd_channel_coefs(row + b * kNumRow * C, sample + b * kNumSample, g, C, HW, c, p);
-    acc_t* r = rc + b * 3 * C;
+    acc_t* r = rc + b * 4 * C;
     r[c] = static_cast<acc_t>(k.scale);
-    r[C + c] = static_cast<acc_t>(k.sign_coef);
-    r[2 * C + c] = static_cast<acc_t>(k.shift);
+    r[C + c] = static_cast<acc_t>(k.scale_fp);
+    r[2 * C + c] = static_cast<acc_t>(k.sign_coef);
+    r[3 * C + c] = static_cast<acc_t>(k.shift);
   } else if (i < B * C + B * HW) {
     const int64_t e = i - B * C, b = e / HW, j = e % HW;
-    const auto k = fgd_position_coefs(col + b * kNumCol * HW, sample + b * kNumSample, g, fg[e], bg[e], C, HW, j, p);
-    acc_t* q = cc + b * 3 * HW;
+    const acc_t fpe = fp != nullptr ? fp[e] : acc_t(0);
+    const auto k =
+        fgd_position_coefs(col + b * kNumCol * HW, sample + b * kNumSample, g, fg[e], bg[e], fpe, C, HW, j, p);
+    acc_t* q = cc + b * 4 * HW;
     q[j] = static_cast<acc_t>(k.scale);
-    q[HW + j] = static_cast<acc_t>(k.sign_coef);
-    q[2 * HW + j] = static_cast<acc_t>(k.shift);
+    q[HW + j] = static_cast<acc_t>(k.scale_fp);
+    q[2 * HW + j] = static_cast<acc_t>(k.sign_coef);
+    q[3 * HW + j] = static_cast<acc_t>(k.shift);
   }
 }
 
-// dS = P_c Q_hw (S - T) + sign(S) (alpha_c + beta_hw) + gamma_c + delta_hw.
+// dS = (P_c Q_hw + P'_c Q'_hw) (S - T) + sign(S) (alpha_c + beta_hw) + gamma_c + delta_hw.
 // grid.x: channel rows (b, c); grid.y: chunks of kThreads * VEC positions.
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
@@ -270,8 +298,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t bc = blockIdx.x, b = bc / C, c = bc % C;
   const int64_t pos = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * VEC;
   if (pos >= HW) return;
-  const acc_t pc = rc[b * 3 * C + c], al = rc[b * 3 * C + C + c], ga = rc[b * 3 * C + 2 * C + c];
-  const acc_t* q = cc + b * 3 * HW;
+  const acc_t* r = rc + b * 4 * C;
+  const acc_t pc = r[c], pf = r[C + c], al = r[2 * C + c], ga = r[3 * C + c];
+  const acc_t* q = cc + b * 4 * HW;
   acc_t x[VEC], y[VEC];
   load_pack_or_zeros<VEC>(S + bc * HW, pos, HW, vec_ok, x);
   load_pack_or_zeros<VEC>(T + bc * HW, pos, HW, vec_ok, y);
@@ -279,8 +308,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
     const int64_t j = pos + i < HW ? pos + i : pos;  // past HW: computed, never stored
-    out.v[i] =
-        static_cast<scalar_t>(pc * q[j] * (x[i] - y[i]) + fgd_sign(x[i]) * (al + q[HW + j]) + ga + q[2 * HW + j]);
+    out.v[i] = static_cast<scalar_t>((pc * q[j] + pf * q[HW + j]) * (x[i] - y[i]) +
+                                     fgd_sign(x[i]) * (al + q[2 * HW + j]) + ga + q[3 * HW + j]);
   }
   scalar_t* d = dS + bc * HW;
   if (vec_ok && pos + VEC <= HW) {
@@ -305,13 +334,13 @@ void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
     constexpr int64_t kTile = 32 * VEC;
     const int64_t tiles = (HW + kTile - 1) / kTile;
     auto part = at::empty({B, tiles, kNumPart, C}, col.options());
-    auto tile_max = at::empty({B, tiles}, col.options());
+    auto tile_max = at::empty({B, tiles, 2}, col.options());
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
     const bool vec_ok = packs_fit<scalar_t>(HW, {S, T});
     stats_kernel<scalar_t, acc_t, VEC><<<checked_grid(B * tiles), kThreads, 0, stream>>>(
-        S, T, in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), C, HW, tiles, static_cast<acc_t>(p.inv_ts), p.combined,
-        vec_ok, col.data_ptr<acc_t>(), part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>());
+        S, T, in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr, C, HW,
+        tiles, p, vec_ok, col.data_ptr<acc_t>(), part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     finish_kernel<acc_t><<<checked_grid(B), kThreads, 0, stream>>>(
         C, HW, tiles, p, part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>(), col.data_ptr<acc_t>(),
@@ -324,15 +353,16 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, 
                   const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  auto rc = at::empty({B, 3, C}, col.options());
-  auto cc = at::empty({B, 3, HW}, col.options());
+  auto rc = at::empty({B, 4, C}, col.options());
+  auto cc = at::empty({B, 4, HW}, col.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int VEC = pack_width<scalar_t>();
     const int64_t n = B * (C + HW);
     coef_kernel<acc_t><<<checked_grid((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        B, C, HW, p, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), col.data_ptr<acc_t>(),
-        row.data_ptr<acc_t>(), sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>());
+        B, C, HW, p, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(),
+        p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr, col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
+        sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();

@@ -1,0 +1,173 @@
+"""hcam_ops.bev_masks_from_boxes: DistillBEV's foreground / background masks on
+the BEV grid from rotated 3D boxes (docs/ops/fgd.md#bev_masks_from_boxes),
+rasterised by a kernel on the boxes' device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+_OP = "bev_masks_from_boxes"
+SCALE_MASKS = ("combine", "separate", "bg_only", "none")
+BACKGROUNDS = ("logical_not", "1minus")
+
+
+@torch.library.register_fake("hcam_ops::bev_masks")
+def _bev_masks_fake(
+    boxes,
+    offsets,
+    x_min,
+    y_min,
+    cell_x,
+    cell_y,
+    height,
+    width,
+    bg_extend_length,
+    bg_extend_weight,
+    scale_mask,
+    background,
+):
+    B = offsets.shape[0] - 1
+    return boxes.new_empty((B, height, width)), boxes.new_empty((B, height, width))
+
+
+def _number(v, what: str) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{_OP}: {what} must be a number, got {v!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{_OP}: {what} must be finite, got {x}")
+    return x
+
+
+def _numbers(v, what: str, counts: tuple[int, ...]) -> list[float]:
+    if isinstance(v, torch.Tensor):
+        v = v.reshape(-1).tolist()
+    try:
+        vals = list(v)
+    except TypeError:
+        raise TypeError(
+            f"{_OP}: {what} must be a sequence of {' or '.join(map(str, counts))} numbers, got {v!r}"
+        ) from None
+    if len(vals) not in counts:
+        raise ValueError(f"{_OP}: {what} must have {' or '.join(map(str, counts))} numbers, got {len(vals)}")
+    return [_number(x, what) for x in vals]
+
+
+def bev_grid_args(pc_range, cell_size, feat_shape) -> tuple[float, float, float, float, int, int]:
+    """Checks the grid arguments; returns (x_min, y_min, cell_x, cell_y, H, W)."""
+    pc = _numbers(pc_range, "pc_range", (2, 6))
+    if isinstance(cell_size, torch.Tensor) and cell_size.numel() == 1:
+        cell_size = cell_size.item()
+    try:
+        len(cell_size)
+    except TypeError:  # one number (a Python or NumPy scalar)
+        cx = cy = _number(cell_size, "cell_size")
+    else:
+        cx, cy = _numbers(cell_size, "cell_size", (2,))
+    if cx <= 0 or cy <= 0:
+        raise ValueError(f"{_OP}: cell_size must be positive, got ({cx}, {cy})")
+    try:
+        H, W = (int(x) for x in feat_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{_OP}: feat_shape must be a pair (H, W), got {feat_shape!r}") from None
+    if H <= 0 or W <= 0:
+        raise ValueError(f"{_OP}: feat_shape must be positive, got ({H}, {W})")
+    return pc[0], pc[1], cx, cy, H, W
+
+
+def bev_box_columns(b: torch.Tensor, i: int) -> torch.Tensor:
+    """One image's boxes as [n, 5] (x, y, dx, dy, yaw): 5 columns are taken as
+    they are, 7 or more as mmdet3d's (x, y, z, dx, dy, dz, yaw, ...)."""
+    if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] == 6 or b.shape[1] < 5:
+        raise ValueError(
+            f"{_OP}: boxes[{i}] must be [n, 5] (x, y, dx, dy, yaw) or [n, 7+] (x, y, z, dx, dy, dz, yaw, ...), "
+            f"got {tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}"
+        )
+    return b if b.shape[1] == 5 else b[:, [0, 1, 3, 4, 6]]
+
+
+def bev_masks_from_boxes(
+    boxes: Sequence[torch.Tensor],
+    pc_range,
+    cell_size,
+    feat_shape: tuple[int, int],
+    *,
+    scale_mask: str = "combine",
+    background: str = "logical_not",
+    bg_extend_length: float = 0.0,
+    bg_extend_weight: float = 0.0,
+    check_boxes: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground and background masks of DistillBEV on the BEV grid.
+
+    The published ``foreground_scale_mask`` and ``scale_mask`` steps of
+    qcraftai/distill-bev (``bevdet_distill.py``), ``foreground_mask='gt'``.
+
+    Args:
+        boxes: one ``[n_i, 5]`` tensor ``(x, y, dx, dy, yaw)`` per image, or
+            ``[n_i, K >= 7]`` in mmdet3d's LiDAR layout ``(x, y, z, dx, dy, dz,
+            yaw, ...)`` (``LiDARInstance3DBoxes.tensor``; z, dz and the rest are
+            ignored). Metres and radians; ``n_i`` may be 0; all on one device.
+        pc_range: ``(x_min, y_min)``, or mmdet3d's 6-number
+            ``point_cloud_range`` (its first two are used).
+        cell_size: the size of a BEV cell in metres, ``voxel_size *
+            out_size_factor``: one number, or ``(cell_x, cell_y)``. Tensors
+            given for ``pc_range`` or ``cell_size`` are read as Python floats
+            (a float32 ``0.8`` stays ``0.800000011920929``).
+        feat_shape: the BEV map's ``(H, W)``: rows along y, columns along x.
+        scale_mask: ``"combine"`` (the published configs' ``combine_gt``),
+            ``"separate"`` (``separate_gt``), ``"bg_only"`` or ``"none"``.
+        background: ``"logical_not"`` (published default) or ``"1minus"``.
+        bg_extend_length: the published ``context_length``: each box enlarged
+            by ``cell_x * bg_extend_length`` in dx and in dy (on when both this
+            and ``bg_extend_weight`` are positive).
+        bg_extend_weight: the published ``context_weight``: the foreground
+            weight of cells in an enlarged box only.
+        check_boxes: raise ``ValueError`` for non-finite boxes or sizes
+            ``dx, dy <= 0`` (one device sync on CUDA; skipped under
+            ``torch.compile``).
+
+    Returns:
+        ``(fg, bg)``, each ``[B, H, W]`` in the boxes' dtype (float64 stays,
+        anything else is float32), not differentiable. Cell ``(h, w)`` is the
+        point ``(x_min + w * cell_x, y_min + h * cell_y)``, inside a box when
+        strictly inside its rotated rectangle. See the docs for the weights.
+    """
+    if isinstance(boxes, torch.Tensor):
+        raise TypeError(f"{_OP}: boxes must be a list with one [n, 5] or [n, 7+] tensor per image, got a tensor")
+    boxes = list(boxes)
+    x_min, y_min, cell_x, cell_y, H, W = bev_grid_args(pc_range, cell_size, feat_shape)
+    if scale_mask not in SCALE_MASKS:
+        raise ValueError(f"{_OP}: scale_mask must be one of {SCALE_MASKS}, got {scale_mask!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"{_OP}: background must be one of {BACKGROUNDS}, got {background!r}")
+    length = _number(bg_extend_length, "bg_extend_length")
+    weight = _number(bg_extend_weight, "bg_extend_weight")
+    if length < 0 or weight < 0:
+        raise ValueError(f"{_OP}: bg_extend_length and bg_extend_weight must be >= 0, got {length}, {weight}")
+    if not boxes:
+        raise ValueError(f"{_OP}: boxes is empty: one [n, 5] tensor per image is needed")
+    device = boxes[0].device
+    cols = [bev_box_columns(b, i) for i, b in enumerate(boxes)]
+    for i, b in enumerate(cols):
+        if b.device != device:
+            raise ValueError(f"{_OP}: boxes[{i}] is on {b.device}, boxes[0] on {device}")
+    dtype = torch.float64 if all(b.dtype == torch.float64 for b in cols) else torch.float32
+    flat = torch.cat([b.to(dtype) for b in cols], dim=0)
+    if check_boxes and flat.numel() and not torch.compiler.is_compiling() and device.type != "meta":
+        finite = torch.isfinite(flat).all()
+        positive = (flat[:, 2:4] > 0).all()
+        finite, positive = torch.stack([finite, positive]).tolist()
+        if not finite:
+            raise ValueError(f"{_OP}: boxes hold NaN or Inf")
+        if not positive:
+            raise ValueError(f"{_OP}: boxes must have positive sizes dx, dy")
+    counts = [0] + [b.shape[0] for b in cols]
+    offsets = torch.tensor(counts, dtype=torch.int64).cumsum(0).to(device)
+    return torch.ops.hcam_ops.bev_masks(
+        flat.contiguous(), offsets, x_min, y_min, cell_x, cell_y, H, W, length, weight, scale_mask, background
+    )

@@ -1,0 +1,166 @@
+"""The Distiller: a student detector trained against a frozen teacher's FPN
+features with :class:`hcam_ops.nn.FGDLoss` (FGD, or DistillBEV's terms)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .detectors import NUM_LEVELS, FeatureTap, build, check_fpn, family_of, score_maps
+
+
+def presets() -> tuple[str, ...]:
+    """FGDLoss's preset names (``fgd``, ``distillbev``, and any others it has)."""
+    from ...nn.fgd import PRESETS
+
+    return tuple(PRESETS)
+
+
+def uses_heatmaps(preset: str, overrides: dict | None = None) -> bool:
+    """Whether the loss reads teacher / ground-truth heatmaps: DistillBEV,
+    or a false-positive term or region weights asked for."""
+    o = overrides or {}
+    return preset.startswith("distillbev") or float(o.get("fp_weight") or 0) > 0 or bool(o.get("region_weights"))
+
+
+class Distiller(nn.Module):
+    """``student`` (trained), ``teacher`` (frozen: no gradients, always in
+    eval mode, left out of the optimizer since its parameters do not require
+    grad) and ``distill_loss`` (an FGDLoss over the P3-P7 levels).
+
+    In training mode ``forward(images, targets)`` returns the student's
+    detection losses plus the FGD terms times ``distill_weight``; in eval
+    mode the student's detections."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        preset: str = "fgd",
+        distill_weight: float = 1.0,
+        loss_overrides: dict | None = None,
+    ):
+        from ...nn import FGDLoss
+
+        super().__init__()
+        if preset not in presets():
+            raise ValueError(f"preset {preset!r}: one of {', '.join(presets())}")
+        check_fpn(student, "student")
+        check_fpn(teacher, "teacher")
+        self.student, self.teacher = student, teacher
+        self.preset, self.distill_weight = preset, float(distill_weight)
+        self.heatmaps = uses_heatmaps(preset, loss_overrides)
+        channels = [student.backbone.out_channels] * NUM_LEVELS
+        self.distill_loss = FGDLoss.from_preset(
+            preset,
+            student_channels=channels,
+            teacher_channels=[teacher.backbone.out_channels] * NUM_LEVELS,
+            **(loss_overrides or {}),
+        )
+        freeze_batchnorm(self.teacher)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self._tap = FeatureTap(student)
+        self._batch = None
+        student.transform.register_forward_hook(self._record_batch)
+
+    @classmethod
+    def from_config(
+        cls,
+        student: dict,
+        teacher: dict,
+        preset: str = "fgd",
+        distill_weight: float = 1.0,
+        loss_overrides: dict | None = None,
+    ) -> Distiller:
+        s = build(student["name"], **student["config"])
+        t = build(teacher["name"], **teacher["config"])
+        if family_of(student["name"]) != family_of(teacher["name"]):
+            raise ValueError(f"student {student['name']} and teacher {teacher['name']}: not the same head family")
+        return cls(s, t, preset, distill_weight, loss_overrides)
+
+    def _record_batch(self, module, inputs, output) -> None:
+        self._batch = output  # (ImageList, targets resized as the detector saw them)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, images, targets=None):
+        if not self.training:
+            return self.student(images)
+        losses = self.student(images, targets)
+        image_list, seen = self._batch
+        self._batch = None
+        students = self._tap.take()
+        parts = self.distill_terms(image_list.tensors, seen, students)
+        return {**losses, **parts}
+
+    @torch.no_grad()
+    def teacher_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The teacher's FPN levels on the batched input the student saw (both
+        detectors normalise and size alike: built with the same sizes)."""
+        return list(self.teacher.backbone(x).values())
+
+    def fgd_kwargs(self, x: torch.Tensor, targets: list[dict], teachers: list[torch.Tensor]) -> dict:
+        """The keywords of FGDLoss.forward (and FGDLoss.maps): boxes in pixels of
+        ``x``, ``img_shape`` ``(H, W)`` of ``x``; for DistillBEV the teacher's score
+        maps and the ground-truth CenterNet heatmaps, one ``[B, H_l, W_l]`` per level
+        (also with a false-positive term or region weights)."""
+        from ...distill import centernet_heatmaps
+
+        img_shape = tuple(int(v) for v in x.shape[-2:])
+        boxes = [t["boxes"].float() for t in targets]
+        kwargs = {"boxes": boxes, "img_shape": img_shape}
+        if self.heatmaps:
+            with torch.no_grad():
+                kwargs["teacher_heatmap"] = score_maps(self.teacher, teachers)
+            labels = [t["labels"] for t in targets]
+            K = self.student.head.classification_head.num_classes
+            kwargs["gt_heatmap"] = [
+                centernet_heatmaps(boxes, labels, K, img_shape, tuple(f.shape[-2:])).amax(1) for f in teachers
+            ]
+        return kwargs
+
+    def distill_terms(self, x: torch.Tensor, targets: list[dict], students: list[torch.Tensor]) -> dict:
+        teachers = self.teacher_features(x)
+        kwargs = self.fgd_kwargs(x, targets, teachers)
+        # In float32 under AMP too: squares of large FPN activations overflow
+        # float16 (and bfloat16 at the extremes).
+        with torch.autocast(x.device.type, enabled=False):
+            terms = self.distill_loss([s.float() for s in students], [t.float() for t in teachers], **kwargs)
+        return {k: v * self.distill_weight for k, v in terms.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.distill_loss, "set_epoch"):
+            self.distill_loss.set_epoch(epoch)
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d of ``module`` (in place) becomes torchvision's
+    ``FrozenBatchNorm2d`` with its statistics and affine weights as buffers:
+    the teacher normalises with its running statistics whatever mode it is
+    put in, and the engine's synchronised BatchNorm (DDP), which converts
+    BatchNorm layers only, leaves it alone. State-dict keys are unchanged
+    (``num_batches_tracked`` is ignored on loading)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
+def student_state(state: dict) -> dict:
+    """The student's entries of a Distiller state dict, without the prefix."""
+    return {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
