@@ -1,7 +1,9 @@
 """python -m hcam_ops.distill.train (docs/distill.md): a teacher alone, FGD
 and DistillBEV students from it, convert, dump, COCO folders and one-line
-errors; 64 px images, two steps of one image per run, for CPU CI."""
+errors; 64 px images, two steps of one image per run (the DistillBEV run:
+two epochs, for its false-positive term from the second), for CPU CI."""
 
+import csv
 import json
 import os
 
@@ -10,11 +12,13 @@ import torch
 
 from hcam_ops.data.synthetic_detection import SyntheticDetection, to_coco
 from hcam_ops.distill import convert, dump
-from hcam_ops.distill.train import main
+from hcam_ops.distill.train import main, parser
 from hcam_ops.nn.fgd import PRESETS
 from hcam_ops.train import build_model, checkpoint
 from hcam_ops.train.distill import DISTILLER_NAME, Distiller
 from hcam_ops.train.distill.detectors import build
+from hcam_ops.train.distill.distiller import uses_heatmaps
+from hcam_ops.train.distill.task import DistillTask
 
 TINY = [
     "--image-size", "64", "--synthetic-size", "2", "--batch-size", "1", "--epochs", "1",
@@ -42,13 +46,15 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     teacher = run(root / "teacher", "--no-distill")
     fgd = run(root / "fgd", "--teacher", teacher, "--preset", "fgd")
-    # With DistillBEV's false-positive term on from the first epoch (where
-    # FGDLoss has it) and a threshold the untrained teacher's scores (about
-    # 0.01, RetinaNet's prior) pass: the heatmaps reach the loss.
-    fp = {"fp_weight": 1.0, "fp_epoch": 0, "output_threshold": 0.005} if "fp_weight" in PRESETS["distillbev"] else {}
+    # Two epochs, DistillBEV's false-positive term on from the second
+    # (fp_epoch 1), with a threshold far below the nearly untrained teacher's
+    # scores (about 0.01, RetinaNet's prior) and above the ground-truth
+    # heatmap's zeros away from the boxes: every background cell is a false
+    # positive, so the term is > 0 once FGDLoss.set_epoch(1) has been called.
+    fp = {"fp_weight": 1.0, "fp_epoch": 1, "output_threshold": 0.001}
     bev = run(
         root / "bev", "--teacher", teacher, "--preset", "distillbev", "--distill-weight", "0.5",
-        "--loss-kwargs", json.dumps(fp),
+        "--loss-kwargs", json.dumps(fp), "--epochs", "2",
     )  # fmt: skip
     return {"root": root, "teacher": teacher, "fgd": fgd, "distillbev": bev}
 
@@ -62,8 +68,8 @@ def test_teacher_then_students(runs):
         assert ckpt["model_name"] == DISTILLER_NAME and ckpt["model_config"]["preset"] == preset
         assert ckpt["model_config"]["student"]["name"] == "retinanet_resnet18_fpn"
         assert "val_map" in ckpt["metrics"] and "train_loss_fg" in ckpt["metrics"]
-        if preset == "distillbev" and "train_loss_fp" in ckpt["metrics"]:
-            assert ckpt["metrics"]["train_loss_fp"] > 0
+        if preset == "distillbev":  # the last (second) epoch, with the FP term on
+            assert ckpt["epoch"] == 1 and ckpt["metrics"]["train_loss_fp"] > 0
         # The teacher is frozen: its weights and BatchNorm statistics are the checkpoint's.
         # (as FrozenBatchNorm2d, without num_batches_tracked)
         for k, v in teacher["model"].items():
@@ -89,14 +95,50 @@ def test_frozen_teacher_not_in_optimizer(runs):
 
 
 def test_set_epoch_reaches_the_loss(runs):
-    from hcam_ops.train.distill.task import _EpochSampler
+    # The engine's set_epoch reaches FGDLoss: no FP term in epoch 0, one in epoch 1 (fp_epoch).
+    with open(os.path.join(os.path.dirname(runs["distillbev"]), "log.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[0]["train_loss_fp"]) == 0 and float(rows[1]["train_loss_fp"]) > 0
+    assert float(rows[0]["train_loss_fg"]) > 0
 
-    seen = []
-    distiller = build_model(checkpoint.load(runs["distillbev"]))
-    distiller.distill_loss.set_epoch = seen.append  # whether or not FGDLoss has one
-    sampler = _EpochSampler(torch.utils.data.DistributedSampler(range(4), 1, 0), distiller.set_epoch)
-    sampler.set_epoch(3)
-    assert seen == [3] and len(sampler) == 4
+
+def test_heatmaps_only_with_fp_or_regions():
+    # DistillBEV's published config has fp_weight 0: no heatmaps unless overridden.
+    assert PRESETS["distillbev"]["fp_weight"] == 0 and not uses_heatmaps("distillbev")
+    assert not uses_heatmaps("distillbev", {"fp_weight": 0.0}) and not uses_heatmaps("fgd")
+    assert uses_heatmaps("distillbev", {"fp_weight": 1.0}) and uses_heatmaps("fgd", {"fp_weight": 0.5})
+    assert uses_heatmaps("fgd", {"region_weights": {"fp": 2.0}})
+
+
+def test_per_image_img_shape(runs):
+    # FGD's masks get each image's unpadded size (ImageList.image_sizes), no heatmaps for plain fgd.
+    distiller = build_model(checkpoint.load(runs["fgd"])).train()
+    assert not distiller.heatmaps
+    seen, forward = {}, distiller.distill_loss.forward
+    distiller.distill_loss.forward = lambda s, t, **kw: seen.update(kw) or forward(s, t, **kw)
+    images = [torch.rand(3, 48, 64), torch.rand(3, 64, 64)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 8.0, 50.0, 60.0]]), "labels": torch.tensor([2])},
+    ]
+    parts = distiller(images, targets)
+    assert seen["img_shape"] == [(48, 64), (64, 64)]
+    assert "teacher_heatmap" not in seen and "gt_heatmap" not in seen
+    assert all(torch.isfinite(v) for v in parts.values())
+
+
+def test_ddp_unused_parameters_with_multi_scale_epoch(runs):
+    def task(*flags):
+        return DistillTask(parser().parse_args([*TINY, "--out", str(runs["root"] / "unused"), *flags]))
+
+    teacher = ["--teacher", runs["teacher"]]
+    assert not task(*teacher).find_unused_parameters
+    assert not task(*teacher, "--preset", "distillbev").find_unused_parameters
+    assert not task(*teacher, "--loss-kwargs", '{"multi_scale_epoch": 0}').find_unused_parameters
+    assert task(*teacher, "--loss-kwargs", '{"multi_scale_epoch": 2}').find_unused_parameters
+    assert task(*teacher, "--preset", "distillbev", "--loss-kwargs", '{"multi_scale_epoch": 1}').find_unused_parameters
+    assert not task("--no-distill").find_unused_parameters
 
 
 def test_convert_gives_the_same_student(runs, tmp_path):

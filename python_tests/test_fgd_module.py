@@ -247,13 +247,35 @@ def test_distillbev_equals_the_published_loss(spatial_attention, gen):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
 
 
+def _published_fp(heat_t, heat_g, fg, thr):
+    """add_fp_as_fg, mode 'teacher', scale 'average': max over classes, the
+    ground truth resized to the teacher's size and the result to the mask's
+    (max-pooled down, repeated up), FP = gt < thr and teacher > thr outside
+    the foreground, scale 1 / #FP."""
+    t = heat_t.amax(1, keepdim=True)
+    g = heat_g.amax(1, keepdim=True)
+    if g.shape[-1] > t.shape[-1]:
+        g = F.max_pool2d(g, g.shape[-1] // t.shape[-1])
+    fp = ((g < thr) & (t > thr)).float()
+    if fp.shape[-1] > fg.shape[-1]:
+        fp = F.max_pool2d(fp, fp.shape[-1] // fg.shape[-1])
+    elif fp.shape[-1] < fg.shape[-1]:
+        r = fg.shape[-1] // fp.shape[-1]
+        fp = fp.repeat_interleave(r, 2).repeat_interleave(r, 3)
+    fp = ((fg[:, None] == 0) & (fp > 0)).double()[:, 0]
+    scale = torch.zeros_like(fp)
+    for b in range(fp.shape[0]):
+        scale[b][fp[b] > 0] = 1.0 / fp[b].sum()
+    return fp, scale
+
+
 def test_distillbev_false_positive_term_from_fp_epoch(gen):
     m = FGDLoss.from_preset("distillbev", 4, 4, fp_weight=0.5, fp_epoch=2, fp_scale_mode="average").double()
     s = torch.randn(2, 4, 8, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     t = torch.randn(2, 4, 8, 8, generator=gen, dtype=torch.float64)
     boxes = [torch.tensor([[4.0, 4.0, 20.0, 30.0]]).double(), torch.tensor([[10.0, 0.0, 31.0, 12.0]]).double()]
     heat_t = torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64)
-    heat_g = torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64) * 0.2
+    heat_g = torch.rand(2, 3, 32, 32, generator=gen, dtype=torch.float64) * 0.2
     kw = dict(boxes=boxes, img_shape=(32, 32), teacher_heatmap=heat_t, gt_heatmap=heat_g)
     m.set_epoch(1)
     assert float(m(s, t, **kw)["loss_fp"].detach()) == 0.0
@@ -261,12 +283,78 @@ def test_distillbev_false_positive_term_from_fp_epoch(gen):
     out = m(s, t, **kw)
     assert float(out["loss_fp"].detach()) > 0
     fg, _ = _published_bev_masks(boxes, 8, 8, 4.0, 4.0)
-    fp, fp_scale = false_positive_masks(heat_t, heat_g, fg, output_threshold=0.1, scale_mode="average")
+    fp, fp_scale = _published_fp(heat_t, heat_g, fg, 0.1)
     assert fp.sum() > 0 and not bool((fp.bool() & fg.bool()).any())
-    theirs = _published_distillbev(
-        m.levels[0], s, t, boxes, (32, 32), PRESETS["distillbev"], fp.double(), fp_scale.double(), 0.5
-    )
+    theirs = _published_distillbev(m.levels[0], s, t, boxes, (32, 32), PRESETS["distillbev"], fp, fp_scale, 0.5)
     torch.testing.assert_close(sum(out.values()), theirs, rtol=1e-10, atol=1e-14)
+
+
+def test_bev_masks_through_the_module_follow_the_op(gen):
+    """bev_boxes on a grid whose cells follow each level's size (the published
+    osf = grid_size // W); bg extension and every scale_mask against the op's
+    own output; the FP term and the 'dfs' scale with FGD masks (ours)."""
+    boxes = [torch.tensor([[1.0, 2.0, 0.0, 6.0, 3.0, 1.5, 0.4]], dtype=torch.float64), torch.zeros(0, 7).double()]
+    grid = ((-8.0, -8.0, -3.0, 8.0, 8.0, 3.0), None)
+    m = FGDLoss.from_preset("distillbev", [4, 4], [4, 4], student_adaptation="identity").double()
+    s = [torch.randn(2, 4, 8, 8, generator=gen).double(), torch.randn(2, 4, 4, 4, generator=gen).double()]
+    maps = m.maps(s, s, bev_boxes=boxes, bev_grid=grid)
+    for level, size in zip(maps, (8, 4)):
+        fg, bg = hcam_ops.bev_masks_from_boxes(boxes, (-8.0, -8.0), 16.0 / size, (size, size))
+        torch.testing.assert_close(level["fg"], fg.float())
+        torch.testing.assert_close(level["bg"], bg.float())
+        assert level["fg"][0].sum() > 0
+    for mode, op_mode in (("separate_gt", "separate"), ("bg_only", "bg_only"), ("none", "none")):
+        m = FGDLoss.from_preset("distillbev", 4, 4, scale_mask=mode, bg_extend_length=2.0, bg_extend_weight=0.3)
+        (level,) = m.maps(s[0].float(), s[0].float(), bev_boxes=boxes, bev_grid=((-8.0, -8.0), 2.0))
+        fg, bg = hcam_ops.bev_masks_from_boxes(
+            boxes, (-8.0, -8.0), 2.0, (8, 8), scale_mask=op_mode, bg_extend_length=2.0, bg_extend_weight=0.3
+        )
+        torch.testing.assert_close(level["fg"], fg.float(), msg=mode)
+        torch.testing.assert_close(level["bg"], bg.float(), msg=mode)
+    small = [torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([[6.0, 2.0, 9.0, 5.0]])]
+    fgd = FGDLoss(4, 4, fp_weight=1.0, fp_scale_mode="dfs", output_threshold=0.5)
+    heat = torch.zeros(2, 1, 8, 8)
+    heat[:, 0, 6:8, 6:8] = 0.9
+    (level,) = fgd.maps(
+        s[0].float(),
+        s[0].float(),
+        boxes=small,
+        img_shape=(16, 16),
+        teacher_heatmap=heat,
+        gt_heatmap=torch.zeros(2, 1, 8, 8),
+    )
+    fg, bg = hcam_ops.fgd_masks_from_boxes(small, (16, 16), (8, 8))
+    fp = (heat[:, 0] > 0.5) & (fg == 0)
+    assert fp.sum() == 8
+    torch.testing.assert_close(level["fp"], fp.float() / fp.sum((1, 2), keepdim=True))  # one 2x2 component per image
+    keep = (bg > 0) & ~fp
+    torch.testing.assert_close(level["bg"], (keep / keep.sum((1, 2), keepdim=True)).float())
+
+
+def test_gaussian_foreground_through_the_module():
+    boxes = [torch.tensor([[0.5, 0.5, 5.0, 3.0, 0.0]], dtype=torch.float64)]
+    m = FGDLoss.from_preset("distillbev", 4, 4, foreground_mask="gauss", scale_mask="separate_extend")
+    x = torch.randn(1, 4, 8, 8)
+    (level,) = m.maps(x, x, bev_boxes=boxes, bev_grid=((-4.0, -4.0), 1.0))
+    heat, scale2 = hcam_ops.distill.gaussian_foreground(boxes, (-4.0, -4.0), 1.0, (8, 8))
+    gt_fg, _ = hcam_ops.bev_masks_from_boxes(boxes, (-4.0, -4.0), 1.0, (8, 8), scale_mask="none")
+    bg_scale = 1.0 / (64 - (gt_fg != 0).sum())
+    torch.testing.assert_close(level["fg"], (heat * scale2).float())
+    torch.testing.assert_close(level["bg"], ((heat == 0) * bg_scale).float())
+    with pytest.raises(ValueError, match="needs a Gaussian foreground_mask"):
+        FGDLoss.from_preset("distillbev", 4, 4, scale_mask="separate_extend").maps(
+            x, x, bev_boxes=boxes, bev_grid=((-4.0, -4.0), 1.0)
+        )
+
+
+def test_levels_before_multi_scale_epoch_get_zero_gradients(gen):
+    """DDP needs a gradient for every parameter: the idle levels' are zero."""
+    m = FGDLoss([4, 6], [4, 4], multi_scale_epoch=2)
+    s = [torch.randn(1, 4, 6, 6, generator=gen, requires_grad=True), torch.randn(1, 6, 3, 3, generator=gen)]
+    t = [torch.randn(1, 4, 6, 6, generator=gen), torch.randn(1, 4, 3, 3, generator=gen)]
+    sum(m(s, t, boxes=[torch.tensor([[2.0, 2.0, 20.0, 14.0]])], img_shape=(24, 24)).values()).backward()
+    for p in m.levels[1].parameters():
+        assert p.grad is not None and not bool(p.grad.any())
 
 
 def test_false_positive_scales():
@@ -389,3 +477,17 @@ def test_bad_module_input(gen):
         FGDLoss.from_preset("distillbev", 4, 4)(s, s, boxes=[torch.zeros(2, 5)], img_shape=(5, 5))
     with pytest.raises(ValueError, match="student_adaptation must be one of"):
         FGDLoss(4, 4, student_adaptation="deconv")
+    # Checked when built, not at the first step (or at fp_epoch, hours in).
+    for bad, match in (
+        (dict(fp_scale_mode="bogus"), "fp_scale_mode must be one of"),
+        (dict(spatial_attention="geometric"), "spatial_attention must be one of"),
+        (dict(spatial_temperature=-1.0), "spatial_temperature must be positive"),
+        (dict(output_threshold=float("nan")), "output_threshold must be finite"),
+        (dict(fp_weight=-1.0), "fp_weight must be finite and >= 0"),
+        (dict(foreground_mask="gauss"), "options of masks='bev'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            FGDLoss(4, 4, **bad)
+    assert FGDLoss(4, 4, spatial_attention="teacher_student").op_kwargs["spatial_attention"] == "student_mix"
+    with pytest.raises(ValueError, match="not finite"):
+        m(s * float("nan"), s, boxes=[torch.tensor([[0.0, 0.0, 3.0, 3.0]])], img_shape=(5, 5))

@@ -2,8 +2,9 @@
 
 IN is a checkpoint of a distillation run of ``python -m
 hcam_ops.distill.train`` (student + frozen teacher + FGD modules). OUT keeps
-only the student, as FGD's ``tools/pth_transfer.py`` does (the teacher and
-the distillation modules are dropped, the ``student.`` prefix removed):
+only the student, as ``pth_transfer.py`` at the root of yzd-v/FGD does (the
+teacher and the distillation modules are dropped, the ``student.`` prefix
+removed):
 
 - default: an ``hcam_ops.train`` checkpoint of the student alone (its
   ``model_name``/``model_config``, task state, epoch and metrics; no

@@ -44,7 +44,7 @@ def level_maps(distiller, images: list[torch.Tensor], targets: list[dict]):
         x = image_list.tensors
         students = list(student.backbone(x).values())
         teachers = distiller.teacher_features(x)
-        kwargs = distiller.fgd_kwargs(x, seen, teachers)
+        kwargs = distiller.fgd_kwargs(x, seen, teachers, image_list.image_sizes)
         loss = distiller.distill_loss
         if hasattr(loss, "maps"):
             maps = loss.maps(students, teachers, **kwargs)

@@ -17,16 +17,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distill.adapters import student_adaptation, teacher_adaptation
-from ..distill.false_positives import false_positive_masks
+from ..distill.false_positives import FP_SCALE_MODES, false_positive_masks
+from ..distill.gaussian_foreground import FOREGROUND_VARIANTS, RADIUS_FUNCS, foreground_variant, gaussian_foreground
 from ..distill.regions import region_weights
-from ..ops.fgd_loss import fgd_loss
+from ..ops import _checks
+from ..ops.bev_masks import BACKGROUNDS, bev_masks_from_boxes
+from ..ops.fgd_loss import SPATIAL_ATTENTION, fgd_loss
 from ..ops.fgd_masks import fgd_masks_from_boxes
 from ..reference.fgd_loss import attention
 from .gc_block import channel_add, global_context, init_context_mask
 
 MASKS = ("fgd", "bev")
-SCALE_MASKS = ("combine_gt", "separate_gt", "bg_only", "none")
-_OP_SCALE = {"combine_gt": "combine", "separate_gt": "separate", "bg_only": "bg_only", "none": "none"}
+SCALE_MASKS = ("combine_gt", "separate_gt", "combine_extend", "separate_extend", "bg_only", "none")
+FOREGROUND_MASKS = ("gt", *FOREGROUND_VARIANTS)
+# DistillBEV's name of the student mix.
+_SPATIAL_ALIASES = {"teacher_student": "student_mix"}
 
 # FGD: the class defaults of the published FeatureLoss, then the published
 # configs' values for RetinaNet and FCOS. DistillBEV: its main published
@@ -105,6 +110,12 @@ def boxes_on_pixel_grid(boxes, img_shape, feat_shape):
         centre, size = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]
         out.append(torch.cat([centre, size, torch.zeros_like(size[:, :1])], dim=1))
     return out, (0.0, 0.0), (img_w / W, img_h / H)
+
+
+def _extend_scale(scale):
+    if scale is None:
+        raise ValueError("FGDLoss: scale_mask '*_extend' needs a Gaussian foreground_mask")
+    return scale
 
 
 def _per_level(value, n: int, name: str) -> list[float]:
@@ -200,8 +211,11 @@ class FGDLoss(nn.Module):
             or ``"bev"`` (DistillBEV's rotated boxes on a BEV grid,
             :func:`hcam_ops.bev_masks_from_boxes`; 2-D boxes are boxes with
             yaw 0 on the pixel grid).
-        scale_mask, bg_extend_length, bg_extend_weight: DistillBEV's mask
-            scaling (``"bev"`` masks only).
+        scale_mask, background_mask, bg_extend_length, bg_extend_weight:
+            DistillBEV's mask scaling and background (``"bev"`` masks only).
+        foreground_mask, gauss_fg_weight, min_radius, gaussian_overlap,
+        radius_func: DistillBEV's Gaussian foreground variants
+            (:mod:`hcam_ops.distill.gaussian_foreground`); ``"gt"``: the boxes.
         fp_weight, output_threshold, groundtruth_threshold, fp_scale_mode,
         fp_epoch: DistillBEV's false-positive term
             (:func:`hcam_ops.distill.false_positive_masks`), on from epoch
@@ -213,8 +227,10 @@ class FGDLoss(nn.Module):
 
     ``forward(student, teacher, *, boxes=None, img_shape=None, fg_mask=None,
     bg_mask=None, bev_boxes=None, bev_grid=None, teacher_heatmap=None,
-    gt_heatmap=None)``: maps (or lists of maps, one per level); returns the
-    terms summed over levels, each a 0-d tensor.
+    gt_heatmap=None, check_finite=True)``: maps (or lists of maps, one per
+    level); returns the terms summed over levels, each a 0-d tensor.
+    ``bev_grid=(pc_range, cell_size)``; ``cell_size=None`` gives each level
+    cells spanning the 6-number ``pc_range``.
     """
 
     def __init__(
@@ -241,6 +257,12 @@ class FGDLoss(nn.Module):
         teacher_stride: int = 4,
         masks: str = "fgd",
         scale_mask: str = "combine_gt",
+        background_mask: str = "logical_not",
+        foreground_mask: str = "gt",
+        gauss_fg_weight: float = -1e10,
+        min_radius: int = 2,
+        gaussian_overlap: float = 0.1,
+        radius_func: str = "gaussian_radius",
         bg_extend_length: float = 0.0,
         bg_extend_weight: float = 0.0,
         fp_weight: float = 0.0,
@@ -259,8 +281,32 @@ class FGDLoss(nn.Module):
         n = self.num_levels = len(s_ch)
         if masks not in MASKS:
             raise ValueError(f"FGDLoss: masks must be one of {MASKS}, got {masks!r}")
-        if scale_mask not in SCALE_MASKS:
-            raise ValueError(f"FGDLoss: scale_mask must be one of {SCALE_MASKS}, got {scale_mask!r}")
+        spatial_attention = _SPATIAL_ALIASES.get(spatial_attention, spatial_attention)
+        for name, value, choices in (
+            ("scale_mask", scale_mask, SCALE_MASKS),
+            ("background_mask", background_mask, BACKGROUNDS),
+            ("foreground_mask", foreground_mask, FOREGROUND_MASKS),
+            ("radius_func", radius_func, tuple(RADIUS_FUNCS)),
+            ("spatial_attention", spatial_attention, SPATIAL_ATTENTION),
+            ("fp_scale_mode", fp_scale_mode, FP_SCALE_MODES),
+        ):
+            _checks.check_choice(value, choices, "FGDLoss", name)
+        if masks == "fgd" and (scale_mask, foreground_mask) != ("combine_gt", "gt"):
+            raise ValueError("FGDLoss: scale_mask and foreground_mask are options of masks='bev'")
+        _checks.check_temperature(spatial_temperature, "FGDLoss", "spatial_temperature")
+        _checks.check_temperature(channel_temperature, "FGDLoss", "channel_temperature")
+        for name, value in (
+            ("fp_weight", fp_weight),
+            ("spatial_student_ratio", spatial_student_ratio),
+            ("bg_extend_length", bg_extend_length),
+            ("bg_extend_weight", bg_extend_weight),
+            ("gaussian_overlap", gaussian_overlap),
+        ):
+            if not (math.isfinite(float(value)) and float(value) >= 0):
+                raise ValueError(f"FGDLoss: {name} must be finite and >= 0, got {value}")
+        for name, value in (("output_threshold", output_threshold), ("groundtruth_threshold", groundtruth_threshold)):
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"FGDLoss: {name} must be finite, got {value}")
         self.weights = {
             name: _per_level(value, n, name)
             for name, value in (
@@ -280,7 +326,9 @@ class FGDLoss(nn.Module):
             spatial_mask=spatial_mask,
             channel_mask=channel_mask,
         )
-        self.masks, self.scale_mask = masks, scale_mask
+        self.masks, self.scale_mask, self.background_mask = masks, scale_mask, background_mask
+        self.foreground_mask, self.gauss_fg_weight = foreground_mask, float(gauss_fg_weight)
+        self.gaussian = dict(min_radius=int(min_radius), gaussian_overlap=float(gaussian_overlap), radius=radius_func)
         self.bg_extend = (float(bg_extend_length), float(bg_extend_weight))
         self.fp = dict(
             output_threshold=output_threshold, groundtruth_threshold=groundtruth_threshold, scale_mode=fp_scale_mode
@@ -318,9 +366,18 @@ class FGDLoss(nn.Module):
 
     # -- masks ---------------------------------------------------------------------------------------------
 
-    def _box_masks(self, level, shape, kw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(fg, bg, foreground)``: the per-cell weights of the fg and bg terms
-        before attention, and the binary box foreground (``None`` for given masks)."""
+    def _fp(self, level, kw, foreground):
+        """DistillBEV's FP cells and their scale (``None, None`` while the term is off)."""
+        if not (self.fp_weight > 0 and self.epoch >= self.fp_epoch):
+            return None, None
+        heat_t, heat_g = kw.get("teacher_heatmap"), kw.get("gt_heatmap")
+        if heat_t is None or heat_g is None:
+            raise ValueError("FGDLoss: fp_weight > 0 needs teacher_heatmap and gt_heatmap")
+        return false_positive_masks(_at(heat_t, level), _at(heat_g, level), foreground, **self.fp)
+
+    def _fgd_masks(self, level, shape, kw, check):
+        """FGD's rectangles (or the given masks); with the FP term (ours on FGD
+        masks) FP cells leave the background, which is normalised again."""
         fg_mask, bg_mask = kw.get("fg_mask"), kw.get("bg_mask")
         if fg_mask is not None or bg_mask is not None:
             if fg_mask is None or bg_mask is None:
@@ -332,81 +389,94 @@ class FGDLoss(nn.Module):
         boxes, img_shape = kw.get("boxes"), kw.get("img_shape")
         if boxes is None or img_shape is None:
             raise ValueError("FGDLoss: needs boxes and img_shape, or fg_mask and bg_mask")
-        fg, bg = fgd_masks_from_boxes(boxes, img_shape, shape)
-        return fg, bg, (fg > 0).to(fg.dtype)
+        fg, bg = fgd_masks_from_boxes(boxes, img_shape, shape, check_boxes=check)
+        fp, fp_scale = self._fp(level, kw, fg)
+        if fp is None:
+            return fg, bg, None
+        keep = (bg > 0) & (fp == 0)
+        bg = keep.to(bg.dtype) / keep.sum((1, 2), keepdim=True).clamp(min=1).to(bg.dtype)
+        return fg, bg, fp * fp_scale
 
-    def _scaled(self, foreground, fg_scale, fp) -> tuple[torch.Tensor, torch.Tensor]:
-        """DistillBEV's fg / bg weights: ``bg`` = not foreground and not FP, each
-        sample's background scale ``1 / (HW - sum foreground - #FP)``, then
-        ``scale_mask``."""
-        B, H, W = foreground.shape
-        bg = ((foreground == 0) & (fp == 0)).to(foreground.dtype)
-        n_bg = H * W - foreground.sum((1, 2), keepdim=True) - fp.sum((1, 2), keepdim=True)
-        bg_scale = torch.where(n_bg > 0, 1.0 / n_bg.clamp(min=1e-12), torch.zeros_like(n_bg)).expand(B, H, W)
-        if self.scale_mask == "combine_gt":
-            s = torch.maximum(fg_scale, bg_scale)
-            return foreground * s, bg * s
-        if self.scale_mask == "separate_gt":
-            return foreground * fg_scale, bg * bg_scale
-        if self.scale_mask == "bg_only":
-            return foreground * bg_scale, bg * bg_scale
-        return foreground, bg
+    def _bev_boxes(self, level, shape, kw):
+        if kw.get("bev_boxes") is not None:
+            if kw.get("bev_grid") is None:
+                raise ValueError("FGDLoss: bev_boxes need bev_grid=(pc_range, cell_size)")
+            pc_range, cell = kw["bev_grid"]
+            if cell is None:
+                # As published (osf = grid_size // W): each level's cells span the range.
+                r = [float(v) for v in (pc_range.tolist() if isinstance(pc_range, torch.Tensor) else pc_range)]
+                if len(r) != 6:
+                    raise ValueError("FGDLoss: bev_grid=(pc_range, None) needs the 6-number point-cloud range")
+                cell = ((r[3] - r[0]) / shape[1], (r[4] - r[1]) / shape[0])
+            elif isinstance(cell, list):
+                cell = _at(cell, level) if len(cell) == self.num_levels else cell
+            return kw["bev_boxes"], pc_range, cell
+        if kw.get("boxes") is None or kw.get("img_shape") is None:
+            raise ValueError("FGDLoss: needs boxes and img_shape, bev_boxes and bev_grid, or fg_mask and bg_mask")
+        return boxes_on_pixel_grid(kw["boxes"], kw["img_shape"], shape)
 
-    def _level_masks(self, level, shape, kw):
-        """``(fg, bg, fp)`` per-cell weights ``[B, H, W]`` for one level (``fp`` may be ``None``)."""
-        fp_on = self.fp_weight > 0 and self.epoch >= self.fp_epoch
-        heat_t, heat_g = kw.get("teacher_heatmap"), kw.get("gt_heatmap")
-        if self.masks == "bev" and kw.get("fg_mask") is None and kw.get("bg_mask") is None:
-            fg, bg, fp_cells = self._bev_masks(level, shape, kw, fp_on)
+    def _bev_masks(self, level, shape, kw, check):
+        """DistillBEV's masks in the published order: the box foreground and its
+        scale (the op), the Gaussian foreground variant, the background, the FP
+        cells leaving it (its scale recomputed), then ``scale_mask``."""
+        boxes, pc_range, cell = self._bev_boxes(level, shape, kw)
+        length, weight = self.bg_extend
+        args = (boxes, pc_range, cell, shape)
+        extend = dict(bg_extend_length=length, bg_extend_weight=weight)
+        gt_fg, _ = bev_masks_from_boxes(*args, scale_mask="none", check_boxes=check, **extend)
+        scaled, _ = bev_masks_from_boxes(*args, scale_mask="separate", check_boxes=False, **extend)
+        fg_scale = torch.where(gt_fg > 0, scaled / gt_fg.clamp(min=1e-30), torch.zeros_like(scaled))
+        B, H, W = gt_fg.shape
+        n_bg = H * W - (gt_fg != 0).sum((1, 2), keepdim=True).to(gt_fg.dtype)
+        scale2 = None
+        if self.foreground_mask == "gt":
+            foreground = gt_fg
         else:
-            fg, bg, foreground = self._box_masks(level, shape, kw)
-            fp_cells = None
-            if fp_on and foreground is not None:
-                # FGD's masks with DistillBEV's FP term (ours): FP cells leave
-                # the background, which is normalised again to sum to one.
-                if heat_t is None or heat_g is None:
-                    raise ValueError("FGDLoss: fp_weight > 0 needs teacher_heatmap and gt_heatmap")
-                fp, fp_scale = false_positive_masks(_at(heat_t, level), _at(heat_g, level), foreground, **self.fp)
-                keep = (bg.reshape(fp.shape) > 0) & (fp == 0)
-                bg = keep.to(bg.dtype) / keep.sum((1, 2), keepdim=True).clamp(min=1).to(bg.dtype)
-                fp_cells = (fp * fp_scale).to(bg.dtype)
+            heat, scale2 = gaussian_foreground(*args, **self.gaussian)
+            foreground = foreground_variant(
+                self.foreground_mask,
+                gt_fg,
+                heat.to(gt_fg.dtype),
+                gauss_fg_weight=self.gauss_fg_weight,
+                fg_weight=self.weights["fg_weight"][level],
+                bg_weight=self.weights["bg_weight"][level],
+            )
+            scale2 = scale2.to(gt_fg.dtype)
+        bg = (foreground == 0).to(gt_fg.dtype) if self.background_mask == "logical_not" else 1 - foreground
+        fp, fp_scale = self._fp(level, kw, foreground)
+        if fp is not None:
+            fp = fp.to(gt_fg.dtype)
+            bg = bg * (fp == 0)
+            n_bg = H * W - foreground.sum((1, 2), keepdim=True) - fp.sum((1, 2), keepdim=True)
+        bg_scale = torch.where(n_bg > 0, 1.0 / n_bg.clamp(min=1e-30), torch.zeros_like(n_bg)).expand(B, H, W)
+        mode = self.scale_mask
+        if mode in ("combine_gt", "combine_extend"):
+            s = torch.maximum(fg_scale if mode == "combine_gt" else _extend_scale(scale2), bg_scale)
+            fg, bg = foreground * s, bg * s
+        elif mode == "separate_gt":
+            fg, bg = foreground * fg_scale, bg * bg_scale
+        elif mode == "separate_extend":
+            fg, bg = foreground * _extend_scale(scale2), bg * bg_scale
+        elif mode == "bg_only":
+            fg, bg = foreground * bg_scale, bg * bg_scale
+        else:
+            fg = foreground
+        return fg, bg, None if fp is None else fp * fp_scale.to(fp.dtype)
+
+    def _level_masks(self, level, shape, kw, check=True):
+        """``(fg, bg, fp)`` per-cell weights ``[B, H, W]`` for one level (``fp`` may be ``None``)."""
+        given = kw.get("fg_mask") is not None or kw.get("bg_mask") is not None
+        if self.masks == "bev" and not given:
+            fg, bg, fp = self._bev_masks(level, shape, kw, check)
+        else:
+            fg, bg, fp = self._fgd_masks(level, shape, kw, check)
+        heat_t, heat_g = kw.get("teacher_heatmap"), kw.get("gt_heatmap")
         if self.region_weights is not None and heat_t is not None and heat_g is not None:
             r = region_weights(_at(heat_t, level), _at(heat_g, level), self.region_threshold, self.region_weights)
             r = F.interpolate(r[:, None], size=shape, mode="nearest")[:, 0].to(fg.dtype)
             B = r.shape[0]
             fg, bg = fg.reshape(B, *shape) * r, bg.reshape(B, *shape) * r
-        return fg, bg, fp_cells
-
-    def _bev_masks(self, level, shape, kw, fp_on):
-        """DistillBEV's masks: with the FP term, the background leaves the FP
-        cells and its scale is recomputed before ``scale_mask``, so the op
-        gives the foreground and its scale and the rest is done here."""
-        from ..ops.bev_masks import bev_masks_from_boxes
-
-        if kw.get("bev_boxes") is not None:
-            if kw.get("bev_grid") is None:
-                raise ValueError("FGDLoss: bev_boxes need bev_grid=(pc_range, cell_size)")
-            boxes, (pc_range, cell_size) = kw["bev_boxes"], kw["bev_grid"]
-        else:
-            if kw.get("boxes") is None or kw.get("img_shape") is None:
-                raise ValueError("FGDLoss: needs boxes and img_shape, bev_boxes and bev_grid, or fg_mask and bg_mask")
-            boxes, pc_range, cell_size = boxes_on_pixel_grid(kw["boxes"], kw["img_shape"], shape)
-        length, weight = self.bg_extend
-        args = (boxes, pc_range, cell_size, shape)
-        extend = dict(bg_extend_length=length, bg_extend_weight=weight)
-        if not fp_on:
-            fg, bg = bev_masks_from_boxes(*args, scale_mask=_OP_SCALE[self.scale_mask], **extend)
-            return fg, bg, None
-        heat_t, heat_g = kw.get("teacher_heatmap"), kw.get("gt_heatmap")
-        if heat_t is None or heat_g is None:
-            raise ValueError("FGDLoss: fp_weight > 0 needs teacher_heatmap and gt_heatmap")
-        foreground, _ = bev_masks_from_boxes(*args, scale_mask="none", **extend)
-        scaled, _ = bev_masks_from_boxes(*args, scale_mask="separate", **extend)
-        fg_scale = torch.where(foreground > 0, scaled / foreground.clamp(min=1e-30), torch.zeros_like(scaled))
-        fp, fp_scale = false_positive_masks(_at(heat_t, level), _at(heat_g, level), foreground, **self.fp)
-        fp = fp.to(foreground.dtype)
-        fg, bg = self._scaled(foreground, fg_scale, fp)
-        return fg, bg, fp * fp_scale.to(fp.dtype)
+        return fg, bg, fp
 
     # -- forward -------------------------------------------------------------------------------------------
 
@@ -421,16 +491,21 @@ class FGDLoss(nn.Module):
             )
         return students, teachers
 
-    def forward(self, student, teacher, **kw) -> dict[str, torch.Tensor]:
+    def forward(self, student, teacher, *, check_finite: bool = True, **kw) -> dict[str, torch.Tensor]:
+        """The terms summed over levels. The boxes are checked once (first
+        level) and the totals once (``check_finite``), not per level: each
+        check is a device sync on CUDA."""
         students, teachers = self._pairs(student, teacher)
         totals: dict[str, torch.Tensor] = {}
+        idle = []
         for i, (s_in, t_in) in enumerate(zip(students, teachers)):
-            if not self._active(i):
-                continue
             block = self.levels[i]
+            if not self._active(i):
+                idle.append(block)
+                continue
             s, t = block.adapt(s_in, t_in)
             B, _, H, W = t.shape
-            fg, bg, fp = self._level_masks(i, (H, W), kw)
+            fg, bg, fp = self._level_masks(i, (H, W), kw, check=not totals)
             w = {k: v[i] for k, v in self.weights.items()}
             inner_spatial = 0.0 if block.spatial_adaptation is not None else w["spatial_weight"]
             terms = fgd_loss(
@@ -445,6 +520,7 @@ class FGDLoss(nn.Module):
                 spatial_weight=inner_spatial,
                 fp_mask=fp,
                 fp_weight=self.fp_weight if fp is not None else 0.0,
+                check_finite=False,
                 **self.op_kwargs,
             )
             if block.spatial_adaptation is not None:
@@ -454,6 +530,14 @@ class FGDLoss(nn.Module):
                 terms["loss_global"] = w["global_weight"] * block.relation(s, t) / max(B, 1)
             for k, v in terms.items():
                 totals[k] = totals[k] + v if k in totals else v
+        if idle and totals:
+            # Levels before multi_scale_epoch take part with weight 0, so DDP
+            # finds a gradient (zero) for every parameter.
+            totals["loss_fg"] = totals["loss_fg"] + 0.0 * sum(p.sum() for b in idle for p in b.parameters())
+        if check_finite and totals and not torch.compiler.is_compiling():
+            if not bool(torch.isfinite(torch.stack([v.detach().float() for v in totals.values()])).all()):
+                bad = [k for k, v in totals.items() if not bool(torch.isfinite(v.detach()))]
+                raise ValueError(f"FGDLoss: {', '.join(bad)} not finite: student or teacher maps hold NaN or Inf")
         return totals
 
     @torch.no_grad()

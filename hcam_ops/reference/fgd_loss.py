@@ -38,7 +38,7 @@ def fgd_loss(
     fp_weight: float = 0.0,
     check_finite: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Defaults: FGD's RetinaNet config, DistillBEV's switches (see hcam_ops.fgd_loss)."""
+    """Defaults: FGD's FeatureLoss class defaults, DistillBEV's switches (see hcam_ops.fgd_loss)."""
     B, C, H, W = student.shape
     t = teacher.detach()
     n = max(B, 1)

@@ -16,11 +16,27 @@ def presets() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
+def effective_config(preset: str, overrides: dict | None = None) -> dict:
+    """The FGDLoss keywords a run gets: the preset's, then ``--loss-kwargs``."""
+    from ...nn.fgd import PRESETS
+
+    return {**PRESETS[preset], **(overrides or {})}
+
+
 def uses_heatmaps(preset: str, overrides: dict | None = None) -> bool:
-    """Whether the loss reads teacher / ground-truth heatmaps: DistillBEV,
-    or a false-positive term or region weights asked for."""
-    o = overrides or {}
-    return preset.startswith("distillbev") or float(o.get("fp_weight") or 0) > 0 or bool(o.get("region_weights"))
+    """Whether the loss reads teacher / ground-truth heatmaps: the effective
+    config (preset + overrides) has a false-positive term (``fp_weight > 0``)
+    or region weights. DistillBEV's published config has ``fp_weight = 0``:
+    no heatmaps unless an override turns the term on."""
+    c = effective_config(preset, overrides)
+    return float(c.get("fp_weight") or 0) > 0 or c.get("region_weights") is not None
+
+
+def has_skipped_levels(preset: str, overrides: dict | None = None) -> bool:
+    """Whether FGDLoss leaves levels out of the first epochs
+    (``multi_scale_epoch > 0``): their parameters get no gradient then, which
+    DDP must be told (``find_unused_parameters``)."""
+    return int(effective_config(preset, overrides).get("multi_scale_epoch", -1)) > 0
 
 
 class Distiller(nn.Module):
@@ -95,7 +111,7 @@ class Distiller(nn.Module):
         image_list, seen = self._batch
         self._batch = None
         students = self._tap.take()
-        parts = self.distill_terms(image_list.tensors, seen, students)
+        parts = self.distill_terms(image_list.tensors, seen, students, image_list.image_sizes)
         return {**losses, **parts}
 
     @torch.no_grad()
@@ -104,29 +120,46 @@ class Distiller(nn.Module):
         detectors normalise and size alike: built with the same sizes)."""
         return list(self.teacher.backbone(x).values())
 
-    def fgd_kwargs(self, x: torch.Tensor, targets: list[dict], teachers: list[torch.Tensor]) -> dict:
+    def fgd_kwargs(
+        self,
+        x: torch.Tensor,
+        targets: list[dict],
+        teachers: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]] | None = None,
+    ) -> dict:
         """The keywords of FGDLoss.forward (and FGDLoss.maps): boxes in pixels of
-        ``x``, ``img_shape`` ``(H, W)`` of ``x``; for DistillBEV the teacher's score
-        maps and the ground-truth CenterNet heatmaps, one ``[B, H_l, W_l]`` per level
-        (also with a false-positive term or region weights)."""
+        ``x``; ``img_shape``: each image's ``(h, w)`` before padding
+        (``image_sizes``, torchvision's ``ImageList.image_sizes``; default: the
+        padded ``x``'s size for every image), as published FGD passes
+        ``img_metas[i]['img_shape']`` while the feature maps cover the padded
+        batch. With heatmaps (a false-positive term or region weights): the
+        teacher's score maps and the ground-truth CenterNet heatmaps, one
+        ``[B, H_l, W_l]`` per level, on the padded grid of the feature maps."""
         from ...distill import centernet_heatmaps
 
-        img_shape = tuple(int(v) for v in x.shape[-2:])
+        padded = tuple(int(v) for v in x.shape[-2:])
+        sizes = [tuple(int(v) for v in s) for s in image_sizes] if image_sizes is not None else None
         boxes = [t["boxes"].float() for t in targets]
-        kwargs = {"boxes": boxes, "img_shape": img_shape}
+        kwargs = {"boxes": boxes, "img_shape": sizes or [padded] * len(boxes)}
         if self.heatmaps:
             with torch.no_grad():
                 kwargs["teacher_heatmap"] = score_maps(self.teacher, teachers)
             labels = [t["labels"] for t in targets]
             K = self.student.head.classification_head.num_classes
             kwargs["gt_heatmap"] = [
-                centernet_heatmaps(boxes, labels, K, img_shape, tuple(f.shape[-2:])).amax(1) for f in teachers
+                centernet_heatmaps(boxes, labels, K, padded, tuple(f.shape[-2:])).amax(1) for f in teachers
             ]
         return kwargs
 
-    def distill_terms(self, x: torch.Tensor, targets: list[dict], students: list[torch.Tensor]) -> dict:
+    def distill_terms(
+        self,
+        x: torch.Tensor,
+        targets: list[dict],
+        students: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]] | None = None,
+    ) -> dict:
         teachers = self.teacher_features(x)
-        kwargs = self.fgd_kwargs(x, targets, teachers)
+        kwargs = self.fgd_kwargs(x, targets, teachers, image_sizes)
         # In float32 under AMP too: squares of large FPN activations overflow
         # float16 (and bfloat16 at the extremes).
         with torch.autocast(x.device.type, enabled=False):

@@ -26,7 +26,7 @@ from .detectors import (
     detector_name,
     family_of,
 )
-from .distiller import presets
+from .distiller import has_skipped_levels, presets
 from .evaluation import evaluate
 
 
@@ -79,7 +79,7 @@ class _EpochSampler(torch.utils.data.Sampler):
 class DistillTask:
     name = "distill"
     monitor = "map"
-    find_unused_parameters = False
+    find_unused_parameters = False  # True where FGDLoss has multi_scale_epoch > 0 (set in __init__)
 
     def __init__(self, args):
         self.args = args
@@ -119,6 +119,9 @@ class DistillTask:
                 FGDLoss.from_preset(args.preset, 256, 256, **self.loss_overrides)
             except (TypeError, ValueError) as e:
                 raise CLIError(f"--loss-kwargs {args.loss_kwargs}: {e}") from None
+            # Levels FGDLoss skips before multi_scale_epoch leave their adapters
+            # and GcBlocks without gradients: DDP's reducer must expect that.
+            self.find_unused_parameters = has_skipped_levels(args.preset, self.loss_overrides)
         self._model = None
 
     # -- data -------------------------------------------------------------
