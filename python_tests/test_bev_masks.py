@@ -18,8 +18,9 @@ PC = (-51.2, -51.2)
 CELL = 0.8
 # Random boxes are kept only if no cell point lies within this distance (m)
 # of an edge of the box (or of its enlarged box): there the rounding of the
-# rotation, not the rule, decides (the kernels and the reference both round,
-# in the boxes' dtype, but sin / cos and fused multiply-adds may differ by an ulp).
+# rotation, not the rule, decides, and the published transcription below
+# rounds otherwise (the kernels and the reference round alike: the "ties"
+# tests put cell points on edges).
 MARGIN = 1e-3
 
 
@@ -144,16 +145,21 @@ def test_non_contiguous_boxes(gen):
 G_PC, G_CELL, G_SHAPE = (-2.0, -2.0), 0.5, (9, 9)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_cell_on_an_edge_is_outside(dtype):
+def test_cell_on_an_edge_is_outside(dtype, device):
     # dx = 2, dy = 1 about (0, 0): the points x = +-1 and y = +-0.5 lie on the edges
     fg, bg = hcam_ops.bev_masks_from_boxes(
-        [torch.tensor([[0.0, 0.0, 2.0, 1.0, 0.0]], dtype=dtype)], G_PC, G_CELL, G_SHAPE, scale_mask="none"
+        [torch.tensor([[0.0, 0.0, 2.0, 1.0, 0.0]], dtype=dtype, device=device)],
+        G_PC,
+        G_CELL,
+        G_SHAPE,
+        scale_mask="none",
     )
     want = torch.zeros(9, 9, dtype=dtype)
     want[4, 3:6] = 1  # y = 0; x = -0.5, 0, 0.5
-    torch.testing.assert_close(fg[0], want, rtol=0, atol=0)
-    torch.testing.assert_close(bg[0], 1 - want, rtol=0, atol=0)
+    torch.testing.assert_close(fg[0].cpu(), want, rtol=0, atol=0)
+    torch.testing.assert_close(bg[0].cpu(), 1 - want, rtol=0, atol=0)
 
 
 def test_scale_values_combine_and_separate():
@@ -166,14 +172,16 @@ def test_scale_values_combine_and_separate():
         assert (bg[0, 4, 3:6] == 0).all() and torch.allclose(bg.sum(), torch.tensor(1.0, dtype=torch.float64))
 
 
-def test_yaw_half_pi_swaps_the_sizes():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_yaw_half_pi_swaps_the_sizes(dtype, device):
     # centre and sizes put no cell point near an edge
-    a = torch.tensor([[0.13, -0.21, 3.3, 1.7, math.pi / 2]])
-    b = torch.tensor([[0.13, -0.21, 1.7, 3.3, 0.0]])
-    c = torch.tensor([[0.13, -0.21, 1.7, 3.3, math.pi]])
-    fa = hcam_ops.bev_masks_from_boxes([a], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0]
-    fb = hcam_ops.bev_masks_from_boxes([b], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0]
-    fc = hcam_ops.bev_masks_from_boxes([c], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0]
+    a = torch.tensor([[0.13, -0.21, 3.3, 1.7, math.pi / 2]], dtype=dtype, device=device)
+    b = torch.tensor([[0.13, -0.21, 1.7, 3.3, 0.0]], dtype=dtype, device=device)
+    c = torch.tensor([[0.13, -0.21, 1.7, 3.3, math.pi]], dtype=dtype, device=device)
+    fa = hcam_ops.bev_masks_from_boxes([a], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0].cpu()
+    fb = hcam_ops.bev_masks_from_boxes([b], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0].cpu()
+    fc = hcam_ops.bev_masks_from_boxes([c], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0].cpu()
     assert fb.sum() > 0
     torch.testing.assert_close(fa, fb, rtol=0, atol=0)
     torch.testing.assert_close(fc, fb, rtol=0, atol=0)
@@ -181,13 +189,107 @@ def test_yaw_half_pi_swaps_the_sizes():
     assert fb[0].any(dim=1).sum() > fb[0].any(dim=0).sum()
 
 
-def test_yaw_direction():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_yaw_direction(dtype, device):
     # A thin box along x (dx = 3, dy = 0.2) at yaw = +pi/4: the published
     # corners are the box rotated by -yaw (mmdet3d v0.x), so it lies along y = -x.
-    box = torch.tensor([[0.0, 0.0, 3.0, 0.2, math.pi / 4]], dtype=torch.float64)
-    fm = hcam_ops.bev_masks_from_boxes([box], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0][0]
+    box = torch.tensor([[0.0, 0.0, 3.0, 0.2, math.pi / 4]], dtype=dtype, device=device)
+    fm = hcam_ops.bev_masks_from_boxes([box], G_PC, G_CELL, G_SHAPE, scale_mask="none")[0][0].cpu()
     cells = {(h - 4, w - 4) for h, w in fm.nonzero().tolist()}  # (y, x) in half metres
     assert cells == {(-2, 2), (-1, 1), (0, 0), (1, -1), (2, -2)}
+
+
+# --- box edges on the cell points of the published nuScenes grid ----------------------
+# 0.8 m cells from (-51.2, -51.2), 128 x 128: an origin and a cell size off the
+# binary grid, so a cell point on an edge is a tie that only the order and the
+# rounding of the operations decide. The kernels (every CPU variant, CUDA) and
+# the reference must decide it alike: the tests named "ties" run at each CPU
+# level too (test_cpu_isa.py).
+NUS_PC, NUS_CELL, NUS_SHAPE = (-51.2, -51.2), 0.8, (128, 128)
+
+
+def _grid_points(n, dtype):
+    """The cell points along one axis, as the kernels compute them: x_min + i * cell,
+    the product rounded to the dtype, then the sum."""
+    return torch.arange(n, dtype=dtype) * torch.tensor(NUS_CELL, dtype=dtype) + torch.tensor(NUS_PC[0], dtype=dtype)
+
+
+def _exact_ties(dtype, count):
+    """(centre index i, half width k, half size h) with points[i + k] - points[i] ==
+    points[i] - points[i - k] == h in the dtype: a box of size 2h about points[i] has
+    the cell points i - k and i + k exactly on its edges (at yaw 0: u = ex exactly)."""
+    pts = _grid_points(NUS_SHAPE[1], dtype)
+    per_k = []
+    for k in (1, 2, 3, 5):
+        found = []
+        for i in range(k + 3, NUS_SHAPE[1] - k - 3, 7):
+            h = pts[i + k] - pts[i]
+            if pts[i] - pts[i - k] == h:
+                found.append((i, k, h))
+        per_k.append(found)
+    out = [t for ts in zip(*per_k) for t in ts]  # every half width in turn
+    assert len(out) >= count, len(out)
+    return out[:count]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_edge_ties_exactly_on_cell_points(dtype, device):
+    pts = _grid_points(NUS_SHAPE[1], dtype)
+    ties = _exact_ties(dtype, 8)
+    rows = []
+    want = torch.zeros(len(ties), *NUS_SHAPE, dtype=dtype)
+    for n, ((i, k, hx), (j, m, hy)) in enumerate(zip(ties, ties[::-1])):
+        rows.append(torch.stack([pts[i], pts[j], 2 * hx, 2 * hy, torch.zeros((), dtype=dtype)]))
+        want[n, j - m + 1 : j + m, i - k + 1 : i + k] = 1  # the points on the edges (i +- k, j +- m) are outside
+    boxes = torch.stack(rows).to(device)
+    fg, bg = hcam_ops.bev_masks_from_boxes(list(boxes[:, None]), NUS_PC, NUS_CELL, NUS_SHAPE, scale_mask="none")
+    torch.testing.assert_close(fg.cpu(), want, rtol=0, atol=0)
+    torch.testing.assert_close(bg.cpu(), 1 - want, rtol=0, atol=0)
+    want_r = R.bev_masks_from_boxes(list(boxes.cpu()[:, None]), NUS_PC, NUS_CELL, NUS_SHAPE, scale_mask="none")
+    _check((fg, bg), want_r, dtype, device, (len(ties), *NUS_SHAPE))
+
+
+def _edge_boxes(dtype, gen, n):
+    """n boxes whose edges pass through cell points by their nominal (decimal) values:
+    centre on a cell point, yaw = atan2(b, a) for a small integer direction (a, b), half
+    sizes whole multiples of 0.8 * |(a, b)|, so the corners and more points of each edge
+    are cell points; each value rounded to the dtype once."""
+    dirs = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1), (2, 1), (1, 2), (-2, 1), (4, 3)]
+    H, W = NUS_SHAPE
+    out = []
+    for _ in range(n):
+        i, j = torch.randint(0, W, (1,), generator=gen).item(), torch.randint(0, H, (1,), generator=gen).item()
+        k, m = torch.randint(1, 9, (2,), generator=gen).tolist()
+        a, b = dirs[torch.randint(0, len(dirs), (1,), generator=gen).item()]
+        length = math.hypot(a, b)
+        out.append(
+            [
+                NUS_PC[0] + i * NUS_CELL,
+                NUS_PC[1] + j * NUS_CELL,
+                2 * k * NUS_CELL * length,
+                2 * m * NUS_CELL * length,
+                math.atan2(b, a),
+            ]
+        )
+    return torch.tensor(out, dtype=dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("extend", [(0.0, 0.0), (2.0, 0.5)], ids=str)
+def test_edge_ties_nominal_on_cell_points(extend, dtype, device, gen):
+    # Many cell points within an ulp or so of an edge: fused multiply-adds (the
+    # AVX2 / AVX-512 variants, CUDA) against separate roundings (the baseline)
+    # decided hundreds of them differently before.
+    length, weight = extend
+    boxes = _edge_boxes(dtype, gen, 240)
+    per_image = [boxes[k : k + 3] for k in range(0, len(boxes), 3)]  # overlaps: the first box wins
+    kw = dict(bg_extend_length=length, bg_extend_weight=weight, scale_mask="separate")
+    got = hcam_ops.bev_masks_from_boxes([b.to(device) for b in per_image], NUS_PC, NUS_CELL, NUS_SHAPE, **kw)
+    want = R.bev_masks_from_boxes(per_image, NUS_PC, NUS_CELL, NUS_SHAPE, **kw)
+    _check(got, want, dtype, device, (len(per_image), *NUS_SHAPE))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -332,6 +434,34 @@ def test_matches_published_transcription(extend, gen):
         np.testing.assert_allclose(bg[0].numpy(), bg_p, rtol=1e-12, atol=0)
 
 
+def test_cpu_variants_fuse_no_multiply_add():
+    """No bev_masks code of any CPU variant holds a fused multiply-add: the
+    AVX2 / AVX-512 variants would round the rotation and the grid points once
+    where the baseline rounds twice (csrc/ops/bev_masks.h, bev_mul)."""
+    import platform
+    import re
+    import shutil
+    import subprocess
+
+    objdump = shutil.which("objdump")
+    if objdump is None or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("needs objdump on x86-64")
+    out = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", "-C", hcam_ops._C.__file__], capture_output=True, text=True, check=True
+    )
+    fused, seen, fn = set(), set(), ""
+    for line in out.stdout.splitlines():
+        if line.endswith(">:") and " <" in line:
+            fn = line.split(" <", 1)[1][:-2]
+        elif "hcam_ops::cpu::bev_masks<" in fn or "hcam_ops::bev_" in fn:
+            seen.add(fn)
+            if re.match(r"^ +[0-9a-f]+:\tv?fn?m(add|sub)", line):
+                fused.add(fn)
+    if not any("Isa)1>" in f for f in seen):
+        pytest.skip("no AVX2 variant of bev_masks in the library (HCAM_OPS_CPU_VARIANTS=0, or inlined)")
+    assert not fused, sorted(fused)
+
+
 # --- op-level checks -----------------------------------------------------------------
 def test_opcheck(gen):
     boxes = _random_boxes(6, gen, (9, 11))
@@ -384,14 +514,22 @@ def test_bad_input(boxes, kw, error, match):
         hcam_ops.bev_masks_from_boxes(boxes, **args)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "change, match",
     [
         (dict(boxes=torch.zeros(3, 7)), r"boxes must be \[N, 5\]"),
         (dict(boxes=torch.zeros(3, 5, dtype=torch.int64)), "boxes must be float32 or float64"),
         (dict(offsets=torch.tensor([0, 3], dtype=torch.int32)), "offsets must be int64"),
-        (dict(offsets=torch.tensor([0, 4])), "offsets must be non-decreasing"),
-        (dict(offsets=torch.tensor([2, 1])), "offsets must be non-decreasing"),
+        (dict(offsets=torch.tensor([[0, 3]])), r"offsets must be int64 \[B \+ 1\]"),
+        (dict(offsets=torch.zeros(0, dtype=torch.int64)), r"offsets must be int64 \[B \+ 1\]"),
+        (dict(offsets=torch.tensor([0, 4])), r"offsets must be non-decreasing from 0 to N = boxes.size\(0\) = 3"),
+        (dict(offsets=torch.tensor([0, 2])), r"offsets must be non-decreasing from 0 to N .* offsets\[1\] = 2"),
+        (dict(offsets=torch.tensor([1, 3])), r"offsets must be non-decreasing from 0 to N .* offsets\[0\] = 1"),
+        (dict(offsets=torch.tensor([-1, 3])), "offsets must be non-decreasing from 0 to N"),
+        (dict(offsets=torch.tensor([0])), r"offsets must be non-decreasing from 0 to N .* offsets\[0\] = 0"),
+        (dict(offsets=torch.tensor([0, 2, 1, 3])), r"offsets\[1\] = 2 > offsets\[2\] = 1"),
+        (dict(offsets=torch.tensor([0, 4, 3])), r"offsets\[1\] = 4 > offsets\[2\] = 3"),
         (dict(cell_x=0.0), "cell_size must be positive"),
         (dict(width=0), "feat_shape must be positive"),
         (dict(x_min=float("nan")), "pc_range must be finite"),
@@ -400,7 +538,7 @@ def test_bad_input(boxes, kw, error, match):
         (dict(background="x"), "background must be"),
     ],
 )
-def test_op_checks(change, match):
+def test_op_checks(change, match, device):
     args = dict(
         boxes=torch.zeros(3, 5),
         offsets=torch.tensor([0, 3]),
@@ -416,8 +554,31 @@ def test_op_checks(change, match):
         background="logical_not",
     )
     args.update(change)
+    args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
     with pytest.raises(RuntimeError, match=match):
         torch.ops.hcam_ops.bev_masks(*args.values())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_op_offsets_accepted(device):
+    # empty images anywhere, no boxes at all
+    kw = (0.0, 0.0, 1.0, 1.0, 4, 4, 0.0, 0.0, "combine", "logical_not")
+    boxes = torch.tensor([[1.0, 1.0, 1.5, 1.5, 0.0]] * 3, device=device)
+    fg, _ = torch.ops.hcam_ops.bev_masks(boxes, torch.tensor([0, 0, 3, 3], device=device), *kw)
+    assert fg.shape == (3, 4, 4) and fg[1].count_nonzero() == 1 and fg[0].count_nonzero() == fg[2].count_nonzero() == 0
+    fg, _ = torch.ops.hcam_ops.bev_masks(boxes[:0], torch.tensor([0, 0], device=device), *kw)
+    assert fg.shape == (1, 4, 4) and fg.count_nonzero() == 0
+    fg, _ = torch.ops.hcam_ops.bev_masks(boxes[:0], torch.tensor([0], device=device), *kw)
+    assert fg.shape == (0, 4, 4)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+def test_op_checks_devices():
+    kw = (0.0, 0.0, 1.0, 1.0, 4, 4, 0.0, 0.0, "combine", "logical_not")
+    with pytest.raises(RuntimeError, match="boxes and offsets must be on one device"):
+        torch.ops.hcam_ops.bev_masks(torch.zeros(3, 5, device="cuda"), torch.tensor([0, 3]), *kw)
+    with pytest.raises(RuntimeError, match="boxes and offsets must be on one device"):
+        torch.ops.hcam_ops.bev_masks(torch.zeros(3, 5), torch.tensor([0, 3], device="cuda"), *kw)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)

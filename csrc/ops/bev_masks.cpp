@@ -29,6 +29,37 @@ BevBackground parse_background(const std::string& s) {
   TORCH_CHECK(s == "1minus", kOp, ": background must be \"logical_not\" or \"1minus\", got \"", s, "\"");
   return BevBackground::OneMinus;
 }
+
+// offsets, [B + 1] int64 on the boxes' device (checked before), on the host:
+// non-decreasing from 0 to N. A copy (one sync) for CUDA boxes.
+void check_offsets(const at::Tensor& offsets, int64_t N) {
+  const auto host = offsets.to(at::kCPU).contiguous();
+  const int64_t* o = host.const_data_ptr<int64_t>();
+  const int64_t B = host.size(0) - 1;
+  TORCH_CHECK(o[0] == 0 && o[B] == N, kOp, ": offsets must be non-decreasing from 0 to N = boxes.size(0) = ", N,
+              ", got offsets[0] = ", o[0], ", offsets[", B, "] = ", o[B]);
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(o[b] <= o[b + 1], kOp, ": offsets must be non-decreasing from 0 to N = boxes.size(0) = ", N,
+                ", got offsets[", b, "] = ", o[b], " > offsets[", b + 1, "] = ", o[b + 1]);
+  }
+}
+
+// (cos, sin) of each yaw, [N, 2] in the boxes' dtype on their device: in
+// double on the host, with the C library's cos and sin (those behind the
+// reference's math.cos / math.sin), rounded once to the dtype, so that every
+// device and CPU variant rotates by the same numbers. A copy of the yaws (one
+// sync) for CUDA boxes.
+at::Tensor yaw_rotations(const at::Tensor& boxes) {
+  const auto yaw = boxes.select(1, 4).to(at::kCPU, at::kDouble).contiguous();
+  auto rot = at::empty({boxes.size(0), 2}, yaw.options());
+  const double* y = yaw.const_data_ptr<double>();
+  double* r = rot.data_ptr<double>();
+  for (int64_t i = 0; i < boxes.size(0); ++i) {
+    r[2 * i] = std::cos(y[i]);
+    r[2 * i + 1] = std::sin(y[i]);
+  }
+  return rot.to(boxes.device(), boxes.scalar_type());
+}
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::Tensor& offsets, double x_min,
@@ -41,7 +72,8 @@ std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::
               ": boxes must be float32 or float64, got ", boxes.scalar_type());
   TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong, kOp,
               ": offsets must be int64 [B + 1], got ", offsets.scalar_type(), " ", offsets.sizes());
-  TORCH_CHECK(offsets.device() == boxes.device(), kOp, ": boxes and offsets must be on one device");
+  TORCH_CHECK(offsets.device() == boxes.device(), kOp, ": boxes and offsets must be on one device, got ",
+              boxes.device(), " and ", offsets.device());
   TORCH_CHECK(std::isfinite(x_min) && std::isfinite(y_min), kOp, ": pc_range must be finite, got (", x_min, ", ", y_min,
               ")");
   TORCH_CHECK(std::isfinite(cell_x) && std::isfinite(cell_y) && cell_x > 0 && cell_y > 0, kOp,
@@ -61,18 +93,20 @@ std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::
                     parse_background(std::string(background))};
   const int64_t B = offsets.size(0) - 1;
   const c10::DeviceGuard guard(boxes.device());
+  check_offsets(offsets, boxes.size(0));
   const auto bx = boxes.contiguous(), off = offsets.contiguous();
   auto fg = at::empty({B, height, width}, boxes.options());
   auto bg = at::empty({B, height, width}, boxes.options());
   if (B == 0) return {fg, bg};
+  const auto rot = yaw_rotations(bx);
 #ifdef HCAM_OPS_WITH_CUDA
   if (boxes.is_cuda()) {
-    cuda::bev_masks(bx, off, p, fg, bg);
+    cuda::bev_masks(bx, rot, off, p, fg, bg);
     return {fg, bg};
   }
 #endif
   TORCH_CHECK(!boxes.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  HCAM_CPU_DISPATCH(cpu::bev_masks)(bx, off, p, fg, bg);
+  HCAM_CPU_DISPATCH(cpu::bev_masks)(bx, rot, off, p, fg, bg);
   return {fg, bg};
 }
 

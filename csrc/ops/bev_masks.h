@@ -26,6 +26,55 @@ struct BevParams {
   BevBackground background;
 };
 
+// The arithmetic of the cell test is the same, operation for operation and
+// rounding for rounding, on every CPU variant, on CUDA and in the reference:
+// each product is rounded on its own and never fused with the add or subtract
+// that takes it. A fused multiply-add rounds once, so a point on an edge could
+// fall on either side by where it ran: GCC fuses across statements in the
+// AVX2 / AVX-512 variants (-ffp-contract=fast, its default for C++), nvcc
+// fuses by default, the baseline x86-64 has no FMA. On the device __fmul_rn /
+// __dmul_rn are never fused; on the host an empty asm hands the product on as
+// a value the compiler cannot see through (no code, no spill: it stays in its
+// register). The cos / sin of the yaws come from the host (bev_masks.cpp).
+C10_HOST_DEVICE inline float bev_mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  float p = a * b;
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm("" : "+x"(p));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  asm("" : "+w"(p));
+#elif defined(__GNUC__)
+  asm("" : "+m"(p));
+#endif  // other compilers (MSVC: /fp:precise) do not contract
+  return p;
+#endif
+}
+
+C10_HOST_DEVICE inline double bev_mul(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dmul_rn(a, b);
+#else
+  double p = a * b;
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm("" : "+x"(p));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  asm("" : "+w"(p));
+#elif defined(__GNUC__)
+  asm("" : "+m"(p));
+#endif
+  return p;
+#endif
+}
+
+// The coordinate of grid point i along one axis: lo + i * cell, the product
+// rounded first (i < 2^24 converts exactly).
+template <typename T>
+C10_HOST_DEVICE inline T bev_coord(T lo, int64_t i, T cell) {
+  return lo + bev_mul(static_cast<T>(i), cell);
+}
+
 // One box, ready for the cell test: centre, half sizes of the box and of the
 // enlarged box, cos / sin of the yaw, the two fg scales of its cells:
 // sqrt(cell_area / (dx * dy)) inside the box, cell_area / (dx * dy) where the
@@ -37,9 +86,10 @@ struct BevBox {
   T cx, cy, hx, hy, ehx, ehy, c, s, inner_scale, ring_scale, ry;
 };
 
-// row = (x, y, dx, dy, yaw); extend = cell_x * bg_extend_length (0: off).
+// row = (x, y, dx, dy, yaw); cs = (cos, sin) of its yaw, rounded to T from
+// double on the host; extend = cell_x * bg_extend_length (0: off).
 template <typename T>
-C10_HOST_DEVICE inline BevBox<T> bev_box(const T* row, T cell_area, T extend) {
+C10_HOST_DEVICE inline BevBox<T> bev_box(const T* row, const T* cs, T cell_area, T extend) {
   BevBox<T> b;
   b.cx = row[0];
   b.cy = row[1];
@@ -47,12 +97,12 @@ C10_HOST_DEVICE inline BevBox<T> bev_box(const T* row, T cell_area, T extend) {
   b.hy = row[3] / T(2);
   b.ehx = (row[2] + extend) / T(2);
   b.ehy = (row[3] + extend) / T(2);
-  b.c = cos(row[4]);
-  b.s = sin(row[4]);
+  b.c = cs[0];
+  b.s = cs[1];
   b.ring_scale = cell_area / (row[2] * row[3]);
   b.inner_scale = sqrt(b.ring_scale);
   const T ac = b.c < T(0) ? -b.c : b.c, as = b.s < T(0) ? -b.s : b.s;
-  b.ry = as * b.ehx + ac * b.ehy;
+  b.ry = bev_mul(as, b.ehx) + bev_mul(ac, b.ehy);  // culling only
   return b;
 }
 
@@ -62,7 +112,7 @@ C10_HOST_DEVICE inline BevBox<T> bev_box(const T* row, T cell_area, T extend) {
 template <typename T>
 C10_HOST_DEVICE inline bool bev_row_may_hit(const BevBox<T>& b, T py, T slack) {
   const T d = py - b.cy;
-  return (d < T(0) ? -d : d) <= b.ry * T(1.001) + slack;
+  return (d < T(0) ? -d : d) <= bev_mul(b.ry, T(1.001)) + slack;
 }
 
 // The point (px, py) in the box's frame: the published corners are the box's
@@ -76,7 +126,7 @@ struct BevLocal {
 template <typename T>
 C10_HOST_DEVICE inline BevLocal<T> bev_local(const BevBox<T>& b, T px, T py) {
   const T ex = px - b.cx, ey = py - b.cy;
-  return {b.c * ex - b.s * ey, b.s * ex + b.c * ey};
+  return {bev_mul(b.c, ex) - bev_mul(b.s, ey), bev_mul(b.s, ex) + bev_mul(b.c, ey)};
 }
 
 // The foreground weight and fg scale of one cell over the boxes box[0..n) of
@@ -128,17 +178,19 @@ C10_HOST_DEVICE inline void bev_finish(T fm, T scale, T bg_scale, BevScale mode,
   *bg = w * b;
 }
 
-// boxes [N, 5] (x, y, dx, dy, yaw), image i's boxes at rows offsets[i] ..
-// offsets[i + 1]; fg, bg [B, H, W] in the boxes' dtype (row = y, column = x).
+// boxes [N, 5] (x, y, dx, dy, yaw), rot [N, 2] (cos, sin of each yaw) in the
+// boxes' dtype and on their device, image i's boxes at rows offsets[i] ..
+// offsets[i + 1] (checked by bev_masks.cpp: from 0 to N, non-decreasing);
+// fg, bg [B, H, W] in the boxes' dtype (row = y, column = x).
 namespace cpu {
 // One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
 template <Isa>
-void bev_masks(const at::Tensor& boxes, const at::Tensor& offsets, const BevParams& p, const at::Tensor& fg,
-               const at::Tensor& bg);
+void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
+               const at::Tensor& fg, const at::Tensor& bg);
 }  // namespace cpu
 namespace cuda {
-void bev_masks(const at::Tensor& boxes, const at::Tensor& offsets, const BevParams& p, const at::Tensor& fg,
-               const at::Tensor& bg);
+void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
+               const at::Tensor& fg, const at::Tensor& bg);
 }
 
 }  // namespace hcam_ops

@@ -136,6 +136,11 @@ def bev_masks_from_boxes(
         anything else is float32), not differentiable. Cell ``(h, w)`` is the
         point ``(x_min + w * cell_x, y_min + h * cell_y)``, inside a box when
         strictly inside its rotated rectangle. See the docs for the weights.
+        The same cells, edges included, on every device and CPU variant and
+        in ``hcam_ops.reference``: cos / sin of the yaws are taken in double
+        on the host and every product is rounded on its own (no fused
+        multiply-add), so on CUDA the op copies the yaws and the offsets to
+        the host (a sync).
     """
     if isinstance(boxes, torch.Tensor):
         raise TypeError(f"{_OP}: boxes must be a list with one [n, 5] or [n, 7+] tensor per image, got a tensor")

@@ -1,5 +1,7 @@
 """Plain-PyTorch DistillBEV masks on the BEV grid (docs/ops/fgd.md#bev_masks_from_boxes):
-one box at a time over the whole grid, as the published ``foreground_scale_mask`` does."""
+one box at a time over the whole grid, as the published ``foreground_scale_mask`` does,
+with the kernels' operations in the kernels' order and dtype (so the same cells, bit for
+bit, on box edges too)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def bev_masks_from_boxes(
         return torch.tensor(v, dtype=dtype)
 
     # Cell (h, w) is the point (x_min + w * cell_x, y_min + h * cell_y): the
-    # low corner of the cell, as the published meshgrid of i * voxel * osf + pc_range.
+    # low corner of the cell, as the published meshgrid of i * voxel * osf + pc_range;
+    # the product rounded to the dtype, then the sum.
     px = (torch.arange(W, dtype=dtype) * t(cell_x) + t(float(pc[0]))).expand(H, W)
     py = (torch.arange(H, dtype=dtype) * t(cell_y) + t(float(pc[1])))[:, None].expand(H, W)
     cell_area = t(cell_x) * t(cell_y)
@@ -58,10 +61,13 @@ def bev_masks_from_boxes(
         # per box, in the dtype (a 1-d divisor: torch divides by a 0-d CPU tensor through its
         # reciprocal); the square root correctly rounded (torch.sqrt of float32 may be an ulp off)
         ratios = cell_area / (b[:, 2] * b[:, 3])
-        coss, sins = torch.cos(b[:, 4]), torch.sin(b[:, 4])
-        for (x, y, dx, dy, _), c, s, ratio in zip(b, coss, sins, ratios):
+        for (x, y, dx, dy, yaw), ratio in zip(b, ratios):
+            # cos and sin in double with the C library's (as the kernels take them from the host),
+            # rounded once to the dtype
+            c, s = t(math.cos(float(yaw))), t(math.sin(float(yaw)))
             ex, ey = px - x, py - y
-            # the point in the box frame: rotated by +yaw (the published corners are rotated by -yaw)
+            # the point in the box frame: rotated by +yaw (the published corners are rotated by -yaw);
+            # every product rounded on its own, then the sum, as the kernels do (no fused multiply-add)
             u = (c * ex - s * ey).abs()
             v = (s * ex + c * ey).abs()
             inside = (u < dx / 2) & (v < dy / 2)

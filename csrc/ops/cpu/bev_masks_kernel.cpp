@@ -14,17 +14,14 @@
 namespace hcam_ops::cpu {
 
 template <>
-void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& offsets, const BevParams& p,
-                                    const at::Tensor& fg, const at::Tensor& bg) {
+void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets,
+                                    const BevParams& p, const at::Tensor& fg, const at::Tensor& bg) {
   const int64_t B = fg.size(0), H = fg.size(1), W = fg.size(2), N = boxes.size(0);
   const int64_t* off = offsets.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(off[0] >= 0 && off[b] <= off[b + 1] && off[b + 1] <= N,
-                "bev_masks_from_boxes: offsets must be non-decreasing, from 0 or more to at most N");
-  }
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "bev_masks", [&] {
     using T = scalar_t;
     const T* bx = boxes.data_ptr<T>();
+    const T* cs = rot.data_ptr<T>();
     const T cell_x = static_cast<T>(p.cell_x), cell_y = static_cast<T>(p.cell_y);
     const T x_min = static_cast<T>(p.x_min), y_min = static_cast<T>(p.y_min);
     const T extend = cell_x * static_cast<T>(p.extend_length), weight = static_cast<T>(p.extend_weight);
@@ -32,7 +29,7 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& o
     const T cell_area = cell_x * cell_y;
     std::vector<BevBox<T>> prepared(static_cast<size_t>(N));
     at::parallel_for(0, N, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) prepared[i] = bev_box<T>(bx + 5 * i, cell_area, extend);
+      for (int64_t i = begin; i < end; ++i) prepared[i] = bev_box<T>(bx + 5 * i, cs + 2 * i, cell_area, extend);
     });
     T* f = fg.data_ptr<T>();
     T* g = bg.data_ptr<T>();
@@ -44,7 +41,7 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& o
       std::vector<BevBox<T>> row_boxes;
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
-        const T py = y_min + static_cast<T>(y) * cell_y;
+        const T py = bev_coord(y_min, y, cell_y);
         row_boxes.clear();
         for (int64_t i = off[b]; i < off[b + 1]; ++i) {
           if (bev_row_may_hit<T>(prepared[i], py, cell_y)) row_boxes.push_back(prepared[i]);
@@ -53,7 +50,7 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& o
         const auto n = static_cast<int64_t>(row_boxes.size());
         int64_t zeros = 0;
         for (int64_t x = 0; x < W; ++x) {
-          const T px = x_min + static_cast<T>(x) * cell_x;
+          const T px = bev_coord(x_min, x, cell_x);
           const auto c = bev_cell<T>(box, n, px, py, extend_on, weight);
           f[r * W + x] = c.fm;
           g[r * W + x] = c.scale;

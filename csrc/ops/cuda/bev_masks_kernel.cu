@@ -23,9 +23,10 @@ constexpr int kThreads = 256;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    prepare_kernel(const T* __restrict__ boxes, int64_t N, T cell_area, T extend, BevBox<T>* __restrict__ out) {
+    prepare_kernel(const T* __restrict__ boxes, const T* __restrict__ rot, int64_t N, T cell_area, T extend,
+                   BevBox<T>* __restrict__ out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < N) out[i] = bev_box<T>(boxes + 5 * i, cell_area, extend);
+  if (i < N) out[i] = bev_box<T>(boxes + 5 * i, rot + 2 * i, cell_area, extend);
 }
 
 // Blocks [b * per_image, (b + 1) * per_image) cover image b's H * W cells.
@@ -40,8 +41,8 @@ __global__ void __launch_bounds__(kThreads)
   unsigned long long zero = 0;
   if (j < HWn) {
     const int64_t first = offsets[b], n = offsets[b + 1] - first;
-    const T px = x_min + static_cast<T>(j % W) * cell_x;
-    const T py = y_min + static_cast<T>(j / W) * cell_y;
+    const T px = bev_coord(x_min, j % W, cell_x);
+    const T py = bev_coord(y_min, j / W, cell_y);
     const auto c = bev_cell<T>(box + first, n, px, py, extend_on, weight);
     fg[b * HWn + j] = c.fm;
     bg[b * HWn + j] = c.scale;
@@ -66,8 +67,8 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void bev_masks(const at::Tensor& boxes, const at::Tensor& offsets, const BevParams& p, const at::Tensor& fg,
-               const at::Tensor& bg) {
+void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
+               const at::Tensor& fg, const at::Tensor& bg) {
   const int64_t B = fg.size(0), H = fg.size(1), W = fg.size(2), N = boxes.size(0);
   const int64_t per_image = (H * W + kThreads - 1) / kThreads;
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -82,7 +83,7 @@ void bev_masks(const at::Tensor& boxes, const at::Tensor& offsets, const BevPara
     auto* box = reinterpret_cast<BevBox<T>*>(prepared.data_ptr<uint8_t>());
     if (N > 0) {
       prepare_kernel<T><<<checked_grid((N + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-          boxes.data_ptr<T>(), N, cell_x * cell_y, extend, box);
+          boxes.data_ptr<T>(), rot.data_ptr<T>(), N, cell_x * cell_y, extend, box);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     auto* z = reinterpret_cast<unsigned long long*>(zeros.data_ptr<int64_t>());
