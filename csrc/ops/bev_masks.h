@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/isa.h"
 
@@ -36,11 +37,16 @@ struct BevParams {
 // __dmul_rn are never fused; on the host an empty asm hands the product on as
 // a value the compiler cannot see through (no code, no spill: it stays in its
 // register). The cos / sin of the yaws come from the host (bev_masks.cpp).
-C10_HOST_DEVICE inline float bev_mul(float a, float b) {
+template <typename T>
+C10_HOST_DEVICE inline T bev_mul(T a, T b) {
 #ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
+  if constexpr (std::is_same_v<T, float>) {
+    return __fmul_rn(a, b);
+  } else {
+    return __dmul_rn(a, b);
+  }
 #else
-  float p = a * b;
+  T p = a * b;
 #if defined(__GNUC__) && defined(__x86_64__)
   asm("" : "+x"(p));
 #elif defined(__GNUC__) && defined(__aarch64__)
@@ -48,22 +54,6 @@ C10_HOST_DEVICE inline float bev_mul(float a, float b) {
 #elif defined(__GNUC__)
   asm("" : "+m"(p));
 #endif  // other compilers (MSVC: /fp:precise) do not contract
-  return p;
-#endif
-}
-
-C10_HOST_DEVICE inline double bev_mul(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  double p = a * b;
-#if defined(__GNUC__) && defined(__x86_64__)
-  asm("" : "+x"(p));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  asm("" : "+w"(p));
-#elif defined(__GNUC__)
-  asm("" : "+m"(p));
-#endif
   return p;
 #endif
 }

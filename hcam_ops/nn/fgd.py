@@ -37,23 +37,17 @@ _SPATIAL_ALIASES = {"teacher_student": "student_mix"}
 # configs' values for RetinaNet and FCOS. DistillBEV: its main published
 # config (CenterPoint -> BEVDepth4D), which leaves the FP term and the
 # multi-scale levels off (turn them on with overrides).
+_FGD = dict(
+    spatial_temperature=0.5,
+    channel_temperature=0.5,
+    fg_weight=1e-3,
+    bg_weight=5e-4,
+    attention_weight=1e-3,
+    global_weight=5e-6,
+)
 PRESETS = {
-    "fgd": dict(
-        spatial_temperature=0.5,
-        channel_temperature=0.5,
-        fg_weight=1e-3,
-        bg_weight=5e-4,
-        attention_weight=1e-3,
-        global_weight=5e-6,
-    ),
-    "fgd-retinanet": dict(
-        spatial_temperature=0.5,
-        channel_temperature=0.5,
-        fg_weight=1e-3,
-        bg_weight=5e-4,
-        attention_weight=5e-4,
-        global_weight=5e-6,
-    ),
+    "fgd": _FGD,
+    "fgd-retinanet": {**_FGD, "attention_weight": 5e-4},
     "fgd-fcos": dict(
         spatial_temperature=0.8,
         channel_temperature=0.8,
