@@ -45,33 +45,8 @@ def level_maps(distiller, images: list[torch.Tensor], targets: list[dict]):
         students = list(student.backbone(x).values())
         teachers = distiller.teacher_features(x)
         kwargs = distiller.fgd_kwargs(x, seen, teachers, image_list.image_sizes)
-        loss = distiller.distill_loss
-        if hasattr(loss, "maps"):
-            maps = loss.maps(students, teachers, **kwargs)
-        else:
-            maps = _fallback_maps(students, teachers, kwargs)
+        maps = distiller.distill_loss.maps(students, teachers, **kwargs)
     return x, [t["boxes"] for t in seen], maps
-
-
-def _fallback_maps(students, teachers, kwargs):
-    """fg/bg from the boxes and the plain attentions (FGDLoss without ``maps``)."""
-    from .. import fgd_masks_from_boxes
-    from ..reference.fgd_loss import attention
-
-    out = []
-    for s, t in zip(students, teachers):
-        B, _, H, W = t.shape
-        fg, bg = fgd_masks_from_boxes(kwargs["boxes"], kwargs["img_shape"], (H, W))
-        out.append(
-            {
-                "fg": fg.float(),
-                "bg": bg.float(),
-                "fp": torch.zeros(B, H, W),
-                "teacher_attention": attention(t.float(), 0.5, 0.5)[0],
-                "student_attention": attention(s.float(), 0.5, 0.5)[0],
-            }
-        )
-    return out
 
 
 def write_pngs(out_dir: str, images: list[torch.Tensor], boxes, maps) -> list[str]:
