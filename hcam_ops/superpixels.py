@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 METHODS = ("seeds", "slic")
 
@@ -99,7 +100,7 @@ class WithSuperpixels(torch.utils.data.Dataset):
     default collate."""
 
     def __init__(
-        self, dataset, superpixels: Superpixels | None = None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+        self, dataset, superpixels: Superpixels | None = None, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD
     ):
         self.dataset = dataset
         self.superpixels = superpixels or Superpixels()

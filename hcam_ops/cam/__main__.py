@@ -15,6 +15,7 @@ import os
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
 from ..train import checkpoint
@@ -22,7 +23,7 @@ from ..train.errors import CLIError, CLIParser, check_file
 from .gradcam import cam_methods
 from .overlay import save_overlays
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def parse_args(argv=None):

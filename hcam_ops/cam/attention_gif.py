@@ -16,12 +16,13 @@ import os
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from .overlay import save_overlays
 from .rollout import HEAD_FUSIONS, attention_maps, fuse_heads, prefix_tokens, rollout, token_grid
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def attention_frames(

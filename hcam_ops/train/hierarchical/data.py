@@ -36,13 +36,13 @@ import os
 import re
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import datasets, transforms
 
 from . import published
 from .hierarchy import Hierarchy
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def synthetic_hierarchy(levels: tuple[int, ...] = (8, 4, 2)) -> Hierarchy:
