@@ -65,9 +65,9 @@ def test_dataset_wrapper_batches(gen):
 
 def test_contrib_cv2_wins_the_install():
     """grad-cam pulls opencv-python-headless beside our opencv-contrib-python-headless;
-    both install a cv2 package. The extras rely on pip installing the contrib
-    build last (pyproject.toml); if that ever changes, SEEDS would silently
-    become SLIC, so this fails instead."""
+    both install a cv2 package and the last unpacked wins (scripts/setup.sh puts
+    the contrib files back). The plain build has an empty cv2.ximgproc, so this
+    asks for SEEDS itself: without it SEEDS would silently become SLIC."""
     import importlib.metadata as md
 
     try:
@@ -76,5 +76,7 @@ def test_contrib_cv2_wins_the_install():
         pytest.skip("opencv-contrib-python-headless is not installed here (the train extra brings it)")
     import cv2
 
-    assert hasattr(cv2, "ximgproc"), "cv2 is not the contrib build: reinstall opencv-contrib-python-headless"
+    assert hasattr(getattr(cv2, "ximgproc", None), "createSuperpixelSEEDS"), (
+        "cv2 is not the contrib build: reinstall opencv-contrib-python-headless"
+    )
     assert Superpixels(196, "seeds").method == "seeds"
