@@ -75,6 +75,25 @@ def test_opcheck(gen):
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "offsets, match",
+    [
+        ([0, 2, 7], r"offsets must be non-decreasing from 0 to N = boxes.size\(0\) = 6, .* offsets\[2\] = 7"),
+        ([0, 4, 2, 6], r"offsets\[1\] = 4 > offsets\[2\] = 2"),
+        ([1, 6], r"offsets\[0\] = 1"),
+    ],
+)
+def test_op_checks_offsets_on_every_device(offsets, match, device, gen):
+    """Checked before dispatch (csrc/ops/box_batch.h), so a CUDA kernel never
+    reads boxes past N."""
+    boxes = _random_boxes(6, 224, 224, gen).to(device)
+    off = torch.tensor(offsets, device=device)
+    img = torch.full((len(offsets) - 1, 2), 224.0, device=device)
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.hcam_ops.fgd_masks(boxes, off, img, 9, 11)
+
+
 @pytest.mark.parametrize(
     "boxes, img_shape, feat_shape, error, match",
     [

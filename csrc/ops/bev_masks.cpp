@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bev_masks.h"
+#include "box_batch.h"
 
 namespace hcam_ops {
 
@@ -28,20 +29,6 @@ BevBackground parse_background(const std::string& s) {
   if (s == "logical_not") return BevBackground::LogicalNot;
   TORCH_CHECK(s == "1minus", kOp, ": background must be \"logical_not\" or \"1minus\", got \"", s, "\"");
   return BevBackground::OneMinus;
-}
-
-// offsets, [B + 1] int64 on the boxes' device (checked before), on the host:
-// non-decreasing from 0 to N. A copy (one sync) for CUDA boxes.
-void check_offsets(const at::Tensor& offsets, int64_t N) {
-  const auto host = offsets.to(at::kCPU).contiguous();
-  const int64_t* o = host.const_data_ptr<int64_t>();
-  const int64_t B = host.size(0) - 1;
-  TORCH_CHECK(o[0] == 0 && o[B] == N, kOp, ": offsets must be non-decreasing from 0 to N = boxes.size(0) = ", N,
-              ", got offsets[0] = ", o[0], ", offsets[", B, "] = ", o[B]);
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(o[b] <= o[b + 1], kOp, ": offsets must be non-decreasing from 0 to N = boxes.size(0) = ", N,
-                ", got offsets[", b, "] = ", o[b], " > offsets[", b + 1, "] = ", o[b + 1]);
-  }
 }
 
 // (cos, sin) of each yaw, [N, 2] in the boxes' dtype on their device: in
@@ -66,14 +53,7 @@ std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::
                                              double y_min, double cell_x, double cell_y, int64_t height, int64_t width,
                                              double bg_extend_length, double bg_extend_weight,
                                              c10::string_view scale_mask, c10::string_view background) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 5, kOp, ": boxes must be [N, 5] (x, y, dx, dy, yaw), got shape ",
-              boxes.sizes());
-  TORCH_CHECK(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble, kOp,
-              ": boxes must be float32 or float64, got ", boxes.scalar_type());
-  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong, kOp,
-              ": offsets must be int64 [B + 1], got ", offsets.scalar_type(), " ", offsets.sizes());
-  TORCH_CHECK(offsets.device() == boxes.device(), kOp, ": boxes and offsets must be on one device, got ",
-              boxes.device(), " and ", offsets.device());
+  check_box_batch(kOp, boxes, offsets, 5, "(x, y, dx, dy, yaw)");
   TORCH_CHECK(std::isfinite(x_min) && std::isfinite(y_min), kOp, ": pc_range must be finite, got (", x_min, ", ", y_min,
               ")");
   TORCH_CHECK(std::isfinite(cell_x) && std::isfinite(cell_y) && cell_x > 0 && cell_y > 0, kOp,
@@ -93,7 +73,6 @@ std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::
                     parse_background(std::string(background))};
   const int64_t B = offsets.size(0) - 1;
   const c10::DeviceGuard guard(boxes.device());
-  check_offsets(offsets, boxes.size(0));
   const auto bx = boxes.contiguous(), off = offsets.contiguous();
   auto fg = at::empty({B, height, width}, boxes.options());
   auto bg = at::empty({B, height, width}, boxes.options());

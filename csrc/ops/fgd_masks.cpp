@@ -5,6 +5,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "box_batch.h"
 #include "fgd_masks.h"
 
 namespace hcam_ops {
@@ -15,19 +16,15 @@ constexpr const char* kOp = "fgd_masks_from_boxes";
 
 std::tuple<at::Tensor, at::Tensor> fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets,
                                              const at::Tensor& img_shapes, int64_t height, int64_t width) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, kOp, ": boxes must be [N, 4], got shape ", boxes.sizes());
-  TORCH_CHECK(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble, kOp,
-              ": boxes must be float32 or float64, got ", boxes.scalar_type());
-  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong, kOp,
-              ": offsets must be int64 [B + 1], got ", offsets.scalar_type(), " ", offsets.sizes());
+  check_box_batch(kOp, boxes, offsets, 4, "(x1, y1, x2, y2)");
   const int64_t B = offsets.size(0) - 1;
   TORCH_CHECK(img_shapes.dim() == 2 && img_shapes.size(0) == B && img_shapes.size(1) == 2, kOp,
               ": img_shapes must be [B, 2] = [", B, ", 2], got ", img_shapes.sizes());
   TORCH_CHECK(img_shapes.scalar_type() == boxes.scalar_type(), kOp, ": img_shapes is ", img_shapes.scalar_type(),
               ", boxes ", boxes.scalar_type());
   TORCH_CHECK(height > 0 && width > 0, kOp, ": feat_shape must be positive, got (", height, ", ", width, ")");
-  TORCH_CHECK(offsets.device() == boxes.device() && img_shapes.device() == boxes.device(), kOp,
-              ": boxes, offsets and img_shapes must be on one device");
+  TORCH_CHECK(img_shapes.device() == boxes.device(), kOp, ": boxes and img_shapes must be on one device, got ",
+              boxes.device(), " and ", img_shapes.device());
   const c10::DeviceGuard guard(boxes.device());
   const auto bx = boxes.contiguous(), off = offsets.contiguous(), img = img_shapes.contiguous();
   auto fg = at::empty({B, height, width}, boxes.options());
