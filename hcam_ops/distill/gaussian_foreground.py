@@ -49,16 +49,14 @@ Deliberate deviations:
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Sequence
 
 import torch
 
-from hcam_ops.ops.bev_masks import bev_box_columns, bev_grid_args
+from hcam_ops.ops.bev_masks import bev_box_batch, bev_grid_args, check_number
 
 _OP = "gaussian_foreground"
-_HELPER_OP = "bev_masks_from_boxes"
 # Boxes by window cells per drawing chunk (the windows are built as [n, D, D]).
 _CHUNK_CELLS = 1 << 20
 
@@ -112,30 +110,6 @@ FOREGROUND_VARIANTS = (
 )
 
 
-def _grid(pc_range, cell_size, feat_shape):
-    try:
-        return bev_grid_args(pc_range, cell_size, feat_shape)
-    except (TypeError, ValueError) as e:  # the helper names bev_masks_from_boxes
-        raise type(e)(str(e).replace(_HELPER_OP, _OP, 1)) from None
-
-
-def _columns(b, i: int) -> torch.Tensor:
-    try:
-        return bev_box_columns(b, i)
-    except ValueError as e:
-        raise ValueError(str(e).replace(_HELPER_OP, _OP, 1)) from None
-
-
-def _real(v, what: str) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{_OP}: {what} must be a number, got {v!r}") from None
-    if not math.isfinite(x):
-        raise ValueError(f"{_OP}: {what} must be finite, got {x}")
-    return x
-
-
 def gaussian_foreground(
     boxes: Sequence[torch.Tensor],
     pc_range,
@@ -177,7 +151,7 @@ def gaussian_foreground(
         raise ValueError(f"{_OP}: boxes must be a list of tensors, got {type(boxes).__name__}") from None
     if not boxes:
         raise ValueError(f"{_OP}: boxes is empty: one [n, 5] tensor per image is needed")
-    x_min, y_min, cell_x, cell_y, H, W = _grid(pc_range, cell_size, feat_shape)
+    x_min, y_min, cell_x, cell_y, H, W = bev_grid_args(pc_range, cell_size, feat_shape, _OP)
     if radius not in RADIUS_FUNCS:
         raise ValueError(f"{_OP}: radius must be one of {tuple(RADIUS_FUNCS)}, got {radius!r}")
     if isinstance(min_radius, bool):
@@ -188,34 +162,25 @@ def gaussian_foreground(
         raise ValueError(f"{_OP}: min_radius must be an int >= 0, got {min_radius!r}") from None
     if min_radius < 0:
         raise ValueError(f"{_OP}: min_radius must be an int >= 0, got {min_radius}")
-    overlap = _real(gaussian_overlap, "gaussian_overlap")
+    overlap = check_number(gaussian_overlap, "gaussian_overlap", _OP)
     if not 0.0 <= overlap <= 1.0:
         raise ValueError(f"{_OP}: gaussian_overlap must be in [0, 1], got {overlap}")
-    rscale = _real(radius_scale, "radius_scale")
+    rscale = check_number(radius_scale, "radius_scale", _OP)
     if rscale <= 0:
         raise ValueError(f"{_OP}: radius_scale must be positive, got {rscale}")
     if radius != "maxwh" and rscale != 1.0:
         raise ValueError(f"{_OP}: radius_scale applies to radius='maxwh' only, got {rscale} with {radius!r}")
 
-    cols = [_columns(b, i) for i, b in enumerate(boxes)]
-    device = cols[0].device
-    for i, b in enumerate(cols):
-        if b.device != device:
-            raise ValueError(f"{_OP}: boxes[{i}] is on {b.device}, boxes[0] on {device}")
-    dtype = torch.float64 if all(b.dtype == torch.float64 for b in cols) else torch.float32
-    B = len(cols)
+    flat, counts = bev_box_batch(boxes, _OP)
+    device, dtype, B = flat.device, flat.dtype, len(counts)
     heat = torch.zeros(B, H, W, dtype=dtype, device=device)
     scale = torch.zeros(B, H, W, dtype=dtype, device=device)
 
     with torch.no_grad():
-        flat = torch.cat([b.detach().to(dtype) for b in cols], dim=0).cpu()
+        flat = flat.cpu()
         if flat.shape[0] == 0:
             return heat, scale
-        if not bool(torch.isfinite(flat).all()):
-            raise ValueError(f"{_OP}: boxes hold NaN or Inf")
-        if not bool((flat[:, 2:4] > 0).all()):
-            raise ValueError(f"{_OP}: boxes must have positive sizes dx, dy")
-        image = torch.repeat_interleave(torch.arange(B), torch.tensor([b.shape[0] for b in cols]))
+        image = torch.repeat_interleave(torch.arange(B), torch.tensor(counts))
 
         # Per box, as get_targets_single: sizes and centre in cells, in `dtype`.
         w = flat[:, 2] / cell_x

@@ -33,61 +33,84 @@ def _bev_masks_fake(
     return boxes.new_empty((B, height, width)), boxes.new_empty((B, height, width))
 
 
-def _number(v, what: str) -> float:
+def check_number(v, what: str, op: str = _OP) -> float:
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise TypeError(f"{_OP}: {what} must be a number, got {v!r}") from None
+        raise TypeError(f"{op}: {what} must be a number, got {v!r}") from None
     if not math.isfinite(x):
-        raise ValueError(f"{_OP}: {what} must be finite, got {x}")
+        raise ValueError(f"{op}: {what} must be finite, got {x}")
     return x
 
 
-def _numbers(v, what: str, counts: tuple[int, ...]) -> list[float]:
+def _numbers(v, what: str, counts: tuple[int, ...], op: str = _OP) -> list[float]:
     if isinstance(v, torch.Tensor):
         v = v.reshape(-1).tolist()
     try:
         vals = list(v)
     except TypeError:
         raise TypeError(
-            f"{_OP}: {what} must be a sequence of {' or '.join(map(str, counts))} numbers, got {v!r}"
+            f"{op}: {what} must be a sequence of {' or '.join(map(str, counts))} numbers, got {v!r}"
         ) from None
     if len(vals) not in counts:
-        raise ValueError(f"{_OP}: {what} must have {' or '.join(map(str, counts))} numbers, got {len(vals)}")
-    return [_number(x, what) for x in vals]
+        raise ValueError(f"{op}: {what} must have {' or '.join(map(str, counts))} numbers, got {len(vals)}")
+    return [check_number(x, what, op) for x in vals]
 
 
-def bev_grid_args(pc_range, cell_size, feat_shape) -> tuple[float, float, float, float, int, int]:
+def bev_grid_args(pc_range, cell_size, feat_shape, op: str = _OP) -> tuple[float, float, float, float, int, int]:
     """Checks the grid arguments; returns (x_min, y_min, cell_x, cell_y, H, W)."""
-    pc = _numbers(pc_range, "pc_range", (2, 6))
+    pc = _numbers(pc_range, "pc_range", (2, 6), op)
     if isinstance(cell_size, torch.Tensor) and cell_size.numel() == 1:
         cell_size = cell_size.item()
     try:
         len(cell_size)
     except TypeError:  # one number (a Python or NumPy scalar)
-        cx = cy = _number(cell_size, "cell_size")
+        cx = cy = check_number(cell_size, "cell_size", op)
     else:
-        cx, cy = _numbers(cell_size, "cell_size", (2,))
+        cx, cy = _numbers(cell_size, "cell_size", (2,), op)
     if cx <= 0 or cy <= 0:
-        raise ValueError(f"{_OP}: cell_size must be positive, got ({cx}, {cy})")
+        raise ValueError(f"{op}: cell_size must be positive, got ({cx}, {cy})")
     try:
         H, W = (int(x) for x in feat_shape)
     except (TypeError, ValueError):
-        raise TypeError(f"{_OP}: feat_shape must be a pair (H, W), got {feat_shape!r}") from None
+        raise TypeError(f"{op}: feat_shape must be a pair (H, W), got {feat_shape!r}") from None
     if H <= 0 or W <= 0:
-        raise ValueError(f"{_OP}: feat_shape must be positive, got ({H}, {W})")
+        raise ValueError(f"{op}: feat_shape must be positive, got ({H}, {W})")
     return pc[0], pc[1], cx, cy, H, W
 
 
-def bev_box_columns(b: torch.Tensor, i: int) -> torch.Tensor:
+def bev_box_columns(b: torch.Tensor, i: int, op: str = _OP) -> torch.Tensor:
     """One image's boxes as [n, 5] (x, y, dx, dy, yaw): 5 columns are taken as
     they are, 7 or more as mmdet3d's (x, y, z, dx, dy, dz, yaw, ...)."""
     if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] == 6 or b.shape[1] < 5:
         raise ValueError(
-            f"{_OP}: boxes[{i}] must be [n, 5] (x, y, dx, dy, yaw) or [n, 7+] (x, y, z, dx, dy, dz, yaw, ...), "
+            f"{op}: boxes[{i}] must be [n, 5] (x, y, dx, dy, yaw) or [n, 7+] (x, y, z, dx, dy, dz, yaw, ...), "
             f"got {tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}"
         )
     return b if b.shape[1] == 5 else b[:, [0, 1, 3, 4, 6]]
+
+
+def bev_box_batch(boxes, op: str = _OP, check: bool = True) -> tuple[torch.Tensor, list[int]]:
+    """A list of per-image boxes (5 or 7+ columns) as one ``[N, 5]`` tensor in
+    float64 when all are float64 (else float32) and the per-image counts;
+    ``check``: NaN / Inf and non-positive sizes raise (one sync on CUDA)."""
+    boxes = list(boxes)
+    if not boxes:
+        raise ValueError(f"{op}: boxes is empty: one [n, 5] tensor per image is needed")
+    cols = [bev_box_columns(b, i, op) for i, b in enumerate(boxes)]
+    device = cols[0].device
+    for i, b in enumerate(cols):
+        if b.device != device:
+            raise ValueError(f"{op}: boxes[{i}] is on {b.device}, boxes[0] on {device}")
+    dtype = torch.float64 if all(b.dtype == torch.float64 for b in cols) else torch.float32
+    flat = torch.cat([b.detach().to(dtype) for b in cols], dim=0)
+    if check and flat.numel() and not torch.compiler.is_compiling() and device.type != "meta":
+        finite, positive = torch.stack([torch.isfinite(flat).all(), (flat[:, 2:4] > 0).all()]).tolist()
+        if not finite:
+            raise ValueError(f"{op}: boxes hold NaN or Inf")
+        if not positive:
+            raise ValueError(f"{op}: boxes must have positive sizes dx, dy")
+    return flat, [b.shape[0] for b in cols]
 
 
 def bev_masks_from_boxes(
@@ -144,35 +167,18 @@ def bev_masks_from_boxes(
     """
     if isinstance(boxes, torch.Tensor):
         raise TypeError(f"{_OP}: boxes must be a list with one [n, 5] or [n, 7+] tensor per image, got a tensor")
-    boxes = list(boxes)
     x_min, y_min, cell_x, cell_y, H, W = bev_grid_args(pc_range, cell_size, feat_shape)
     if scale_mask not in SCALE_MASKS:
         raise ValueError(f"{_OP}: scale_mask must be one of {SCALE_MASKS}, got {scale_mask!r}")
     if background not in BACKGROUNDS:
         raise ValueError(f"{_OP}: background must be one of {BACKGROUNDS}, got {background!r}")
-    length = _number(bg_extend_length, "bg_extend_length")
-    weight = _number(bg_extend_weight, "bg_extend_weight")
+    length = check_number(bg_extend_length, "bg_extend_length")
+    weight = check_number(bg_extend_weight, "bg_extend_weight")
     if length < 0 or weight < 0:
         raise ValueError(f"{_OP}: bg_extend_length and bg_extend_weight must be >= 0, got {length}, {weight}")
-    if not boxes:
-        raise ValueError(f"{_OP}: boxes is empty: one [n, 5] tensor per image is needed")
-    device = boxes[0].device
-    cols = [bev_box_columns(b, i) for i, b in enumerate(boxes)]
-    for i, b in enumerate(cols):
-        if b.device != device:
-            raise ValueError(f"{_OP}: boxes[{i}] is on {b.device}, boxes[0] on {device}")
-    dtype = torch.float64 if all(b.dtype == torch.float64 for b in cols) else torch.float32
-    flat = torch.cat([b.to(dtype) for b in cols], dim=0)
-    if check_boxes and flat.numel() and not torch.compiler.is_compiling() and device.type != "meta":
-        finite = torch.isfinite(flat).all()
-        positive = (flat[:, 2:4] > 0).all()
-        finite, positive = torch.stack([finite, positive]).tolist()
-        if not finite:
-            raise ValueError(f"{_OP}: boxes hold NaN or Inf")
-        if not positive:
-            raise ValueError(f"{_OP}: boxes must have positive sizes dx, dy")
-    counts = [0] + [b.shape[0] for b in cols]
-    offsets = torch.tensor(counts, dtype=torch.int64).cumsum(0).to(device)
+    flat, counts = bev_box_batch(boxes, check=check_boxes)
+    device = flat.device
+    offsets = torch.tensor([0, *counts], dtype=torch.int64).cumsum(0).to(device)
     return torch.ops.hcam_ops.bev_masks(
         flat.contiguous(), offsets, x_min, y_min, cell_x, cell_y, H, W, length, weight, scale_mask, background
     )
