@@ -17,6 +17,7 @@
 #include "convert.h"
 #include "../cam_features.h"
 #include "cam_passes.h"
+#include "vec.h"
 
 namespace hcam_ops::cpu {
 
@@ -24,7 +25,6 @@ namespace CPU_CAPABILITY {
 
 namespace {
 
-constexpr int64_t kTile = 256;  // columns per task of a channels-first pass
 
 template <typename scalar_t>
 std::vector<const scalar_t*> weight_rows_of(const Levels& lv, int64_t b, int64_t count) {
@@ -36,6 +36,75 @@ std::vector<const scalar_t*> weight_rows_of(const Levels& lv, int64_t b, int64_t
   return rows;
 }
 
+// Register blocks of the forward pass: kRows feature rows (positions) against
+// kCols weight rows (levels), or kCols vectors of positions against kRows
+// channels. Independent accumulators keep the FMA units busy (one accumulator
+// per dot product waits out the FMA latency: 2x slower), and each load is used
+// kCols or kRows times.
+constexpr int kRows = 4, kCols = 2;
+
+// out[p * L + l] = <x[p], w[l]> over C for the kRows x kCols block; the rows
+// and columns past the block's real size repeat its last one (their results
+// are dropped by the caller).
+template <typename scalar_t>
+void dot_block(const scalar_t* const* x, const scalar_t* const* w, int64_t C,
+               at::opmath_type<scalar_t> (&out)[kRows][kCols]) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  Vec acc[kRows][kCols];
+  for (int p = 0; p < kRows; ++p)
+    for (int l = 0; l < kCols; ++l) acc[p][l] = Vec(acc_t(0));
+  int64_t c = 0;
+  for (; c + V <= C; c += V) {
+    Vec wv[kCols];
+    for (int l = 0; l < kCols; ++l) wv[l] = load_acc(w[l] + c);
+    for (int p = 0; p < kRows; ++p) {
+      const Vec xv = load_acc(x[p] + c);
+      for (int l = 0; l < kCols; ++l) acc[p][l] = at::vec::fmadd(xv, wv[l], acc[p][l]);
+    }
+  }
+  if (c < C) {
+    Vec wv[kCols];
+    for (int l = 0; l < kCols; ++l) wv[l] = load_acc(w[l] + c, C - c);
+    for (int p = 0; p < kRows; ++p) {
+      const Vec xv = load_acc(x[p] + c, C - c);
+      for (int l = 0; l < kCols; ++l) acc[p][l] = at::vec::fmadd(xv, wv[l], acc[p][l]);
+    }
+  }
+  for (int p = 0; p < kRows; ++p)
+    for (int l = 0; l < kCols; ++l) out[p][l] = sum_lanes(acc[p][l]);
+}
+
+// Channels first: out[l][j] = sum_c w[l][c] * x[c * N + j] for kRows vectors of
+// positions from x (len of them real) and kCols levels, the accumulators held
+// in registers over the whole channel loop.
+template <typename scalar_t>
+void axpy_block(const scalar_t* x, int64_t N, int64_t len, const scalar_t* const* w, int64_t C,
+                at::opmath_type<scalar_t>* const* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  Vec acc[kCols][kRows];
+  for (int l = 0; l < kCols; ++l)
+    for (int j = 0; j < kRows; ++j) acc[l][j] = Vec(acc_t(0));
+  const int64_t full = len / V, tail = len % V;
+  for (int64_t c = 0; c < C; ++c) {
+    const scalar_t* xr = x + c * N;
+    Vec xv[kRows];
+    for (int j = 0; j < kRows; ++j) {
+      xv[j] = j < full ? load_acc(xr + j * V) : j == full && tail ? load_acc(xr + j * V, tail) : Vec(acc_t(0));
+    }
+    for (int l = 0; l < kCols; ++l) {
+      const Vec wv(static_cast<acc_t>(w[l][c]));
+      for (int j = 0; j < kRows; ++j) acc[l][j] = at::vec::fmadd(xv[j], wv, acc[l][j]);
+    }
+  }
+  for (int l = 0; l < kCols; ++l) {
+    for (int j = 0; j < kRows && j * V < len; ++j) acc[l][j].store(out[l] + j * V, std::min(V, len - j * V));
+  }
+}
+
 template <typename scalar_t>
 void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cams) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -43,50 +112,99 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
   const scalar_t* x = v.data.data_ptr<scalar_t>();
   acc_t* out = cams.data_ptr<acc_t>();
   if (!v.channels_first) {
-    // Rows are positions: one dot product over C per (position, level).
+    // Rows are positions: blocks of kRows positions of one sample against
+    // kCols levels at a time.
     at::parallel_for(0, B * N, 64, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end;) {
-        const int64_t b = i / N;
+        const int64_t b = i / N, stop = std::min(end, (b + 1) * N);
         const auto w = weight_rows_of<scalar_t>(lv, b, L);
-        for (; i < end && i / N == b; ++i) {
-          const int64_t n = i % N;
-          const scalar_t* xr = x + i * C;
-          for (int64_t l = 0; l < L; ++l) {
-            const scalar_t* wl = w[l];
-            acc_t s = 0;
-#pragma omp simd reduction(+ : s)
-            for (int64_t c = 0; c < C; ++c) s += static_cast<acc_t>(xr[c]) * static_cast<acc_t>(wl[c]);
-            out[(b * L + l) * N + n] = s;
+        while (i < stop) {
+          const int64_t rows = std::min<int64_t>(kRows, stop - i);
+          const scalar_t* xr[kRows];
+          for (int p = 0; p < kRows; ++p) xr[p] = x + (i + std::min<int64_t>(p, rows - 1)) * C;
+          for (int64_t l0 = 0; l0 < L; l0 += kCols) {
+            const int64_t cols = std::min<int64_t>(kCols, L - l0);
+            const scalar_t* wl[kCols];
+            for (int l = 0; l < kCols; ++l) wl[l] = w[l0 + std::min<int64_t>(l, cols - 1)];
+            acc_t dots[kRows][kCols];
+            dot_block<scalar_t>(xr, wl, C, dots);
+            for (int64_t p = 0; p < rows; ++p)
+              for (int64_t l = 0; l < cols; ++l) out[(b * L + l0 + l) * N + (i + p - b * N)] = dots[p][l];
           }
+          i += rows;
         }
       }
     });
     return;
   }
-  // Rows are channels: accumulate weight[c] * row c into a tile of positions.
-  const int64_t tiles = (N + kTile - 1) / kTile;
+  // Rows are channels: tiles of kRows vectors of positions.
+  const int64_t tile = kRows * acc_vec<scalar_t>::size();
+  const int64_t tiles = (N + tile - 1) / tile;
   at::parallel_for(0, B * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(kTile * L);
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / tiles, n0 = (t % tiles) * kTile, len = std::min(kTile, N - n0);
+      const int64_t b = t / tiles, n0 = (t % tiles) * tile, len = std::min(tile, N - n0);
       const auto w = weight_rows_of<scalar_t>(lv, b, L);
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* xr = x + (b * C + c) * N + n0;
-        for (int64_t l = 0; l < L; ++l) {
-          const acc_t wc = static_cast<acc_t>(w[l][c]);
-          acc_t* a = acc.data() + l * kTile;
-#pragma omp simd
-          for (int64_t j = 0; j < len; ++j) {
-            a[j] += wc * static_cast<acc_t>(xr[j]);
-          }
+      for (int64_t l0 = 0; l0 < L; l0 += kCols) {
+        const int64_t cols = std::min<int64_t>(kCols, L - l0);
+        const scalar_t* wl[kCols];
+        acc_t* ol[kCols];
+        for (int l = 0; l < kCols; ++l) {
+          // A repeated level writes the same values twice.
+          const int64_t lc = l0 + std::min<int64_t>(l, cols - 1);
+          wl[l] = w[lc];
+          ol[l] = out + (b * L + lc) * N + n0;
         }
-      }
-      for (int64_t l = 0; l < L; ++l) {
-        std::copy(acc.data() + l * kTile, acc.data() + l * kTile + len, out + (b * L + l) * N + n0);
+        axpy_block<scalar_t>(x + b * C * N + n0, N, len, wl, C, ol);
       }
     }
   });
+}
+
+// Backward of kRows positions: for every channel c,
+//   dr[p][c] = sum_l g[p][l] * w[l][c]      (the features' gradient)
+//   part[l][c] += sum_p g[p][l] * x[p][c]   (the weight gradient's partial sums)
+// in one sweep over the channels; w and part are [L, C] in the accumulation
+// dtype, g is [kRows, L]. Every row is read and written: the caller points
+// missing rows at a real row with a zero g and at a scratch row for dr, so the
+// loops have constant trip counts and the vectors stay in registers (branches
+// on the row count put them on the stack: 2x slower).
+template <typename scalar_t>
+void grad_block(const scalar_t* const* x, scalar_t* const* dr, const at::opmath_type<scalar_t>* w,
+                const at::opmath_type<scalar_t>* g, int64_t L, int64_t C, at::opmath_type<scalar_t>* part) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  auto sweep = [&](int64_t c, auto load_x, auto load, auto store_dr, auto store) {
+    Vec xv[kRows], d[kRows];
+    for (int p = 0; p < kRows; ++p) {
+      xv[p] = load_x(x[p] + c);
+      d[p] = Vec(acc_t(0));
+    }
+    for (int64_t l = 0; l < L; ++l) {
+      const Vec wl = load(w + l * C + c);
+      acc_t* pl = part + l * C + c;
+      Vec pv = load(pl);
+      for (int p = 0; p < kRows; ++p) {
+        const Vec gp(g[p * L + l]);
+        d[p] = at::vec::fmadd(gp, wl, d[p]);
+        pv = at::vec::fmadd(gp, xv[p], pv);
+      }
+      store(pl, pv);
+    }
+    for (int p = 0; p < kRows; ++p) store_dr(dr[p] + c, d[p]);
+  };
+  int64_t c = 0;
+  for (; c + V <= C; c += V) {
+    sweep(
+        c, [](const scalar_t* q) { return load_acc(q); }, [](const acc_t* q) { return Vec::loadu(q); },
+        [](scalar_t* q, const Vec& v) { store_acc(q, v); }, [](acc_t* q, const Vec& v) { v.store(q); });
+  }
+  if (c < C) {
+    const int64_t m = C - c;
+    sweep(
+        c, [m](const scalar_t* q) { return load_acc(q, m); }, [m](const acc_t* q) { return Vec::loadu(q, m); },
+        [m](scalar_t* q, const Vec& v) { store_acc(q, v, m); }, [m](acc_t* q, const Vec& v) { v.store(q, m); });
+  }
 }
 
 template <typename scalar_t>
@@ -108,7 +226,8 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
     auto partial = at::zeros({B, splits, L, C}, coef.options());
     acc_t* p = partial.data_ptr<acc_t>();
     at::parallel_for(0, B * splits, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> wv(L * C), gn(L), drow(C);
+      std::vector<acc_t> wv(L * C), gn(kRows * L);
+      std::vector<scalar_t> scratch(C);  // dr of the missing rows of a block
       for (int64_t t = begin; t < end; ++t) {
         const int64_t b = t / splits, s = t % splits;
         const auto w = weight_rows_of<scalar_t>(lv, b, L);
@@ -117,32 +236,21 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
         }
         const acc_t f = factor(b);
         acc_t* pt = p + t * L * C;
-        for (int64_t n = s * chunk; n < std::min(N, (s + 1) * chunk); ++n) {
-          const scalar_t* xr = x + (b * N + n) * C;
-          scalar_t* dr = dx + (b * N + n) * C;
-          for (int64_t l = 0; l < L; ++l) gn[l] = g[(b * L + l) * N + n] * f;
-          const acc_t* wp = wv.data();
-          const acc_t* gp = gn.data();
-          // One flat loop per level: a level loop inside the channel loop
-          // does not vectorise (measured 4x slower).
-          acc_t* d = drow.data();
-          const acc_t g0 = gp[0];
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) d[c] = g0 * wp[c];
-          for (int64_t l = 1; l < L; ++l) {
-            const acc_t gl = gp[l];
-            const acc_t* wl = wp + l * C;
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) d[c] += gl * wl[c];
+        const int64_t stop = std::min(N, (s + 1) * chunk);
+        for (int64_t n = s * chunk; n < stop; n += kRows) {
+          // kRows positions at a time: each weight and partial-sum vector is
+          // loaded once for all of them. Missing rows repeat the last one
+          // with a zero coefficient (no share in the partial sums).
+          const int64_t rows = std::min<int64_t>(kRows, stop - n);
+          const scalar_t* xr[kRows];
+          scalar_t* dr[kRows];
+          for (int p = 0; p < kRows; ++p) {
+            const int64_t np = n + std::min<int64_t>(p, rows - 1);
+            xr[p] = x + (b * N + np) * C;
+            dr[p] = p < rows ? dx + (b * N + np) * C : scratch.data();
+            for (int64_t l = 0; l < L; ++l) gn[p * L + l] = p < rows ? g[(b * L + l) * N + np] * f : acc_t(0);
           }
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) dr[c] = to_scalar<scalar_t>(d[c]);
-          for (int64_t l = 0; l < L; ++l) {
-            acc_t* pl = pt + l * C;
-            const acc_t gv = gp[l];
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) pl[c] += gv * static_cast<acc_t>(xr[c]);
-          }
+          grad_block<scalar_t>(xr, dr, wv.data(), gn.data(), L, C, pt);
         }
       }
     });

@@ -14,20 +14,76 @@
 #include <vector>
 
 #include "convert.h"
+#include "vec.h"
 #include "../fgd_loss.h"
 
 namespace hcam_ops::cpu {
 
 namespace {
 
-// Positions per tile: four accumulators of this width stay in L1 while the
-// tile's channel rows stream past.
-constexpr int64_t kTile = 64;
+using namespace CPU_CAPABILITY;  // vec.h, at this file's level
+
+// Positions per tile: the tile's column sums and spatial weights (about
+// 10 * kTile floats) stay in L1 while its channel rows stream past, and each
+// channel's sums over the tile cost one horizontal reduction per 256 positions.
+constexpr int64_t kTile = 256;
+
+// Sweep over the vectors of a tile's rows: full vectors, then a masked tail
+// (body(j, count) gets the position and how many are real).
+template <typename Vec, typename F>
+inline void for_vectors(int64_t n, F body) {
+  constexpr int64_t V = Vec::size();
+  int64_t j = 0;
+  for (; j + V <= n; j += V) body(j, V);
+  if (j < n) body(j, n - j);
+}
+
+// q[a] = sum_j w[a][j] * (s[j] - t[j])^2 over a tile row, for NA weights
+// held in registers (a runtime count would keep the sums on the stack).
+template <int NA, typename scalar_t>
+void masked_errors_n(const scalar_t* s, const scalar_t* t, int64_t n, const at::opmath_type<scalar_t>* const* w,
+                     at::opmath_type<scalar_t>* q) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  Vec acc[NA];
+  for (int a = 0; a < NA; ++a) acc[a] = Vec(acc_t(0));
+  for_vectors<Vec>(n, [&](int64_t j, int64_t m) {
+    // Masked loads give zeros past the tile, which add nothing.
+    const Vec x = m == V ? load_acc(s + j) : load_acc(s + j, m);
+    const Vec y = m == V ? load_acc(t + j) : load_acc(t + j, m);
+    const Vec d = x - y, d2 = d * d;
+    // The weights past the tile are stale (and may be NaN): masked too.
+    for (int a = 0; a < NA; ++a) {
+      acc[a] = at::vec::fmadd(m == V ? Vec::loadu(w[a] + j) : Vec::loadu(w[a] + j, m), d2, acc[a]);
+    }
+  });
+  for (int a = 0; a < NA; ++a) q[a] = sum_lanes(acc[a]);
+}
+
+template <typename scalar_t>
+void masked_errors(int num, const scalar_t* s, const scalar_t* t, int64_t n, const at::opmath_type<scalar_t>* const* w,
+                   at::opmath_type<scalar_t>* q) {
+  switch (num) {  // fg and bg are always there; student_mix and fp add up to four
+    case 2:
+      return masked_errors_n<2>(s, t, n, w, q);
+    case 3:
+      return masked_errors_n<3>(s, t, n, w, q);
+    case 4:
+      return masked_errors_n<4>(s, t, n, w, q);
+    case 5:
+      return masked_errors_n<5>(s, t, n, w, q);
+    default:
+      return masked_errors_n<2 * kNumMask>(s, t, n, w, q);
+  }
+}
 
 template <typename scalar_t>
 void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& part,
                 const at::Tensor& tile_max) {
   using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const int64_t tiles = part.size(1);
   const scalar_t* S = in.student.data_ptr<scalar_t>();
@@ -38,9 +94,18 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
   acc_t* partp = part.data_ptr<acc_t>();
   acc_t* tmax = tile_max.data_ptr<acc_t>();
   const acc_t inv_ts = static_cast<acc_t>(p.inv_ts), inv_c = acc_t(1) / static_cast<acc_t>(C);
+  const bool mix = p.mode == kSpatialStudentMix;
+  // The (mask, exponential) weights that can be non-zero: the second
+  // exponential only in student_mix, the fp mask only when given.
+  int active[2 * kNumMask], num_active = 0;
+  for (int k = 0; k < kNumMask; ++k) {
+    if (!masks[k]) continue;
+    active[num_active++] = 2 * k;
+    if (mix && fgd_mask_spatial(p, k)) active[num_active++] = 2 * k + 1;
+  }
   at::parallel_for(0, B * tiles, 1, [&](int64_t begin, int64_t end) {
-    acc_t at_[kTile], as_[kTile], mt_[kTile], ms_[kTile], e0[kTile], e1[kTile];
-    acc_t w[2 * kNumMask][kTile];  // per (mask, exponential): mask * its spatial weight
+    alignas(64) acc_t at_[kTile], as_[kTile], mt_[kTile], ms_[kTile], e0[kTile], e1[kTile];
+    alignas(64) acc_t w[2 * kNumMask][kTile];  // per (mask, exponential): mask * its spatial weight
     for (int64_t bt = begin; bt < end; ++bt) {
       const int64_t b = bt / tiles, t = bt % tiles, h0 = t * kTile;
       const int64_t n = std::min(kTile, HW - h0);
@@ -52,24 +117,25 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
       for (int64_t c = 0; c < C; ++c) {
         const scalar_t* s = S + (b * C + c) * HW + h0;
         const scalar_t* tt = T + (b * C + c) * HW + h0;
-        acc_t sat = 0, sas = 0, st = 0, ss = 0;
-#pragma omp simd reduction(+ : sat, sas, st, ss)
-        for (int64_t j = 0; j < n; ++j) {
-          const acc_t x = static_cast<acc_t>(s[j]), y = static_cast<acc_t>(tt[j]);
-          const acc_t ax = std::abs(x), ay = std::abs(y);
-          at_[j] += ay;
-          as_[j] += ax;
-          mt_[j] += y;
-          ms_[j] += x;
-          sat += ay;
-          sas += ax;
-          st += y;
-          ss += x;
-        }
-        pr[kPartAbsT * C + c] = sat;
-        pr[kPartAbsS * C + c] = sas;
-        pr[kPartT * C + c] = st;
-        pr[kPartS * C + c] = ss;
+        Vec sat(acc_t(0)), sas(acc_t(0)), st(acc_t(0)), ss(acc_t(0));
+        for_vectors<Vec>(n, [&](int64_t j, int64_t m) {
+          // Masked loads give zeros past the tile, which add nothing.
+          const Vec x = m == V ? load_acc(s + j) : load_acc(s + j, m);
+          const Vec y = m == V ? load_acc(tt + j) : load_acc(tt + j, m);
+          const Vec ax = x.abs(), ay = y.abs();
+          (Vec::loadu(at_ + j) + ay).store(at_ + j);
+          (Vec::loadu(as_ + j) + ax).store(as_ + j);
+          (Vec::loadu(mt_ + j) + y).store(mt_ + j);
+          (Vec::loadu(ms_ + j) + x).store(ms_ + j);
+          sat = sat + ay;
+          sas = sas + ax;
+          st = st + y;
+          ss = ss + x;
+        });
+        pr[kPartAbsT * C + c] = sum_lanes(sat);
+        pr[kPartAbsS * C + c] = sum_lanes(sas);
+        pr[kPartT * C + c] = sum_lanes(st);
+        pr[kPartS * C + c] = sum_lanes(ss);
       }
       acc_t m0 = -std::numeric_limits<acc_t>::infinity(), m1 = m0;
       acc_t* cl = colp + b * kNumCol * HW + h0;
@@ -89,7 +155,6 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
       }
       tmax[(b * tiles + t) * 2] = m0;
       tmax[(b * tiles + t) * 2 + 1] = m1;
-      const bool mix = p.mode == kSpatialStudentMix;
       for (int64_t j = 0; j < n; ++j) {
         const acc_t x0 = std::exp(e0[j] - m0), x1 = mix ? std::exp(e1[j] - m1) : acc_t(0);
         for (int k = 0; k < kNumMask; ++k) {
@@ -99,28 +164,18 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
           w[2 * k + 1][j] = weighted ? mk * x1 : acc_t(0);
         }
       }
-      // The tile's rows were just read: this second sweep hits the cache.
+      // The masked squared errors, one sum per active weight (the others are
+      // zero). The tile's rows were just read: this second sweep hits the cache.
+      for (int k = 0; k < 2 * kNumMask; ++k) {
+        for (int64_t c = 0; c < C; ++c) pr[(kPartQ + k) * C + c] = acc_t(0);
+      }
+      const acc_t* wa[2 * kNumMask];
+      for (int a = 0; a < num_active; ++a) wa[a] = w[active[a]];
       for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* s = S + (b * C + c) * HW + h0;
-        const scalar_t* tt = T + (b * C + c) * HW + h0;
-        acc_t q0 = 0, q1 = 0, q2 = 0, q3 = 0, q4 = 0, q5 = 0;
-#pragma omp simd reduction(+ : q0, q1, q2, q3, q4, q5)
-        for (int64_t j = 0; j < n; ++j) {
-          const acc_t d = static_cast<acc_t>(s[j]) - static_cast<acc_t>(tt[j]);
-          const acc_t d2 = d * d;
-          q0 += w[0][j] * d2;
-          q1 += w[1][j] * d2;
-          q2 += w[2][j] * d2;
-          q3 += w[3][j] * d2;
-          q4 += w[4][j] * d2;
-          q5 += w[5][j] * d2;
-        }
-        pr[(kPartQ + 0) * C + c] = q0;
-        pr[(kPartQ + 1) * C + c] = q1;
-        pr[(kPartQ + 2) * C + c] = q2;
-        pr[(kPartQ + 3) * C + c] = q3;
-        pr[(kPartQ + 4) * C + c] = q4;
-        pr[(kPartQ + 5) * C + c] = q5;
+        acc_t q[2 * kNumMask];
+        const int64_t row = (b * C + c) * HW + h0;
+        masked_errors(num_active, S + row, T + row, n, wa, q);
+        for (int a = 0; a < num_active; ++a) pr[(kPartQ + active[a]) * C + c] = q[a];
       }
     }
   });

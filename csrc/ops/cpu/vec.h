@@ -9,6 +9,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 namespace hcam_ops::cpu::CPU_CAPABILITY {
@@ -26,6 +27,29 @@ inline acc_vec<scalar_t> load_acc(const scalar_t* p) {
     return v;
   } else {
     return at::vec::Vectorized<scalar_t>::loadu(p);
+  }
+}
+
+// The first `count` (< acc_vec size) elements from p, the rest zero: loads of a
+// row's tail that do not read past its end.
+template <typename scalar_t>
+inline acc_vec<scalar_t> load_acc(const scalar_t* p, int64_t count) {
+  if constexpr (at::vec::is_reduced_floating_point_v<scalar_t>) {
+    // A reduced-precision vector holds twice the floats: the first half is ours.
+    return std::get<0>(at::vec::convert_to_float<scalar_t>(at::vec::Vectorized<scalar_t>::loadu(p, count)));
+  } else {
+    return at::vec::Vectorized<scalar_t>::loadu(p, count);
+  }
+}
+
+// Stores acc_vec<scalar_t>::size() (or `count`) elements narrowed to scalar_t
+// (bfloat16 / half: round to nearest even, as c10's scalar conversion does).
+template <typename scalar_t>
+inline void store_acc(scalar_t* p, const acc_vec<scalar_t>& v, int64_t count = acc_vec<scalar_t>::size()) {
+  if constexpr (at::vec::is_reduced_floating_point_v<scalar_t>) {
+    at::vec::convert_from_float<scalar_t>(v, v).store(p, count);
+  } else {
+    v.store(p, count);
   }
 }
 
