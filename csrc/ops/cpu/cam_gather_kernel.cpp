@@ -36,44 +36,44 @@ std::vector<const scalar_t*> weight_rows_of(const Levels& lv, int64_t b, int64_t
   return rows;
 }
 
-// Register blocks of the forward pass: kRows feature rows (positions) against
-// kCols weight rows (levels), or kCols vectors of positions against kRows
-// channels. Independent accumulators keep the FMA units busy (one accumulator
-// per dot product waits out the FMA latency: 2x slower), and each load is used
-// kCols or kRows times.
-constexpr int kRows = 4, kCols = 2;
+// Register blocks. Tokens: one feature row (position) at a time against
+// kCols levels, the channels split over kSplit vectors so that the
+// accumulators are independent (one per dot product waits out the FMA
+// latency: 2x slower). One row at a time keeps the reads one sequential
+// stream: blocks of 4 rows read side by side were 1.5x slower (the hardware
+// prefetcher loses them). Maps: kRows vectors of positions against kCols
+// levels, each channel's row read once for all levels.
+constexpr int kRows = 4, kCols = 2, kSplit = 4;
 
-// out[p * L + l] = <x[p], w[l]> over C for the kRows x kCols block; the rows
-// and columns past the block's real size repeat its last one (their results
-// are dropped by the caller).
+// out[l] = <x, w[l]> over C for kCols levels (w in the accumulation dtype).
 template <typename scalar_t>
-void dot_block(const scalar_t* const* x, const scalar_t* const* w, int64_t C,
-               at::opmath_type<scalar_t> (&out)[kRows][kCols]) {
+void dot_row(const scalar_t* x, const at::opmath_type<scalar_t>* const* w, int64_t C,
+             at::opmath_type<scalar_t> (&out)[kCols]) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = acc_vec<scalar_t>;
   constexpr int64_t V = Vec::size();
-  Vec acc[kRows][kCols];
-  for (int p = 0; p < kRows; ++p)
-    for (int l = 0; l < kCols; ++l) acc[p][l] = Vec(acc_t(0));
+  Vec acc[kSplit][kCols];
+  for (int u = 0; u < kSplit; ++u)
+    for (int l = 0; l < kCols; ++l) acc[u][l] = Vec(acc_t(0));
   int64_t c = 0;
-  for (; c + V <= C; c += V) {
-    Vec wv[kCols];
-    for (int l = 0; l < kCols; ++l) wv[l] = load_acc(w[l] + c);
-    for (int p = 0; p < kRows; ++p) {
-      const Vec xv = load_acc(x[p] + c);
-      for (int l = 0; l < kCols; ++l) acc[p][l] = at::vec::fmadd(xv, wv[l], acc[p][l]);
+  for (; c + kSplit * V <= C; c += kSplit * V) {
+    for (int u = 0; u < kSplit; ++u) {
+      const Vec xv = load_acc(x + c + u * V);
+      for (int l = 0; l < kCols; ++l) acc[u][l] = at::vec::fmadd(xv, Vec::loadu(w[l] + c + u * V), acc[u][l]);
     }
   }
-  if (c < C) {
-    Vec wv[kCols];
-    for (int l = 0; l < kCols; ++l) wv[l] = load_acc(w[l] + c, C - c);
-    for (int p = 0; p < kRows; ++p) {
-      const Vec xv = load_acc(x[p] + c, C - c);
-      for (int l = 0; l < kCols; ++l) acc[p][l] = at::vec::fmadd(xv, wv[l], acc[p][l]);
+  for (; c < C; c += V) {
+    const int64_t m = std::min(V, C - c);
+    const Vec xv = m == V ? load_acc(x + c) : load_acc(x + c, m);
+    for (int l = 0; l < kCols; ++l) {
+      acc[0][l] = at::vec::fmadd(xv, m == V ? Vec::loadu(w[l] + c) : Vec::loadu(w[l] + c, m), acc[0][l]);
     }
   }
-  for (int p = 0; p < kRows; ++p)
-    for (int l = 0; l < kCols; ++l) out[p][l] = sum_lanes(acc[p][l]);
+  for (int l = 0; l < kCols; ++l) {
+    Vec t = acc[0][l];
+    for (int u = 1; u < kSplit; ++u) t = t + acc[u][l];
+    out[l] = sum_lanes(t);
+  }
 }
 
 // Channels first: out[l][j] = sum_c w[l][c] * x[c * N + j] for kRows vectors of
@@ -112,26 +112,26 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
   const scalar_t* x = v.data.data_ptr<scalar_t>();
   acc_t* out = cams.data_ptr<acc_t>();
   if (!v.channels_first) {
-    // Rows are positions: blocks of kRows positions of one sample against
-    // kCols levels at a time.
+    // Rows are positions: kCols levels at a time against each row; the
+    // sample's weight rows widened to the accumulation dtype once.
     at::parallel_for(0, B * N, 64, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> wv(L * C);
       for (int64_t i = begin; i < end;) {
         const int64_t b = i / N, stop = std::min(end, (b + 1) * N);
         const auto w = weight_rows_of<scalar_t>(lv, b, L);
-        while (i < stop) {
-          const int64_t rows = std::min<int64_t>(kRows, stop - i);
-          const scalar_t* xr[kRows];
-          for (int p = 0; p < kRows; ++p) xr[p] = x + (i + std::min<int64_t>(p, rows - 1)) * C;
+        for (int64_t l = 0; l < L; ++l) {
+          for (int64_t c = 0; c < C; ++c) wv[l * C + c] = static_cast<acc_t>(w[l][c]);
+        }
+        for (; i < stop; ++i) {
           for (int64_t l0 = 0; l0 < L; l0 += kCols) {
+            // A level group past L repeats its last level; the extra result is dropped.
             const int64_t cols = std::min<int64_t>(kCols, L - l0);
-            const scalar_t* wl[kCols];
-            for (int l = 0; l < kCols; ++l) wl[l] = w[l0 + std::min<int64_t>(l, cols - 1)];
-            acc_t dots[kRows][kCols];
-            dot_block<scalar_t>(xr, wl, C, dots);
-            for (int64_t p = 0; p < rows; ++p)
-              for (int64_t l = 0; l < cols; ++l) out[(b * L + l0 + l) * N + (i + p - b * N)] = dots[p][l];
+            const acc_t* wl[kCols];
+            for (int l = 0; l < kCols; ++l) wl[l] = wv.data() + (l0 + std::min<int64_t>(l, cols - 1)) * C;
+            acc_t dots[kCols];
+            dot_row<scalar_t>(x + i * C, wl, C, dots);
+            for (int64_t l = 0; l < cols; ++l) out[(b * L + l0 + l) * N + (i - b * N)] = dots[l];
           }
-          i += rows;
         }
       }
     });
@@ -160,50 +160,31 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
   });
 }
 
-// Backward of kRows positions: for every channel c,
-//   dr[p][c] = sum_l g[p][l] * w[l][c]      (the features' gradient)
-//   part[l][c] += sum_p g[p][l] * x[p][c]   (the weight gradient's partial sums)
-// in one sweep over the channels; w and part are [L, C] in the accumulation
-// dtype, g is [kRows, L]. Every row is read and written: the caller points
-// missing rows at a real row with a zero g and at a scratch row for dr, so the
-// loops have constant trip counts and the vectors stay in registers (branches
-// on the row count put them on the stack: 2x slower).
+// Backward of one position: for every channel c,
+//   dr[c] = sum_l g[l] * w[l][c]         (the features' gradient)
+//   part[l][c] += g[l] * x[c]            (the weight gradient's partial sums)
+// in one sweep over the channels (one row at a time: see kSplit); w and part
+// are [L, C] in the accumulation dtype, in L1 across the rows of a split.
 template <typename scalar_t>
-void grad_block(const scalar_t* const* x, scalar_t* const* dr, const at::opmath_type<scalar_t>* w,
-                const at::opmath_type<scalar_t>* g, int64_t L, int64_t C, at::opmath_type<scalar_t>* part) {
+void grad_row(const scalar_t* x, scalar_t* dr, const at::opmath_type<scalar_t>* w, const at::opmath_type<scalar_t>* g,
+              int64_t L, int64_t C, at::opmath_type<scalar_t>* part) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = acc_vec<scalar_t>;
   constexpr int64_t V = Vec::size();
-  auto sweep = [&](int64_t c, auto load_x, auto load, auto store_dr, auto store) {
-    Vec xv[kRows], d[kRows];
-    for (int p = 0; p < kRows; ++p) {
-      xv[p] = load_x(x[p] + c);
-      d[p] = Vec(acc_t(0));
-    }
+  for (int64_t c = 0; c < C; c += V) {
+    const int64_t m = std::min(V, C - c);
+    const bool full = m == V;
+    const Vec xv = full ? load_acc(x + c) : load_acc(x + c, m);
+    Vec d(acc_t(0));
     for (int64_t l = 0; l < L; ++l) {
-      const Vec wl = load(w + l * C + c);
+      const Vec gl(g[l]);
+      const acc_t* wl = w + l * C + c;
       acc_t* pl = part + l * C + c;
-      Vec pv = load(pl);
-      for (int p = 0; p < kRows; ++p) {
-        const Vec gp(g[p * L + l]);
-        d[p] = at::vec::fmadd(gp, wl, d[p]);
-        pv = at::vec::fmadd(gp, xv[p], pv);
-      }
-      store(pl, pv);
+      d = at::vec::fmadd(gl, full ? Vec::loadu(wl) : Vec::loadu(wl, m), d);
+      const Vec pv = at::vec::fmadd(gl, xv, full ? Vec::loadu(pl) : Vec::loadu(pl, m));
+      pv.store(pl, m);
     }
-    for (int p = 0; p < kRows; ++p) store_dr(dr[p] + c, d[p]);
-  };
-  int64_t c = 0;
-  for (; c + V <= C; c += V) {
-    sweep(
-        c, [](const scalar_t* q) { return load_acc(q); }, [](const acc_t* q) { return Vec::loadu(q); },
-        [](scalar_t* q, const Vec& v) { store_acc(q, v); }, [](acc_t* q, const Vec& v) { v.store(q); });
-  }
-  if (c < C) {
-    const int64_t m = C - c;
-    sweep(
-        c, [m](const scalar_t* q) { return load_acc(q, m); }, [m](const acc_t* q) { return Vec::loadu(q, m); },
-        [m](scalar_t* q, const Vec& v) { store_acc(q, v, m); }, [m](acc_t* q, const Vec& v) { v.store(q, m); });
+    store_acc(dr + c, d, m);
   }
 }
 
@@ -226,8 +207,7 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
     auto partial = at::zeros({B, splits, L, C}, coef.options());
     acc_t* p = partial.data_ptr<acc_t>();
     at::parallel_for(0, B * splits, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> wv(L * C), gn(kRows * L);
-      std::vector<scalar_t> scratch(C);  // dr of the missing rows of a block
+      std::vector<acc_t> wv(L * C), gn(L);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t b = t / splits, s = t % splits;
         const auto w = weight_rows_of<scalar_t>(lv, b, L);
@@ -236,21 +216,9 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
         }
         const acc_t f = factor(b);
         acc_t* pt = p + t * L * C;
-        const int64_t stop = std::min(N, (s + 1) * chunk);
-        for (int64_t n = s * chunk; n < stop; n += kRows) {
-          // kRows positions at a time: each weight and partial-sum vector is
-          // loaded once for all of them. Missing rows repeat the last one
-          // with a zero coefficient (no share in the partial sums).
-          const int64_t rows = std::min<int64_t>(kRows, stop - n);
-          const scalar_t* xr[kRows];
-          scalar_t* dr[kRows];
-          for (int p = 0; p < kRows; ++p) {
-            const int64_t np = n + std::min<int64_t>(p, rows - 1);
-            xr[p] = x + (b * N + np) * C;
-            dr[p] = p < rows ? dx + (b * N + np) * C : scratch.data();
-            for (int64_t l = 0; l < L; ++l) gn[p * L + l] = p < rows ? g[(b * L + l) * N + np] * f : acc_t(0);
-          }
-          grad_block<scalar_t>(xr, dr, wv.data(), gn.data(), L, C, pt);
+        for (int64_t n = s * chunk; n < std::min(N, (s + 1) * chunk); ++n) {
+          for (int64_t l = 0; l < L; ++l) gn[l] = g[(b * L + l) * N + n] * f;
+          grad_row<scalar_t>(x + (b * N + n) * C, dx + (b * N + n) * C, wv.data(), gn.data(), L, C, pt);
         }
       }
     });
