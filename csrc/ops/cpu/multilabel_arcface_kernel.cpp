@@ -12,16 +12,25 @@
 #include <cmath>
 
 #include "../multilabel_arcface.h"
+#include "vec.h"
 
 namespace hcam_ops::cpu {
 
 namespace {
 
+using namespace CPU_CAPABILITY;  // vec.h, at this file's level
+
 constexpr double kNormEps = 1e-12;
 
+// The elements of one chunk, a vector of classes at a time: arcface_element
+// (arcface_math.h) with both branches computed and blended, and at::vec's
+// exp / log / sqrt (Sleef, 1 ulp, at AVX2 / AVX-512). The scalar form with
+// libm's exp and log took most of the op's time after the matrix products.
 template <typename scalar_t, typename label_t>
 void chunk_impl(const ArcFaceChunk& c, const ArcFaceParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
   const int64_t B = c.dot.size(0), n = c.n, K = c.labels.size(1), k0 = c.k0;
   const scalar_t* dot = c.dot.data_ptr<scalar_t>();
   const acc_t* inv_f = c.inv_f.data_ptr<acc_t>();
@@ -32,19 +41,44 @@ void chunk_impl(const ArcFaceChunk& c, const ArcFaceParams& p) {
   scalar_t* loss = c.loss.defined() ? c.loss.data_ptr<scalar_t>() : nullptr;
   scalar_t* logits = c.logits.defined() ? c.logits.data_ptr<scalar_t>() : nullptr;
   scalar_t* g2 = c.g2.defined() ? c.g2.data_ptr<scalar_t>() : nullptr;
-  const acc_t s = p.scale, cm = p.cos_m, sm = p.sin_m, th = p.th, mm = p.mm;
+  const Vec s(static_cast<acc_t>(p.scale)), cm(static_cast<acc_t>(p.cos_m)), sm(static_cast<acc_t>(p.sin_m));
+  const Vec th(static_cast<acc_t>(p.th)), mm(static_cast<acc_t>(p.mm));
+  const Vec zero(acc_t(0)), one(acc_t(1)), r_min(acc_t(1e-9)), s_min(std::sqrt(acc_t(1e-9)));
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) acc_t lanes[V];
     for (int64_t b = begin; b < end; ++b) {
+      const Vec fb(inv_f[b]);
       double row = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const int64_t e = b * K + k0 + j;
-        const acc_t cosv = static_cast<acc_t>(dot[b * n + j]) * inv_f[b] * inv_w[k0 + j];
-        const acc_t up = grad ? static_cast<acc_t>(grad[e]) : acc_t(1);
-        const auto el = arcface_element<acc_t>(cosv, static_cast<acc_t>(y[e]), up, s, cm, sm, th, mm, p.easy_margin);
-        row += el.loss;
-        if (loss) loss[e] = static_cast<scalar_t>(el.loss);
-        if (logits) logits[e] = static_cast<scalar_t>(el.z);
-        if (g2) g2[b * n + j] = static_cast<scalar_t>(el.grad * inv_f[b] * inv_w[k0 + j]);
+      for (int64_t j = 0; j < n; j += V) {
+        const int64_t m = std::min(V, n - j), e = b * K + k0 + j;
+        const Vec cosv = load_acc(dot + b * n + j, m) * fb * Vec::loadu(inv_w + k0 + j, m);
+        for (int64_t i = 0; i < V; ++i) lanes[i] = i < m ? static_cast<acc_t>(y[e + i]) : acc_t(0);
+        const Vec yv = Vec::loadu(lanes);
+        const Vec up = grad ? load_acc(grad + e, m) : one;
+        // arcface_logit for both label values; the positives' branch where y == 1.
+        const Vec r = one - cosv * cosv;
+        const Vec open = r > r_min;  // not clamped
+        const Vec sv = Vec::blendv(s_min, r.sqrt(), open);
+        const Vec keep = p.easy_margin ? cosv > zero : cosv > th;
+        const Vec z_keep = s * (cosv * cm - sv * sm);
+        const Vec dz_keep = s * (cm + Vec::blendv(zero, sm * cosv / sv, open));
+        const Vec z_lin = s * (p.easy_margin ? cosv : cosv - mm);
+        const Vec pos = yv == one;
+        const Vec z = Vec::blendv(s * cosv, Vec::blendv(z_lin, z_keep, keep), pos);
+        const Vec dz = Vec::blendv(s, Vec::blendv(s, dz_keep, keep), pos);
+        // BCE with logits, stable form, with log1p_unit's one log.
+        const Vec ez = (zero - z.abs()).exp();
+        const Vec u = one + ez;
+        const Vec l1p = Vec::blendv(u.log() * (ez / (u - one)), ez, u == one);
+        const Vec lv = Vec::blendv(zero, z, z > zero) - z * yv + l1p;
+        const Vec sig = Vec::blendv(ez / u, one / u, z >= zero);
+        if (rows) {
+          lv.store(lanes);
+          for (int64_t i = 0; i < m; ++i) row += lanes[i];
+        }
+        if (loss) store_acc(loss + e, lv, m);
+        if (logits) store_acc(logits + e, z, m);
+        if (g2) store_acc(g2 + b * n + j, (sig - yv) * dz * up * fb * Vec::loadu(inv_w + k0 + j, m), m);
       }
       if (rows) rows[b] += row;
     }
