@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "../multilabel_arcface.h"
 #include "vec.h"
@@ -128,20 +129,35 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* dp = dst.data_ptr<scalar_t>();
+    using Vec = acc_vec<scalar_t>;
+    constexpr int64_t V = Vec::size();
     auto run = [&](auto* sp) {
+      using src_t = std::remove_const_t<std::remove_pointer_t<decltype(sp)>>;
+      auto load_src = [](const src_t* q, int64_t m) {
+        if constexpr (std::is_same_v<src_t, acc_t>) {
+          return m == V ? Vec::loadu(q) : Vec::loadu(q, m);
+        } else {
+          return m == V ? load_acc(q) : load_acc(q, m);
+        }
+      };
       at::parallel_for(0, R, 16, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
-          acc_t dotv = 0, nn = 0;
-          for (int64_t d = 0; d < D; ++d) {
-            const acc_t xv = static_cast<acc_t>(xp[r * D + d]);
-            dotv += static_cast<acc_t>(sp[r * D + d]) * xv;
-            nn += xv * xv;
+          const scalar_t* xr = xp + r * D;
+          const src_t* sr = sp + r * D;
+          Vec dv(acc_t(0)), nv(acc_t(0));
+          for (int64_t d = 0; d < D; d += V) {
+            const int64_t m = std::min(V, D - d);
+            const Vec xv = m == V ? load_acc(xr + d) : load_acc(xr + d, m);
+            dv = at::vec::fmadd(load_src(sr + d, m), xv, dv);
+            nv = at::vec::fmadd(xv, xv, nv);
           }
+          const acc_t dotv = sum_lanes(dv), nn = sum_lanes(nv);
           const acc_t norm = std::sqrt(nn);
-          const acc_t coef = norm > acc_t(kNormEps) ? dotv / nn : acc_t(0);
-          for (int64_t d = 0; d < D; ++d) {
-            const acc_t v = static_cast<acc_t>(sp[r * D + d]) - coef * static_cast<acc_t>(xp[r * D + d]);
-            dp[r * D + d] = static_cast<scalar_t>(static_cast<acc_t>(scale) * v);
+          const Vec coef(norm > acc_t(kNormEps) ? dotv / nn : acc_t(0)), sc(static_cast<acc_t>(scale));
+          for (int64_t d = 0; d < D; d += V) {
+            const int64_t m = std::min(V, D - d);
+            const Vec xv = m == V ? load_acc(xr + d) : load_acc(xr + d, m);
+            store_acc(dp + r * D + d, sc * (load_src(sr + d, m) - coef * xv), m);
           }
         }
       });
