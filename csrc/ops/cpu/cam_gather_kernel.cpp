@@ -12,6 +12,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "convert.h"
@@ -113,21 +114,29 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
   acc_t* out = cams.data_ptr<acc_t>();
   if (!v.channels_first) {
     // Rows are positions: kCols levels at a time against each row; the
-    // sample's weight rows widened to the accumulation dtype once.
+    // sample's weight rows widened to the accumulation dtype once (used in
+    // place when they have it).
+    constexpr bool widen = !std::is_same_v<scalar_t, acc_t>;
     at::parallel_for(0, B * N, 64, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> wv(L * C);
+      std::vector<acc_t> wv(widen ? L * C : 0);
+      std::vector<const acc_t*> wr(L);
       for (int64_t i = begin; i < end;) {
         const int64_t b = i / N, stop = std::min(end, (b + 1) * N);
         const auto w = weight_rows_of<scalar_t>(lv, b, L);
         for (int64_t l = 0; l < L; ++l) {
-          for (int64_t c = 0; c < C; ++c) wv[l * C + c] = static_cast<acc_t>(w[l][c]);
+          if constexpr (widen) {
+            for (int64_t c = 0; c < C; ++c) wv[l * C + c] = static_cast<acc_t>(w[l][c]);
+            wr[l] = wv.data() + l * C;
+          } else {
+            wr[l] = w[l];
+          }
         }
         for (; i < stop; ++i) {
           for (int64_t l0 = 0; l0 < L; l0 += kCols) {
             // A level group past L repeats its last level; the extra result is dropped.
             const int64_t cols = std::min<int64_t>(kCols, L - l0);
             const acc_t* wl[kCols];
-            for (int l = 0; l < kCols; ++l) wl[l] = wv.data() + (l0 + std::min<int64_t>(l, cols - 1)) * C;
+            for (int l = 0; l < kCols; ++l) wl[l] = wr[l0 + std::min<int64_t>(l, cols - 1)];
             acc_t dots[kCols];
             dot_row<scalar_t>(x + i * C, wl, C, dots);
             for (int64_t l = 0; l < cols; ++l) out[(b * L + l0 + l) * N + (i - b * N)] = dots[l];
