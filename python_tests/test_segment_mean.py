@@ -45,6 +45,33 @@ def test_non_contiguous_input(gen):
     torch.testing.assert_close(mean, want)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["expanded", "scalar", "transposed", "sliced"])
+def test_strided_upstream_gradient(layout, dtype, device, gen):
+    """The backward reads grad [B, S, C] through its strides (the CPU kernel
+    does not copy it): every layout gives the contiguous grad's result, bit
+    for bit, including an empty segment and a pixel of no segment."""
+    B, H, W, C, S = 2, 5, 7, 19, 6
+    x = randn(B, H, W, C, gen=gen, dtype=dtype, device=device)
+    seg = _segments(B, H, W, S - 1, gen).to(device)  # segment S - 1 stays empty
+    seg[0, 0, 0] = -1
+    _, counts = hcam_ops.segment_mean(x, seg, S, check_segments=False)
+    base = torch.randn(B, S, 2 * C, generator=gen).to(device, dtype)
+    grad = {
+        "expanded": base[:, :1, :1].expand(B, S, C),
+        "scalar": base[0, 0, 0].expand(B, S, C),
+        "transposed": base[:, :, :C].transpose(1, 2).contiguous().transpose(1, 2),
+        "sliced": base[:, :, ::2][:, :, :C],
+    }[layout]
+    assert not grad.is_contiguous()
+    op = torch.ops.hcam_ops.segment_mean_backward
+    got = op(grad, x, seg, counts)
+    want = op(grad.contiguous(), x, seg, counts)
+    assert torch.equal(got, want)
+    assert (got[0, 0, 0] == 0).all()
+
+
 def test_empty_segments_are_zero_and_masked(gen):
     x = torch.randn(1, 4, 4, 3, generator=gen)
     seg = torch.zeros(1, 4, 4, dtype=torch.int64)

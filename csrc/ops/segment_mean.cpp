@@ -69,12 +69,13 @@ at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x, co
   const c10::DeviceGuard guard(x.device());
   auto dx = at::empty({B, P, C}, x.options());
   if (B > 0 && C > 0 && P > 0) {
-    const auto g = grad.to(x.scalar_type()).contiguous();
+    // The CPU kernel reads grad through its strides; the CUDA one wants rows.
+    const auto g = grad.to(x.scalar_type());
     const auto seg = segments.contiguous().view({B, P});
     const auto cnt = counts.contiguous();
 #ifdef HCAM_OPS_WITH_CUDA
     if (x.is_cuda()) {
-      cuda::segment_mean_backward(g, seg, cnt, dx);
+      cuda::segment_mean_backward(g.contiguous(), seg, cnt, dx);
       return dx.view(x.sizes());
     }
 #endif

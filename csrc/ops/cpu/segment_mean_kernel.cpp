@@ -71,10 +71,16 @@ void forward_impl(const at::Tensor& x, const at::Tensor& segments, const at::Ten
   });
 }
 
+// grad [B, S, C] is read through its strides: the gradient of a sum over
+// the means (an expanded scalar, strides 0) or of a transposed consumer needs
+// no contiguous copy of [B, S, C] first.
 template <typename scalar_t, typename index_t>
 void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts, const at::Tensor& dx) {
   using acc_t = at::opmath_type<scalar_t>;
+  using Vec = acc_vec<scalar_t>;
+  constexpr int64_t V = Vec::size();
   const int64_t B = dx.size(0), P = dx.size(1), C = dx.size(2), S = grad.size(1);
+  const int64_t gb = grad.stride(0), gs = grad.stride(1), gc = grad.stride(2);
   const scalar_t* gp = grad.data_ptr<scalar_t>();
   const index_t* sp = segments.data_ptr<index_t>();
   const int64_t* cp = counts.data_ptr<int64_t>();
@@ -88,9 +94,17 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at:
         continue;
       }
       const acc_t inv = acc_t(1) / static_cast<acc_t>(cp[b * S + s]);
-      const scalar_t* g = gp + (b * S + s) * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) out[c] = to_scalar<scalar_t>(static_cast<acc_t>(g[c]) * inv);
+      const scalar_t* g = gp + b * gb + s * gs;
+      if (gc == 1) {
+        for (int64_t c = 0; c < C; c += V) {
+          const int64_t m = std::min(V, C - c);
+          store_acc(out + c, (m == V ? load_acc(g + c) : load_acc(g + c, m)) * Vec(inv), m);
+        }
+      } else if (gc == 0) {
+        std::fill_n(out, C, to_scalar<scalar_t>(static_cast<acc_t>(g[0]) * inv));
+      } else {
+        for (int64_t c = 0; c < C; ++c) out[c] = to_scalar<scalar_t>(static_cast<acc_t>(g[c * gc]) * inv);
+      }
     }
   });
 }
