@@ -141,8 +141,8 @@ def test_wrong_shape(op, change, match, gen):
 
 
 def test_softmax_kl_grad_on_another_device(gen):
-    # The softmax_kl_backward checks run ahead of every backend, so a grad on
-    # the meta device is caught here without a GPU.
+    # A grad on the meta device brings the call to the op's fake (its Meta
+    # kernel), which checks devices as the kernels do: caught without a GPU.
     with pytest.raises(RuntimeError, match="softmax_kl_backward: grad is on meta, p_logits on cpu"):
         call_with("softmax_kl", "cpu", gen, grad=lambda g: g.to("meta"))
 

@@ -17,6 +17,12 @@ def _cam_gather_fake(features, weight, index):
 
 @torch.library.register_fake("hcam_ops::cam_gather_backward")
 def _cam_gather_backward_fake(grad, features, weight, index):
+    _checks.check_same_device_fake(grad, "grad", features, "features", "cam_gather_backward")
+    B, L, N = features.shape[0], index.shape[1], positions(features)
+    torch._check(
+        tuple(grad.shape) == (B, L, N),
+        lambda: f"cam_gather_backward: grad must be [B, L, N] = [{B}, {L}, {N}], got {tuple(grad.shape)}",
+    )
     return empty_features_grad(features), weight.new_empty(weight.shape)
 
 

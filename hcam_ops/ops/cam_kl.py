@@ -11,19 +11,26 @@ from collections.abc import Sequence
 import torch
 
 from . import _checks
-from ._layout import acc_dtype, empty_features_grad, positions
-
-MAX_LEVELS = 5
+from ._constants import MAX_LEVELS
+from ._dtypes import acc_dtype
+from ._layout import empty_features_grad, positions
+from ._reduce import reduce_rows
 
 
 @torch.library.register_fake("hcam_ops::cam_kl_forward")
 def _cam_kl_forward_fake(features, weights, indices, temperature, eps, direction):
     B, N, L = features.shape[0], positions(features), len(weights)
+    torch._check(2 <= L <= MAX_LEVELS, lambda: f"cam_kl_loss: needs 2 to {MAX_LEVELS} levels, got {L}")
     return features.new_empty((B,)), features.new_empty((B, L - 1, N), dtype=acc_dtype(features.dtype))
 
 
 @torch.library.register_fake("hcam_ops::cam_kl_backward")
 def _cam_kl_backward_fake(grad, features, weights, indices, coef):
+    for t, name in ((grad, "grad"), (coef, "coef")):
+        _checks.check_same_device_fake(t, name, features, "features", "cam_kl_loss_backward")
+    B, N, L = features.shape[0], positions(features), len(weights)
+    torch._check(tuple(coef.shape) == (B, L - 1, N), lambda: "cam_kl_loss_backward: coef must be [B, L-1, N]")
+    torch._check(tuple(grad.shape) == (B,), lambda: "cam_kl_loss_backward: grad must be [B]")
     return empty_features_grad(features), [w.new_empty(w.shape) for w in weights[:-1]]
 
 
@@ -97,7 +104,7 @@ def hierarchical_cam_kl_loss(
         op, {"features": features, **{f"weights[{l}]": w for l, w in enumerate(weights)}}
     )
     kl, _ = torch.ops.hcam_ops.cam_kl_forward(features, weights, list(indices), temperature, eps, direction)
-    return _checks.reduce_rows(kl, reduction, op)
+    return reduce_rows(kl, reduction, op)
 
 
 def cam_kl_loss(

@@ -40,6 +40,7 @@ def _forward_fake(
 
 @torch.library.register_fake("hcam_ops::multilabel_arcface_backward")
 def _backward_fake(grad, features, weight, labels, scale, margin, easy_margin, chunk_size):
+    torch._check(grad.shape == labels.shape, lambda: f"{_OP}_backward: grad must be [B, K], got {tuple(grad.shape)}")
     return features.new_empty(features.shape), weight.new_empty(weight.shape)
 
 
