@@ -67,11 +67,11 @@ def fgd_args(device, gen):
 
 
 def cam_gather_backward(a):
-    return ops.cam_gather_backward(a["grad"], a["features"], a["weight"], a["index"])
+    return ops.cam_gather_backward(a["grad"], a["features"], a["weight"], a["index"], [True, True])
 
 
 def cam_kl_backward(a):
-    return ops.cam_kl_backward(a["grad"], a["features"], a["weights"], a["indices"], a["coef"])
+    return ops.cam_kl_backward(a["grad"], a["features"], a["weights"], a["indices"], a["coef"], [True, True])
 
 
 def softmax_kl_backward(a):

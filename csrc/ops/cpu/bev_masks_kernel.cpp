@@ -6,10 +6,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <vector>
 
+#include "../common.h"
 #include "../bev_masks.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -77,5 +80,19 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
     });
   });
 }
+
+namespace {
+constexpr BevMasksKernels kKernels{&bev_masks<Isa::CPU_CAPABILITY>};
+}  // namespace
+
+template <Isa>
+void register_bev_masks_kernels(torch::Library& m);
+
+template <>
+void register_bev_masks_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("bev_masks", device_entry<&hcam_ops::bev_masks, &kKernels>);
+}
+
+HCAM_CPU_REGISTER(register_bev_masks_kernels)
 
 }  // namespace hcam_ops::cpu

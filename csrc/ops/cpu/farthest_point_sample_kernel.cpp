@@ -5,12 +5,15 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
 #include <vector>
 
+#include "../common.h"
 #include "../farthest_point_sample.h"
+#include "isa.h"
 #include "vec.h"
 
 namespace hcam_ops::cpu {
@@ -100,5 +103,19 @@ void farthest_point_sample<Isa::CPU_CAPABILITY>(const at::Tensor& points, const 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "farthest_point_sample",
                                   [&] { CPU_CAPABILITY::fps_impl<scalar_t>(points, mask, start, idx); });
 }
+
+namespace {
+constexpr FarthestPointSampleKernels kKernels{&farthest_point_sample<Isa::CPU_CAPABILITY>};
+}  // namespace
+
+template <Isa>
+void register_farthest_point_sample_kernels(torch::Library& m);
+
+template <>
+void register_farthest_point_sample_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("farthest_point_sample", device_entry<&hcam_ops::farthest_point_sample, &kKernels>);
+}
+
+HCAM_CPU_REGISTER(register_farthest_point_sample_kernels)
 
 }  // namespace hcam_ops::cpu

@@ -6,6 +6,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
@@ -14,7 +15,9 @@
 #include <vector>
 
 #include "convert.h"
+#include "../common.h"
 #include "../fgd_loss.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -313,5 +316,20 @@ void fgd_backward<Isa::CPU_CAPABILITY>(const FgdInputs& in, const FgdParams& p, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward",
                                   [&] { backward_impl<scalar_t>(in, p, g, col, row, sample, grad_student); });
 }
+
+namespace {
+constexpr FgdLossKernels kKernels{&fgd_forward<Isa::CPU_CAPABILITY>, &fgd_backward<Isa::CPU_CAPABILITY>};
+}  // namespace
+
+template <Isa>
+void register_fgd_loss_kernels(torch::Library& m);
+
+template <>
+void register_fgd_loss_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("fgd_loss_forward", device_entry<&hcam_ops::fgd_loss_forward, &kKernels>);
+  m.impl("fgd_loss_backward", device_entry<&hcam_ops::fgd_loss_backward, &kKernels>);
+}
+
+HCAM_CPU_REGISTER(register_fgd_loss_kernels)
 
 }  // namespace hcam_ops::cpu

@@ -4,10 +4,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 
+#include "../common.h"
 #include "../fgd_masks.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -42,5 +45,19 @@ void fgd_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& o
     });
   });
 }
+
+namespace {
+constexpr FgdMasksKernels kKernels{&fgd_masks<Isa::CPU_CAPABILITY>};
+}  // namespace
+
+template <Isa>
+void register_fgd_masks_kernels(torch::Library& m);
+
+template <>
+void register_fgd_masks_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
+}
+
+HCAM_CPU_REGISTER(register_fgd_masks_kernels)
 
 }  // namespace hcam_ops::cpu

@@ -42,3 +42,16 @@ const char* isa_name(Isa isa);
   (::hcam_ops::cpu::active_isa() == ::hcam_ops::cpu::Isa::AVX512 ? &HCAM_CPU_AVX512_FN(fn) \
    : ::hcam_ops::cpu::active_isa() == ::hcam_ops::cpu::Isa::AVX2 ? &HCAM_CPU_AVX2_FN(fn)   \
                                                                  : &fn<::hcam_ops::cpu::Isa::DEFAULT>)
+
+// In a CPU kernel source (cpu/<op>_kernel.cpp): registers the CPU kernels of
+// the active level, `register_fn<level>(m)` (a function template over Isa,
+// specialised once per compilation of the source). Only the baseline
+// compilation registers: it runs on every CPU and picks the level.
+#if defined(CPU_CAPABILITY_DEFAULT)
+#define HCAM_CPU_REGISTER(register_fn)   \
+  TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) { \
+    HCAM_CPU_DISPATCH(register_fn)(m);   \
+  }
+#else
+#define HCAM_CPU_REGISTER(register_fn)
+#endif

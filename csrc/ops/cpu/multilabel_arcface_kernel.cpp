@@ -6,12 +6,15 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cmath>
 
+#include "../common.h"
 #include "../multilabel_arcface.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -119,5 +122,21 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
     }
   });
 }
+
+namespace {
+constexpr ArcFaceKernels kKernels{&arcface_inv_norms<Isa::CPU_CAPABILITY>, &arcface_chunk<Isa::CPU_CAPABILITY>,
+                                  &arcface_project<Isa::CPU_CAPABILITY>};
+}  // namespace
+
+template <Isa>
+void register_multilabel_arcface_kernels(torch::Library& m);
+
+template <>
+void register_multilabel_arcface_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
+  m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
+}
+
+HCAM_CPU_REGISTER(register_multilabel_arcface_kernels)
 
 }  // namespace hcam_ops::cpu

@@ -5,12 +5,15 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "convert.h"
+#include "../common.h"
 #include "../segment_mean.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -97,5 +100,21 @@ void segment_mean_backward<Isa::CPU_CAPABILITY>(const at::Tensor& grad, const at
                             [&] { backward_impl<scalar_t, index_t>(grad, segments, counts, dx); });
   });
 }
+
+namespace {
+constexpr SegmentMeanKernels kKernels{&segment_mean_forward<Isa::CPU_CAPABILITY>,
+                                      &segment_mean_backward<Isa::CPU_CAPABILITY>};
+}  // namespace
+
+template <Isa>
+void register_segment_mean_kernels(torch::Library& m);
+
+template <>
+void register_segment_mean_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+  m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
+  m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
+}
+
+HCAM_CPU_REGISTER(register_segment_mean_kernels)
 
 }  // namespace hcam_ops::cpu

@@ -6,6 +6,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,9 +14,10 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "../common.h"
 #include "../multilabel_arcface.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -149,6 +151,15 @@ void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, c
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+namespace {
+constexpr ArcFaceKernels kKernels{&arcface_inv_norms, &arcface_chunk, &arcface_project};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
+  m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda

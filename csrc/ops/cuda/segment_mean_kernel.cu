@@ -7,14 +7,16 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 
+#include "../common.h"
 #include "../segment_mean.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -123,6 +125,15 @@ void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, c
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+}
+
+namespace {
+constexpr SegmentMeanKernels kKernels{&segment_mean_forward, &segment_mean_backward};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
+  m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda
