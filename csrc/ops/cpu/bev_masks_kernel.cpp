@@ -81,18 +81,15 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
   });
 }
 
+#if defined(CPU_CAPABILITY_DEFAULT)
 namespace {
-constexpr BevMasksKernels kKernels{&bev_masks<Isa::CPU_CAPABILITY>};
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const BevMasksKernels kKernels{HCAM_CPU_DISPATCH(bev_masks)};
 }  // namespace
 
-template <Isa>
-void register_bev_masks_kernels(torch::Library& m);
-
-template <>
-void register_bev_masks_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
   m.impl("bev_masks", device_entry<&hcam_ops::bev_masks, &kKernels>);
 }
-
-HCAM_CPU_REGISTER(register_bev_masks_kernels)
+#endif
 
 }  // namespace hcam_ops::cpu

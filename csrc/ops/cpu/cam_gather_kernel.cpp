@@ -242,14 +242,23 @@ void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, i
 }  // namespace CPU_CAPABILITY
 
 template <Isa>
-void register_cam_gather_kernels(torch::Library& m);
+CamPasses cam_passes();
 
 template <>
-void register_cam_gather_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
-  m.impl("cam_gather", device_entry<&hcam_ops::cam_gather, &CPU_CAPABILITY::kCamPasses>);
-  m.impl("cam_gather_backward", device_entry<&hcam_ops::cam_gather_backward, &CPU_CAPABILITY::kCamPasses>);
+CamPasses cam_passes<Isa::CPU_CAPABILITY>() {
+  return CPU_CAPABILITY::kCamPasses;
 }
 
-HCAM_CPU_REGISTER(register_cam_gather_kernels)
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's passes (isa.h), chosen when the library is loaded.
+const CamPasses kPasses = HCAM_CPU_DISPATCH(cam_passes)();
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("cam_gather", device_entry<&hcam_ops::cam_gather, &kPasses>);
+  m.impl("cam_gather_backward", device_entry<&hcam_ops::cam_gather_backward, &kPasses>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

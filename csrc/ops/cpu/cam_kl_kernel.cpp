@@ -119,21 +119,28 @@ void cam_kl_rows(const at::Tensor& cams, double temperature, double eps, bool f2
   });
 }
 
-constexpr CamKlKernels kKernels{kCamPasses, &cam_kl_rows};
-
 }  // namespace
 
 }  // namespace CPU_CAPABILITY
 
 template <Isa>
-void register_cam_kl_kernels(torch::Library& m);
+CamKlKernels cam_kl_kernels();
 
 template <>
-void register_cam_kl_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
-  m.impl("cam_kl_forward", device_entry<&hcam_ops::cam_kl_forward, &CPU_CAPABILITY::kKernels>);
-  m.impl("cam_kl_backward", device_entry<&hcam_ops::cam_kl_backward, &CPU_CAPABILITY::kKernels>);
+CamKlKernels cam_kl_kernels<Isa::CPU_CAPABILITY>() {
+  return {CPU_CAPABILITY::kCamPasses, &CPU_CAPABILITY::cam_kl_rows};
 }
 
-HCAM_CPU_REGISTER(register_cam_kl_kernels)
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const CamKlKernels kKernels = HCAM_CPU_DISPATCH(cam_kl_kernels)();
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("cam_kl_forward", device_entry<&hcam_ops::cam_kl_forward, &kKernels>);
+  m.impl("cam_kl_backward", device_entry<&hcam_ops::cam_kl_backward, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

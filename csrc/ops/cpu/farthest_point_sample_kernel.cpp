@@ -104,18 +104,15 @@ void farthest_point_sample<Isa::CPU_CAPABILITY>(const at::Tensor& points, const 
                                   [&] { CPU_CAPABILITY::fps_impl<scalar_t>(points, mask, start, idx); });
 }
 
+#if defined(CPU_CAPABILITY_DEFAULT)
 namespace {
-constexpr FarthestPointSampleKernels kKernels{&farthest_point_sample<Isa::CPU_CAPABILITY>};
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const FarthestPointSampleKernels kKernels{HCAM_CPU_DISPATCH(farthest_point_sample)};
 }  // namespace
 
-template <Isa>
-void register_farthest_point_sample_kernels(torch::Library& m);
-
-template <>
-void register_farthest_point_sample_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
   m.impl("farthest_point_sample", device_entry<&hcam_ops::farthest_point_sample, &kKernels>);
 }
-
-HCAM_CPU_REGISTER(register_farthest_point_sample_kernels)
+#endif
 
 }  // namespace hcam_ops::cpu

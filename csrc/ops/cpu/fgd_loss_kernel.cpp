@@ -317,19 +317,16 @@ void fgd_backward<Isa::CPU_CAPABILITY>(const FgdInputs& in, const FgdParams& p, 
                                   [&] { backward_impl<scalar_t>(in, p, g, col, row, sample, grad_student); });
 }
 
+#if defined(CPU_CAPABILITY_DEFAULT)
 namespace {
-constexpr FgdLossKernels kKernels{&fgd_forward<Isa::CPU_CAPABILITY>, &fgd_backward<Isa::CPU_CAPABILITY>};
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const FgdLossKernels kKernels{HCAM_CPU_DISPATCH(fgd_forward), HCAM_CPU_DISPATCH(fgd_backward)};
 }  // namespace
 
-template <Isa>
-void register_fgd_loss_kernels(torch::Library& m);
-
-template <>
-void register_fgd_loss_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
   m.impl("fgd_loss_forward", device_entry<&hcam_ops::fgd_loss_forward, &kKernels>);
   m.impl("fgd_loss_backward", device_entry<&hcam_ops::fgd_loss_backward, &kKernels>);
 }
-
-HCAM_CPU_REGISTER(register_fgd_loss_kernels)
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -46,18 +46,15 @@ void fgd_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& o
   });
 }
 
+#if defined(CPU_CAPABILITY_DEFAULT)
 namespace {
-constexpr FgdMasksKernels kKernels{&fgd_masks<Isa::CPU_CAPABILITY>};
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const FgdMasksKernels kKernels{HCAM_CPU_DISPATCH(fgd_masks)};
 }  // namespace
 
-template <Isa>
-void register_fgd_masks_kernels(torch::Library& m);
-
-template <>
-void register_fgd_masks_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
   m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
 }
-
-HCAM_CPU_REGISTER(register_fgd_masks_kernels)
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -43,15 +43,8 @@ const char* isa_name(Isa isa);
    : ::hcam_ops::cpu::active_isa() == ::hcam_ops::cpu::Isa::AVX2 ? &HCAM_CPU_AVX2_FN(fn)   \
                                                                  : &fn<::hcam_ops::cpu::Isa::DEFAULT>)
 
-// In a CPU kernel source (cpu/<op>_kernel.cpp): registers the CPU kernels of
-// the active level, `register_fn<level>(m)` (a function template over Isa,
-// specialised once per compilation of the source). Only the baseline
-// compilation registers: it runs on every CPU and picks the level.
-#if defined(CPU_CAPABILITY_DEFAULT)
-#define HCAM_CPU_REGISTER(register_fn)   \
-  TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) { \
-    HCAM_CPU_DISPATCH(register_fn)(m);   \
-  }
-#else
-#define HCAM_CPU_REGISTER(register_fn)
-#endif
+// A CPU kernel source (cpu/<op>_kernel.cpp) registers its op from its
+// baseline compilation only (#if defined(CPU_CAPABILITY_DEFAULT)), with the
+// kernels HCAM_CPU_DISPATCH picks: torch's registration templates then exist
+// in baseline code alone, never in a variant's (test_cpu_isa.py checks that no
+// function outside the variants holds AVX instructions).

@@ -67,21 +67,28 @@ void backward(const at::Tensor& grad, const at::Tensor& x, double eps, const at:
                                   [&] { minmax_normalize_backward_impl<scalar_t>(grad, x, eps, gx); });
 }
 
-constexpr MinmaxNormalizeKernels kKernels{&forward, &backward};
-
 }  // namespace
 
 }  // namespace CPU_CAPABILITY
 
 template <Isa>
-void register_minmax_normalize_kernels(torch::Library& m);
+MinmaxNormalizeKernels minmax_normalize_kernels();
 
 template <>
-void register_minmax_normalize_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
-  m.impl("minmax_normalize", device_entry<&hcam_ops::minmax_normalize, &CPU_CAPABILITY::kKernels>);
-  m.impl("minmax_normalize_backward", device_entry<&hcam_ops::minmax_normalize_backward, &CPU_CAPABILITY::kKernels>);
+MinmaxNormalizeKernels minmax_normalize_kernels<Isa::CPU_CAPABILITY>() {
+  return {&CPU_CAPABILITY::forward, &CPU_CAPABILITY::backward};
 }
 
-HCAM_CPU_REGISTER(register_minmax_normalize_kernels)
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const MinmaxNormalizeKernels kKernels = HCAM_CPU_DISPATCH(minmax_normalize_kernels)();
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("minmax_normalize", device_entry<&hcam_ops::minmax_normalize, &kKernels>);
+  m.impl("minmax_normalize_backward", device_entry<&hcam_ops::minmax_normalize_backward, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

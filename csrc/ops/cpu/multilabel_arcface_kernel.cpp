@@ -123,20 +123,17 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
   });
 }
 
+#if defined(CPU_CAPABILITY_DEFAULT)
 namespace {
-constexpr ArcFaceKernels kKernels{&arcface_inv_norms<Isa::CPU_CAPABILITY>, &arcface_chunk<Isa::CPU_CAPABILITY>,
-                                  &arcface_project<Isa::CPU_CAPABILITY>};
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const ArcFaceKernels kKernels{HCAM_CPU_DISPATCH(arcface_inv_norms), HCAM_CPU_DISPATCH(arcface_chunk),
+                              HCAM_CPU_DISPATCH(arcface_project)};
 }  // namespace
 
-template <Isa>
-void register_multilabel_arcface_kernels(torch::Library& m);
-
-template <>
-void register_multilabel_arcface_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
   m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
   m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
 }
-
-HCAM_CPU_REGISTER(register_multilabel_arcface_kernels)
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -101,20 +101,16 @@ void segment_mean_backward<Isa::CPU_CAPABILITY>(const at::Tensor& grad, const at
   });
 }
 
+#if defined(CPU_CAPABILITY_DEFAULT)
 namespace {
-constexpr SegmentMeanKernels kKernels{&segment_mean_forward<Isa::CPU_CAPABILITY>,
-                                      &segment_mean_backward<Isa::CPU_CAPABILITY>};
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const SegmentMeanKernels kKernels{HCAM_CPU_DISPATCH(segment_mean_forward), HCAM_CPU_DISPATCH(segment_mean_backward)};
 }  // namespace
 
-template <Isa>
-void register_segment_mean_kernels(torch::Library& m);
-
-template <>
-void register_segment_mean_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
   m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
   m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
 }
-
-HCAM_CPU_REGISTER(register_segment_mean_kernels)
+#endif
 
 }  // namespace hcam_ops::cpu

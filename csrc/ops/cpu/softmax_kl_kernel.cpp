@@ -71,21 +71,28 @@ void backward(const at::Tensor& grad, const at::Tensor& p, const at::Tensor& q, 
                                   [&] { softmax_kl_backward_impl<scalar_t>(grad, p, q, temperature, f2c, gp, gq); });
 }
 
-constexpr SoftmaxKlKernels kKernels{&forward, &backward};
-
 }  // namespace
 
 }  // namespace CPU_CAPABILITY
 
 template <Isa>
-void register_softmax_kl_kernels(torch::Library& m);
+SoftmaxKlKernels softmax_kl_kernels();
 
 template <>
-void register_softmax_kl_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
-  m.impl("softmax_kl", device_entry<&hcam_ops::softmax_kl, &CPU_CAPABILITY::kKernels>);
-  m.impl("softmax_kl_backward", device_entry<&hcam_ops::softmax_kl_backward, &CPU_CAPABILITY::kKernels>);
+SoftmaxKlKernels softmax_kl_kernels<Isa::CPU_CAPABILITY>() {
+  return {&CPU_CAPABILITY::forward, &CPU_CAPABILITY::backward};
 }
 
-HCAM_CPU_REGISTER(register_softmax_kl_kernels)
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const SoftmaxKlKernels kKernels = HCAM_CPU_DISPATCH(softmax_kl_kernels)();
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("softmax_kl", device_entry<&hcam_ops::softmax_kl, &kKernels>);
+  m.impl("softmax_kl_backward", device_entry<&hcam_ops::softmax_kl_backward, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu
