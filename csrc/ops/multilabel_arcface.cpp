@@ -95,7 +95,7 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
   const auto f = features.contiguous(), w = weight.contiguous(), y = labels.contiguous();
   const int64_t B = f.size(0), D = f.size(1), K = w.size(0);
   const auto opts = f.options();
-  const auto acc = opts.dtype(f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const auto acc = opts.dtype(acc_type_of(f.scalar_type()));
   Outputs out;
   // Row sums of the loss in double: K terms per row, often 1e5.
   if (want_loss_rows) out.loss_rows = at::zeros({B}, opts.dtype(at::kDouble));

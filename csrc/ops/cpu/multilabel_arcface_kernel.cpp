@@ -59,7 +59,7 @@ void chunk_impl(const ArcFaceChunk& c, const ArcFaceParams& p) {
 template <>
 at::Tensor arcface_inv_norms<Isa::CPU_CAPABILITY>(const at::Tensor& x) {
   const int64_t R = x.size(0), D = x.size(1);
-  auto out = at::empty({R}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  auto out = at::empty({R}, x.options().dtype(acc_type_of(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();

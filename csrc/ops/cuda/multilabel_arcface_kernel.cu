@@ -99,7 +99,7 @@ T* ptr_or_null(const at::Tensor& t) {
 
 at::Tensor arcface_inv_norms(const at::Tensor& x) {
   const int64_t R = x.size(0), D = x.size(1);
-  auto out = at::empty({R}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  auto out = at::empty({R}, x.options().dtype(acc_type_of(x.scalar_type())));
   if (R == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
