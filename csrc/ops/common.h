@@ -30,11 +30,13 @@ inline at::ScalarType acc_type_of(at::ScalarType t) {
 // the library is registered (module.cpp, when Python imports hcam_ops._C).
 void register_missing_cuda_kernels();
 
-// The device's entry point of an op: the driver `R driver(K kernels, Args...)`
-// of <op>.cpp (checks, allocation, the device-independent steps) bound to one
-// device's kernels, a function pointer or a pointer to a struct of them. What
-// cpu/<op>_kernel.cpp and cuda/<op>_kernel.cu register:
-//   m.impl("fgd_masks", device_entry<&fgd_masks, &cpu::fgd_masks<...>>);
+// The device's entry point of an op: the driver `R driver(const K* kernels,
+// Args...)` of <op>.cpp (checks, allocation, the device-independent steps)
+// bound to one device's kernels, a static struct of function pointers (its
+// address is the template argument; the CPU's is filled in at load time with
+// the active level's kernels). What cpu/<op>_kernel.cpp and
+// cuda/<op>_kernel.cu register:
+//   m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
 template <auto Driver, auto Kernels, typename = decltype(Driver)>
 struct DeviceEntry;
 
