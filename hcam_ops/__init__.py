@@ -56,7 +56,7 @@ def cpu_capability() -> str:
 
 def cuda_built() -> bool:
     """Whether this build holds the CUDA kernels."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("hcam_ops::cam_kl_forward", "CUDA")
+    return _C.cuda_built()
 
 
 def __getattr__(name):

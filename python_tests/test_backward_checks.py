@@ -67,11 +67,11 @@ def fgd_args(device, gen):
 
 
 def cam_gather_backward(a):
-    return ops.cam_gather_backward(a["grad"], a["features"], a["weight"], a["index"])
+    return ops.cam_gather_backward(a["grad"], a["features"], a["weight"], a["index"], [True, True])
 
 
 def cam_kl_backward(a):
-    return ops.cam_kl_backward(a["grad"], a["features"], a["weights"], a["indices"], a["coef"])
+    return ops.cam_kl_backward(a["grad"], a["features"], a["weights"], a["indices"], a["coef"], [True, True])
 
 
 def softmax_kl_backward(a):
@@ -141,8 +141,8 @@ def test_wrong_shape(op, change, match, gen):
 
 
 def test_softmax_kl_grad_on_another_device(gen):
-    # The softmax_kl_backward checks run ahead of every backend, so a grad on
-    # the meta device is caught here without a GPU.
+    # A grad on the meta device brings the call to the op's fake (its Meta
+    # kernel), which checks devices as the kernels do: caught without a GPU.
     with pytest.raises(RuntimeError, match="softmax_kl_backward: grad is on meta, p_logits on cpu"):
         call_with("softmax_kl", "cpu", gen, grad=lambda g: g.to("meta"))
 

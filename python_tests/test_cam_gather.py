@@ -62,9 +62,11 @@ def test_opcheck(gen):
     torch.library.opcheck(torch.ops.hcam_ops.cam_gather.default, (x.requires_grad_(), w, idx))
     xm = torch.randn(3, 5, 2, 3, generator=gen).contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(torch.ops.hcam_ops.cam_gather.default, (xm, w, idx))
-    torch.library.opcheck(
-        torch.ops.hcam_ops.cam_gather_backward.default, (torch.randn(3, 2, 6), x.detach(), w.detach(), idx)
-    )
+    for output_mask in ([True, True], [True, False], [False, True]):
+        torch.library.opcheck(
+            torch.ops.hcam_ops.cam_gather_backward.default,
+            (torch.randn(3, 2, 6), x.detach(), w.detach(), idx, output_mask),
+        )
 
 
 def test_errors(gen):

@@ -179,10 +179,11 @@ def test_opcheck(gen):
     kl, coef = torch.ops.hcam_ops.cam_kl_forward(
         x.detach(), [wf.detach(), wc.detach()], [fi, ci], 1.0, 1e-6, "fine_to_coarse"
     )
-    torch.library.opcheck(
-        torch.ops.hcam_ops.cam_kl_backward.default,
-        (torch.rand(3, generator=gen), x.detach(), [wf.detach(), wc.detach()], [fi, ci], coef),
-    )
+    for output_mask in ([True, True], [True, False], [False, True]):
+        torch.library.opcheck(
+            torch.ops.hcam_ops.cam_kl_backward.default,
+            (torch.rand(3, generator=gen), x.detach(), [wf.detach(), wc.detach()], [fi, ci], coef, output_mask),
+        )
 
 
 @pytest.mark.compile

@@ -132,15 +132,22 @@ def test_opcheck(gen):
     f = torch.randn(3, 5, generator=gen, requires_grad=True)
     w = torch.randn(7, 5, generator=gen, requires_grad=True)
     y = _labels(3, 7, gen).float()
-    for reduction, compute_grad, logits in [("mean", True, False), ("sum", False, True), ("none", True, True)]:
+    for reduction, grad_mask, logits in [
+        ("mean", [True, True], False),
+        ("sum", [False, False], True),
+        ("none", [True, True], True),
+        ("mean", [False, True], False),
+        ("sum", [True, False], True),
+    ]:
         torch.library.opcheck(
             torch.ops.hcam_ops.multilabel_arcface_forward.default,
-            (f, w, y, 30.0, 0.5, False, reduction, compute_grad, logits, 3),
+            (f, w, y, 30.0, 0.5, False, reduction, grad_mask, logits, 3),
         )
-    torch.library.opcheck(
-        torch.ops.hcam_ops.multilabel_arcface_backward.default,
-        (torch.rand(3, 7), f.detach(), w.detach(), y, 30.0, 0.5, True, 0),
-    )
+    for output_mask in ([True, True], [True, False], [False, True]):
+        torch.library.opcheck(
+            torch.ops.hcam_ops.multilabel_arcface_backward.default,
+            (torch.rand(3, 7), f.detach(), w.detach(), y, 30.0, 0.5, True, 0, output_mask),
+        )
 
 
 @pytest.mark.compile

@@ -1,5 +1,6 @@
 // bev_masks: DistillBEV's foreground / background masks on the BEV grid from
-// rotated boxes (docs/ops/fgd.md#bev_masks_from_boxes): schema, checks and dispatch.
+// rotated boxes (docs/ops/fgd.md#bev_masks_from_boxes): schema, checks and the
+// device-independent driver.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
@@ -49,10 +50,11 @@ at::Tensor yaw_rotations(const at::Tensor& boxes) {
 }
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::Tensor& offsets, double x_min,
-                                             double y_min, double cell_x, double cell_y, int64_t height, int64_t width,
-                                             double bg_extend_length, double bg_extend_weight,
-                                             c10::string_view scale_mask, c10::string_view background) {
+std::tuple<at::Tensor, at::Tensor> bev_masks(const BevMasksKernels* kernels, const at::Tensor& boxes,
+                                             const at::Tensor& offsets, double x_min, double y_min, double cell_x,
+                                             double cell_y, int64_t height, int64_t width, double bg_extend_length,
+                                             double bg_extend_weight, c10::string_view scale_mask,
+                                             c10::string_view background) {
   check_box_batch(kOp, boxes, offsets, 5, "(x, y, dx, dy, yaw)");
   TORCH_CHECK(std::isfinite(x_min) && std::isfinite(y_min), kOp, ": pc_range must be finite, got (", x_min, ", ", y_min,
               ")");
@@ -78,14 +80,7 @@ std::tuple<at::Tensor, at::Tensor> bev_masks(const at::Tensor& boxes, const at::
   auto bg = at::empty({B, height, width}, boxes.options());
   if (B == 0) return {fg, bg};
   const auto rot = yaw_rotations(bx);
-#ifdef HCAM_OPS_WITH_CUDA
-  if (boxes.is_cuda()) {
-    cuda::bev_masks(bx, rot, off, p, fg, bg);
-    return {fg, bg};
-  }
-#endif
-  TORCH_CHECK(!boxes.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  HCAM_CPU_DISPATCH(cpu::bev_masks)(bx, rot, off, p, fg, bg);
+  kernels->masks(bx, rot, off, p, fg, bg);
   return {fg, bg};
 }
 
@@ -96,15 +91,5 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
       " int width, float bg_extend_length, float bg_extend_weight, str scale_mask, str background)"
       " -> (Tensor, Tensor)");
 }
-
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("bev_masks", &bev_masks);
-}
-
-#ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("bev_masks", &bev_masks);
-}
-#endif
 
 }  // namespace hcam_ops

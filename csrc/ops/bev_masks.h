@@ -1,13 +1,16 @@
 // DistillBEV masks on the BEV grid from rotated 3D boxes
-// (docs/ops/fgd.md#bev_masks_from_boxes): the per-device rasterisers behind
-// bev_masks.cpp, and the per-box and per-cell rules both share.
+// (docs/ops/fgd.md#bev_masks_from_boxes): the device-independent driver
+// (bev_masks.cpp), the rasterisers each device supplies to it, and the
+// per-box and per-cell rules both share.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
+#include <c10/util/string_view.h>
 
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "cpu/isa.h"
@@ -173,14 +176,21 @@ C10_HOST_DEVICE inline void bev_finish(T fm, T scale, T bg_scale, BevScale mode,
 // offsets[i + 1] (checked by bev_masks.cpp: from 0 to N, non-decreasing);
 // fg, bg [B, H, W] in the boxes' dtype (row = y, column = x).
 namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
 template <Isa>
 void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
                const at::Tensor& fg, const at::Tensor& bg);
 }  // namespace cpu
-namespace cuda {
-void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
-               const at::Tensor& fg, const at::Tensor& bg);
-}
+
+struct BevMasksKernels {
+  void (*masks)(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
+                const at::Tensor& fg, const at::Tensor& bg);
+};
+
+std::tuple<at::Tensor, at::Tensor> bev_masks(const BevMasksKernels* kernels, const at::Tensor& boxes,
+                                             const at::Tensor& offsets, double x_min, double y_min, double cell_x,
+                                             double cell_y, int64_t height, int64_t width, double bg_extend_length,
+                                             double bg_extend_weight, c10::string_view scale_mask,
+                                             c10::string_view background);
 
 }  // namespace hcam_ops

@@ -8,10 +8,6 @@ namespace hcam_ops {
 
 namespace {
 
-bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
 at::Tensor checked_weight(const at::Tensor& w, const at::Tensor& features, int64_t C, const char* op, int64_t level) {
   TORCH_CHECK(w.dim() == 2, op, ": weight of level ", level, " must be [K, C], got shape ", w.sizes());
   TORCH_CHECK(w.size(1) == C, op, ": weight of level ", level, " has ", w.size(1), " channels, features have ", C);
@@ -36,8 +32,7 @@ void check_index_tensor(const at::Tensor& idx, const at::Tensor& features, int64
 FeatureView view_features(const at::Tensor& f, const char* op) {
   TORCH_CHECK(f.dim() == 3 || f.dim() == 4, op, ": features must be [B, N, C] tokens or a [B, C, H, W] map, got shape ",
               f.sizes());
-  TORCH_CHECK(is_supported_float(f.scalar_type()), op, ": features must be float16, bfloat16, float32 or float64, got ",
-              f.scalar_type());
+  check_float_type(f, op, "features");
   FeatureView v;
   v.B = f.size(0);
   if (f.dim() == 3) {
@@ -88,10 +83,6 @@ std::pair<at::Tensor, at::Tensor> empty_features_grad(const at::Tensor& features
   return {nhwc.permute({0, 3, 1, 2}), nhwc.view({v.B, v.N, v.C})};
 }
 
-at::ScalarType acc_type_of(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 Levels levels_of_index(const at::Tensor& weight, const at::Tensor& index, const FeatureView& v,
                        const at::Tensor& features, const char* op) {
   check_index_tensor(index, features, v.B, op);
@@ -129,6 +120,7 @@ Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const Fea
 }
 
 void check_index_range(const Levels& levels, int64_t B, const char* op) {
+  if (levels.size() == 0 || !levels.weights[0].is_cpu()) return;
   for (int64_t l = 0; l < levels.size(); ++l) {
     const int64_t K = levels.weights[l].size(0);
     for (int64_t b = 0; b < B; ++b) {
@@ -140,7 +132,7 @@ void check_index_range(const Levels& levels, int64_t B, const char* op) {
 }
 
 void check_rows(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(is_supported_float(x.scalar_type()), op, ": expected float16, bfloat16, float32 or float64, got ",
+  TORCH_CHECK(is_float_type(x.scalar_type()), op, ": expected float16, bfloat16, float32 or float64, got ",
               x.scalar_type());
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": expected a non-empty last dimension, got shape ", x.sizes());
 }

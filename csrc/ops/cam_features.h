@@ -6,15 +6,12 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/string_view.h>
 
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "cam_math.h"
-#include "cpu/isa.h"
-
-namespace torch {
-class Library;
-}
+#include "common.h"
 
 namespace hcam_ops {
 
@@ -36,8 +33,6 @@ FeatureView view_features(const at::Tensor& features, const char* op);
 // same strides whenever view_features read the input in place) and its
 // contiguous [B, R, S] alias for the kernels to write.
 std::pair<at::Tensor, at::Tensor> empty_features_grad(const at::Tensor& features, const FeatureView& view);
-
-at::ScalarType acc_type_of(at::ScalarType t);
 
 // The levels of one CAM computation: level l uses weight[l] ([K_l, C]) and
 // class index[l][b * index_stride] for sample b.
@@ -75,9 +70,10 @@ Levels levels_of_index(const at::Tensor& weight, const at::Tensor& index, const 
 Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const FeatureView& v, const at::Tensor& features,
                        const char* op);
 
-// Raises a clear error for a class index outside [0, K_l). CPU tensors only:
-// on CUDA it would cost a device sync, so the Python front checks there and
-// the kernels write NaN for such a sample instead of reading out of bounds.
+// Raises a clear error for a class index outside [0, K_l). CPU tensors only
+// (a no-op on other devices): on CUDA it would cost a device sync, so the
+// Python front checks there and the kernels write NaN for such a sample
+// instead of reading out of bounds.
 void check_index_range(const Levels& levels, int64_t B, const char* op);
 
 // Rows for the row ops: a supported float dtype and a non-empty last dim; the
@@ -101,14 +97,13 @@ bool parse_direction(c10::string_view direction, const char* op);
 // about `target` pieces of work exist in all.
 int64_t rows_per_split(int64_t rows, int64_t units, int64_t target, int64_t min_rows);
 
-namespace cpu {
-// Register the CPU kernels of cam_gather and of the row ops and fused CAM-KL
-// loss, one specialisation per compiled level (isa.h); cam_gather.cpp and
-// cam_kl.cpp register the active one.
-template <Isa>
-void register_cam_gather_kernels(torch::Library& m);
-template <Isa>
-void register_cam_kl_kernels(torch::Library& m);
-}  // namespace cpu
+// The feature passes one device supplies to the drivers of cam_gather and
+// cam_kl (contract: cpu/cam_passes.h).
+struct CamPasses {
+  void (*cam_pass)(const FeatureView& v, const Levels& levels, const at::Tensor& cams);
+  at::Tensor (*grad_pass)(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
+                          const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows);
+  void (*class_reduce)(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
+};
 
 }  // namespace hcam_ops

@@ -1,9 +1,10 @@
-// farthest_point_sample: schema, checks and dispatch.
+// farthest_point_sample: schema, checks and the device-independent driver.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "common.h"
 #include "farthest_point_sample.h"
 
 namespace hcam_ops {
@@ -12,12 +13,10 @@ namespace {
 constexpr const char* kOp = "farthest_point_sample";
 }
 
-at::Tensor farthest_point_sample(const at::Tensor& points, int64_t k, int64_t start,
-                                 const std::optional<at::Tensor>& mask) {
+at::Tensor farthest_point_sample(const FarthestPointSampleKernels* kernels, const at::Tensor& points, int64_t k,
+                                 int64_t start, const std::optional<at::Tensor>& mask) {
   TORCH_CHECK(points.dim() == 3, kOp, ": points must be [B, N, C], got shape ", points.sizes());
-  const auto t = points.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, kOp,
-              ": points must be float16, bfloat16, float32 or float64, got ", t);
+  check_float_type(points, kOp, "points");
   const int64_t B = points.size(0), N = points.size(1);
   TORCH_CHECK(N > 0 && points.size(2) > 0, kOp, ": points need N > 0 and C > 0, got ", points.sizes());
   TORCH_CHECK(N < (int64_t(1) << 31), kOp, ": at most 2^31 - 1 points per sample");
@@ -35,14 +34,7 @@ at::Tensor farthest_point_sample(const at::Tensor& points, int64_t k, int64_t st
   auto idx = at::empty({B, k}, points.options().dtype(at::kLong));
   if (B == 0) return idx;
   const auto p = points.contiguous();
-#ifdef HCAM_OPS_WITH_CUDA
-  if (points.is_cuda()) {
-    cuda::farthest_point_sample(p, m, start, idx);
-    return idx;
-  }
-#endif
-  TORCH_CHECK(!points.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  HCAM_CPU_DISPATCH(cpu::farthest_point_sample)(p, m, start, idx);
+  kernels->sample(p, m, start, idx);
   return idx;
 }
 
@@ -50,15 +42,5 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // -> indices [B, k] int64. A masked start is replaced by the first unmasked point.
   m.def("farthest_point_sample(Tensor points, int k, int start=0, Tensor? mask=None) -> Tensor");
 }
-
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("farthest_point_sample", &farthest_point_sample);
-}
-
-#ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("farthest_point_sample", &farthest_point_sample);
-}
-#endif
 
 }  // namespace hcam_ops

@@ -1,10 +1,12 @@
 // farthest_point_sample: batched farthest point sampling in feature space
-// (CAST graph pooling seeds); the per-device kernels behind
-// farthest_point_sample.cpp.
+// (CAST graph pooling seeds): the device-independent driver
+// (farthest_point_sample.cpp) and the kernels each device supplies to it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
+
+#include <optional>
 
 #include "cpu/isa.h"
 
@@ -32,12 +34,16 @@ C10_HOST_DEVICE inline int64_t fps_first(const bool* mask, int64_t N, int64_t st
 // idx [B, k] int64. Squared Euclidean distances accumulated in float32
 // (float64 for float64 points).
 namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
 template <Isa>
 void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
 }  // namespace cpu
-namespace cuda {
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
-}
+
+struct FarthestPointSampleKernels {
+  void (*sample)(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
+};
+
+at::Tensor farthest_point_sample(const FarthestPointSampleKernels* kernels, const at::Tensor& points, int64_t k,
+                                 int64_t start, const std::optional<at::Tensor>& mask);
 
 }  // namespace hcam_ops

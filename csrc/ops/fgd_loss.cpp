@@ -1,5 +1,5 @@
 // FGD / DistillBEV feature-distillation loss (docs/ops/fgd.md#fgd_loss): schema and the
-// host driver. The forward reads student and teacher once (fgd_math.h says
+// device-independent driver. The forward reads student and teacher once (fgd_math.h says
 // how the terms come out of one pass); the backward reads them once more and
 // writes d student, so the saved state is a few [B, HW] and [B, C] vectors.
 #include <ATen/core/Tensor.h>
@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "cam_features.h"
+#include "common.h"
 #include "fgd_loss.h"
 
 namespace hcam_ops {
@@ -21,14 +22,6 @@ namespace hcam_ops {
 namespace {
 
 constexpr const char* kOp = "fgd_loss";
-
-bool is_float_type(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-at::ScalarType acc_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 // A mask [B, H, W] or [B, 1, H, W] as a contiguous [B, HW] in the accumulation dtype.
 at::Tensor mask_rows(const at::Tensor& m, const at::Tensor& s, const char* name) {
@@ -39,7 +32,7 @@ at::Tensor mask_rows(const at::Tensor& m, const at::Tensor& s, const char* name)
               m.sizes());
   TORCH_CHECK(is_float_type(m.scalar_type()), kOp, ": ", name, " must be a float tensor, got ", m.scalar_type());
   TORCH_CHECK(m.device() == s.device(), kOp, ": ", name, " is on ", m.device(), ", student on ", s.device());
-  return m.reshape({B, H * W}).to(acc_type(s)).contiguous();
+  return m.reshape({B, H * W}).to(acc_type_of(s.scalar_type())).contiguous();
 }
 
 FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
@@ -47,8 +40,7 @@ FgdInputs make_inputs(const at::Tensor& student, const at::Tensor& teacher, cons
   TORCH_CHECK(student.dim() == 4, kOp, ": student must be [B, C, H, W], got shape ", student.sizes());
   TORCH_CHECK(teacher.sizes() == student.sizes(), kOp, ": teacher ", teacher.sizes(), " and student ", student.sizes(),
               " must have one shape");
-  TORCH_CHECK(is_float_type(student.scalar_type()), kOp,
-              ": student must be float16, bfloat16, float32 or float64, got ", student.scalar_type());
+  check_float_type(student, kOp, "student");
   TORCH_CHECK(teacher.scalar_type() == student.scalar_type(), kOp, ": teacher is ", teacher.scalar_type(), ", student ",
               student.scalar_type());
   TORCH_CHECK(teacher.device() == student.device(), kOp, ": teacher is on ", teacher.device(), ", student on ",
@@ -95,24 +87,20 @@ FgdParams make_params(double spatial_temperature, double channel_temperature, at
   return p;
 }
 
-bool on_cuda(const at::Tensor& t) {
-  return t.is_cuda();
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
-    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask, const at::Tensor& bg_mask,
-    const std::optional<at::Tensor>& fp_mask, double spatial_temperature, double channel_temperature,
-    at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio, bool spatial_mask,
-    bool channel_mask) {
+    const FgdLossKernels* kernels, const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
+    const at::Tensor& bg_mask, const std::optional<at::Tensor>& fp_mask, double spatial_temperature,
+    double channel_temperature, at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
+    bool spatial_mask, bool channel_mask) {
   auto p = make_params(spatial_temperature, channel_temperature, weights, spatial_mode, spatial_student_ratio,
                        spatial_mask, channel_mask, student.size(0));
   const c10::DeviceGuard guard(student.device());
   const auto in = make_inputs(student, teacher, fg_mask, bg_mask, fp_mask);
   p.has_fp = in.fp.defined();
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
-  const auto acc = student.options().dtype(acc_type(student));
+  const auto acc = student.options().dtype(acc_type_of(student.scalar_type()));
   auto col = at::empty({B, kNumCol, HW}, acc);
   auto row = at::empty({B, kNumRow, C}, acc);
   auto sample = at::empty({B, kNumSample}, acc);
@@ -121,22 +109,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
     return {at::zeros({kNumTerms}, student.options()), col, row, sample};
   }
   auto per_sample = at::empty({B, kNumTerms}, acc);
-#ifdef HCAM_OPS_WITH_CUDA
-  if (on_cuda(student)) {
-    cuda::fgd_forward(in, p, col, row, sample, per_sample);
-  } else
-#endif
-  {
-    TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
-    HCAM_CPU_DISPATCH(cpu::fgd_forward)(in, p, col, row, sample, per_sample);
-  }
+  kernels->forward(in, p, col, row, sample, per_sample);
   // The finishers weight each sample's terms; a fixed-order sum over the batch.
   auto terms = per_sample.sum(0);
   return {terms.to(student.scalar_type()), col, row, sample};
 }
 
-at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
-                             const at::Tensor& fg_mask, const at::Tensor& bg_mask,
+at::Tensor fgd_loss_backward(const FgdLossKernels* kernels, const at::Tensor& grad, const at::Tensor& student,
+                             const at::Tensor& teacher, const at::Tensor& fg_mask, const at::Tensor& bg_mask,
                              const std::optional<at::Tensor>& fp_mask, const at::Tensor& col, const at::Tensor& row,
                              const at::Tensor& sample, double spatial_temperature, double channel_temperature,
                              at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
@@ -158,18 +138,10 @@ at::Tensor fgd_loss_backward(const at::Tensor& grad, const at::Tensor& student, 
   }
   auto grad_student = at::empty({B, C, HW}, in.student.options());
   if (B > 0) {
-    const auto acc = acc_type(student);
+    const auto acc = acc_type_of(student.scalar_type());
     const auto g = grad.reshape({kNumTerms}).to(acc).contiguous();
     const auto c = col.to(acc).contiguous(), r = row.to(acc).contiguous(), s = sample.to(acc).contiguous();
-#ifdef HCAM_OPS_WITH_CUDA
-    if (on_cuda(student)) {
-      cuda::fgd_backward(in, p, g, c, r, s, grad_student);
-    } else
-#endif
-    {
-      TORCH_CHECK(!on_cuda(student), kOp, ": this build of hcam_ops has no CUDA kernels");
-      HCAM_CPU_DISPATCH(cpu::fgd_backward)(in, p, g, c, r, s, grad_student);
-    }
+    kernels->backward(in, p, g, c, r, s, grad_student);
   }
   return grad_student.view(student.sizes());
 }
@@ -192,17 +164,5 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
       " float channel_temperature, float[] weights, int spatial_mode, float spatial_student_ratio,"
       " bool spatial_mask, bool channel_mask) -> Tensor");
 }
-
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("fgd_loss_forward", &fgd_loss_forward);
-  m.impl("fgd_loss_backward", &fgd_loss_backward);
-}
-
-#ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("fgd_loss_forward", &fgd_loss_forward);
-  m.impl("fgd_loss_backward", &fgd_loss_backward);
-}
-#endif
 
 }  // namespace hcam_ops

@@ -1,8 +1,12 @@
-// FGD feature-distillation loss: the per-device kernels behind the host
-// driver (fgd_loss.cpp). Same contract on both devices; see fgd_math.h.
+// FGD feature-distillation loss: the device-independent driver (fgd_loss.cpp)
+// and the kernels each device supplies to it. Same contract on both devices;
+// see fgd_math.h.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
 
 #include "fgd_math.h"
 
@@ -22,7 +26,7 @@ struct FgdInputs {
 // fgd_backward writes d student [B, C, HW] for the upstream gradients g [6]
 // (accumulation dtype, on the device).
 namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
 template <Isa>
 void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
                  const at::Tensor& sample, const at::Tensor& per_sample);
@@ -31,11 +35,24 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, 
                   const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
 }  // namespace cpu
 
-namespace cuda {
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
-                 const at::Tensor& sample, const at::Tensor& per_sample);
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
-                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
-}  // namespace cuda
+struct FgdLossKernels {
+  void (*forward)(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
+                  const at::Tensor& sample, const at::Tensor& per_sample);
+  void (*backward)(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                   const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
+    const FgdLossKernels* kernels, const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
+    const at::Tensor& bg_mask, const std::optional<at::Tensor>& fp_mask, double spatial_temperature,
+    double channel_temperature, at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
+    bool spatial_mask, bool channel_mask);
+
+at::Tensor fgd_loss_backward(const FgdLossKernels* kernels, const at::Tensor& grad, const at::Tensor& student,
+                             const at::Tensor& teacher, const at::Tensor& fg_mask, const at::Tensor& bg_mask,
+                             const std::optional<at::Tensor>& fp_mask, const at::Tensor& col, const at::Tensor& row,
+                             const at::Tensor& sample, double spatial_temperature, double channel_temperature,
+                             at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
+                             bool spatial_mask, bool channel_mask);
 
 }  // namespace hcam_ops

@@ -1,5 +1,5 @@
 // fgd_masks: foreground / background masks from boxes (docs/ops/fgd.md#fgd_masks_from_boxes):
-// schema, checks and dispatch.
+// schema, checks and the device-independent driver.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
@@ -14,8 +14,9 @@ namespace {
 constexpr const char* kOp = "fgd_masks_from_boxes";
 }
 
-std::tuple<at::Tensor, at::Tensor> fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets,
-                                             const at::Tensor& img_shapes, int64_t height, int64_t width) {
+std::tuple<at::Tensor, at::Tensor> fgd_masks(const FgdMasksKernels* kernels, const at::Tensor& boxes,
+                                             const at::Tensor& offsets, const at::Tensor& img_shapes, int64_t height,
+                                             int64_t width) {
   check_box_batch(kOp, boxes, offsets, 4, "(x1, y1, x2, y2)");
   const int64_t B = offsets.size(0) - 1;
   TORCH_CHECK(img_shapes.dim() == 2 && img_shapes.size(0) == B && img_shapes.size(1) == 2, kOp,
@@ -30,14 +31,7 @@ std::tuple<at::Tensor, at::Tensor> fgd_masks(const at::Tensor& boxes, const at::
   auto fg = at::empty({B, height, width}, boxes.options());
   auto bg = at::empty({B, height, width}, boxes.options());
   if (B == 0) return {fg, bg};
-#ifdef HCAM_OPS_WITH_CUDA
-  if (boxes.is_cuda()) {
-    cuda::fgd_masks(bx, off, img, fg, bg);
-    return {fg, bg};
-  }
-#endif
-  TORCH_CHECK(!boxes.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  HCAM_CPU_DISPATCH(cpu::fgd_masks)(bx, off, img, fg, bg);
+  kernels->masks(bx, off, img, fg, bg);
   return {fg, bg};
 }
 
@@ -47,15 +41,5 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
       "fgd_masks(Tensor boxes, Tensor offsets, Tensor img_shapes, int height, int width)"
       " -> (Tensor, Tensor)");
 }
-
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("fgd_masks", &fgd_masks);
-}
-
-#ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("fgd_masks", &fgd_masks);
-}
-#endif
 
 }  // namespace hcam_ops

@@ -1,5 +1,6 @@
-// FGD masks from boxes (docs/ops/fgd.md#fgd_masks_from_boxes): the per-device rasterisers behind
-// fgd_masks.cpp, and the cell-range rule both share.
+// FGD masks from boxes (docs/ops/fgd.md#fgd_masks_from_boxes): the device-independent driver
+// (fgd_masks.cpp), the rasterisers each device supplies to it, and the
+// cell-range rule both share.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 
 #include "cpu/isa.h"
 
@@ -36,14 +38,19 @@ C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int
 // offsets[i + 1]; img_shapes [B, 2] (h, w) in the boxes' dtype; fg, bg
 // [B, H, W] in the boxes' dtype.
 namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
 template <Isa>
 void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
                const at::Tensor& bg);
 }  // namespace cpu
-namespace cuda {
-void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
-               const at::Tensor& bg);
-}
+
+struct FgdMasksKernels {
+  void (*masks)(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
+                const at::Tensor& bg);
+};
+
+std::tuple<at::Tensor, at::Tensor> fgd_masks(const FgdMasksKernels* kernels, const at::Tensor& boxes,
+                                             const at::Tensor& offsets, const at::Tensor& img_shapes, int64_t height,
+                                             int64_t width);
 
 }  // namespace hcam_ops

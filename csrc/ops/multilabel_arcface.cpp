@@ -1,4 +1,5 @@
-// Multi-label ArcFace loss (docs/ops/multilabel_arcface.md): schema and the host driver.
+// Multi-label ArcFace loss (docs/ops/multilabel_arcface.md): schema and the
+// device-independent driver.
 //
 // The cosine matrix is a matrix product (the framework's BLAS, at::mm); all
 // that follows it is one fused elementwise kernel per chunk of classes (margin,
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common.h"
 #include "multilabel_arcface.h"
 
 namespace hcam_ops {
@@ -53,9 +55,8 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& la
   TORCH_CHECK(w.dim() == 2, kOp, ": weight must be [K, D], got shape ", w.sizes());
   TORCH_CHECK(f.size(1) == w.size(1), kOp, ": features have D = ", f.size(1), ", weight has ", w.size(1));
   TORCH_CHECK(f.size(1) > 0 && w.size(0) > 0, kOp, ": needs D > 0 and K > 0");
+  check_float_type(f, kOp, "features");
   const auto t = f.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, kOp,
-              ": features must be float16, bfloat16, float32 or float64, got ", t);
   TORCH_CHECK(w.scalar_type() == t, kOp, ": weight is ", w.scalar_type(), ", features ", t);
   TORCH_CHECK(labels.dim() == 2 && labels.size(0) == f.size(0) && labels.size(1) == w.size(0), kOp,
               ": labels must be [B, K] = [", f.size(0), ", ", w.size(0), "], got ", labels.sizes());
@@ -64,10 +65,6 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& la
   TORCH_CHECK(w.device() == f.device() && labels.device() == f.device(), kOp,
               ": features, weight and labels must be on one device, got ", f.device(), ", ", w.device(), ", ",
               labels.device());
-}
-
-bool on_cuda(const at::Tensor& t) {
-  return t.is_cuda();
 }
 
 // CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
@@ -82,64 +79,40 @@ at::Tensor float_labels(const at::Tensor& labels) {
   return labels.scalar_type() == at::kBool ? labels : labels.to(at::kFloat);
 }
 
-at::Tensor inv_norms(const at::Tensor& x) {
-#ifdef HCAM_OPS_WITH_CUDA
-  if (on_cuda(x)) return cuda::arcface_inv_norms(x);
-#endif
-  TORCH_CHECK(!on_cuda(x), kOp, ": this build of hcam_ops has no CUDA kernels");
-  return HCAM_CPU_DISPATCH(cpu::arcface_inv_norms)(x);
-}
-
-void chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
-#ifdef HCAM_OPS_WITH_CUDA
-  if (on_cuda(c.dot)) return cuda::arcface_chunk(c, p);
-#endif
-  HCAM_CPU_DISPATCH(cpu::arcface_chunk)(c, p);
-}
-
-void project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst) {
-#ifdef HCAM_OPS_WITH_CUDA
-  if (on_cuda(x)) return cuda::arcface_project(src, x, scale, dst);
-#endif
-  HCAM_CPU_DISPATCH(cpu::arcface_project)(src, x, scale, dst);
-}
-
 struct Outputs {
   at::Tensor loss_rows, loss, logits, grad_features, grad_weight;
 };
 
 // The chunk loop. grad: the upstream [B, K] gradient ("none" backward) or
-// undefined; want_grads: accumulate the input gradients; grad_scale: scales
-// them (1 / (B*K) for "mean").
-Outputs run(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels, const ArcFaceParams& p,
-            const at::Tensor& grad, bool want_loss_rows, bool want_loss, bool want_logits, bool want_grads,
-            double grad_scale, int64_t chunk_size) {
+// undefined; want_grads: which input gradients (features, weight) to
+// accumulate; grad_scale: scales them (1 / (B*K) for "mean").
+Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
+            const ArcFaceParams& p, const at::Tensor& grad, bool want_loss_rows, bool want_loss, bool want_logits,
+            std::array<bool, 2> want_grads, double grad_scale, int64_t chunk_size) {
+  const auto [want_gf, want_gw] = want_grads;
+  const bool any_grad = want_gf || want_gw;
   const c10::DeviceGuard guard(features.device());
   const auto f = features.contiguous(), w = weight.contiguous(), y = labels.contiguous();
   const int64_t B = f.size(0), D = f.size(1), K = w.size(0);
   const auto opts = f.options();
-  const auto acc = opts.dtype(f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const auto acc = opts.dtype(acc_type_of(f.scalar_type()));
   Outputs out;
   // Row sums of the loss in double: K terms per row, often 1e5.
   if (want_loss_rows) out.loss_rows = at::zeros({B}, opts.dtype(at::kDouble));
   if (want_loss) out.loss = at::empty({B, K}, opts);
   if (want_logits) out.logits = at::empty({B, K}, opts);
   if (B == 0) {
-    if (want_grads) {
-      out.grad_features = at::zeros({B, D}, opts);
-      out.grad_weight = at::zeros({K, D}, opts);
-    }
+    if (want_gf) out.grad_features = at::zeros({B, D}, opts);
+    if (want_gw) out.grad_weight = at::zeros({K, D}, opts);
     return out;
   }
-  const auto inv_f = inv_norms(f), inv_w = inv_norms(w);
+  const auto inv_f = k.inv_norms(f), inv_w = k.inv_norms(w);
   const int64_t kc = chunk_columns(B, K, f.element_size(), chunk_size);
   auto dot_buf = at::empty({B * kc}, opts);
   at::Tensor g2_buf, P;
-  if (want_grads) {
-    g2_buf = at::empty({B * kc}, opts);
-    P = at::zeros({B, D}, acc);
-    out.grad_weight = at::empty({K, D}, opts);
-  }
+  if (any_grad) g2_buf = at::empty({B * kc}, opts);
+  if (want_gf) P = at::zeros({B, D}, acc);
+  if (want_gw) out.grad_weight = at::empty({K, D}, opts);
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t n = std::min(kc, K - k0);
     const auto w_chunk = w.narrow(0, k0, n);
@@ -155,35 +128,40 @@ Outputs run(const at::Tensor& features, const at::Tensor& weight, const at::Tens
     c.loss_rows = out.loss_rows;
     c.loss = out.loss;
     c.logits = out.logits;
-    if (want_grads) c.g2 = g2_buf.narrow(0, 0, B * n).view({B, n});
-    chunk(c, p);
-    if (want_grads) {
+    if (any_grad) c.g2 = g2_buf.narrow(0, 0, B * n).view({B, n});
+    k.chunk(c, p);
+    if (want_gf) {
       if (P.scalar_type() == f.scalar_type()) {
         P.addmm_(c.g2, w_chunk);
       } else {
         P.add_(at::mm(c.g2, w_chunk));
       }
+    }
+    if (want_gw) {
       auto rows = out.grad_weight.narrow(0, k0, n);  // contiguous rows of [K, D]
       at::mm_out(rows, c.g2.t(), f);
     }
   }
-  if (want_grads) {
+  if (want_gf) {
     out.grad_features = at::empty({B, D}, opts);
-    project(P, f, grad_scale, out.grad_features);
-    project(out.grad_weight, w, grad_scale, out.grad_weight);
+    k.project(P, f, grad_scale, out.grad_features);
   }
+  if (want_gw) k.project(out.grad_weight, w, grad_scale, out.grad_weight);
   return out;
 }
 
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_forward(
-    const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels, double scale, double margin,
-    bool easy_margin, c10::string_view reduction, bool compute_grad, bool return_logits, int64_t chunk_size) {
+    const ArcFaceKernels* kernels, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
+    double scale, double margin, bool easy_margin, c10::string_view reduction, std::array<bool, 2> grad_mask,
+    bool return_logits, int64_t chunk_size) {
   check_inputs(features, weight, labels);
   if (cpu_half_precision(features)) {
     const auto t = features.scalar_type();
     auto [l, gf, gw, lg] =
-        multilabel_arcface_forward(features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), scale, margin,
-                                   easy_margin, reduction, compute_grad, return_logits, chunk_size);
+        multilabel_arcface_forward(kernels, features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), scale,
+                                   margin, easy_margin, reduction, grad_mask, return_logits, chunk_size);
     return {l.to(t), gf.to(t), gw.to(t), lg.to(t)};
   }
   const auto p = make_params(scale, margin, easy_margin);
@@ -192,62 +170,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_fo
               std::string(reduction), "'");
   const int64_t B = features.size(0), K = weight.size(0);
   const double red = mean ? 1.0 / std::max<double>(1.0, static_cast<double>(B) * K) : 1.0;
-  const bool grads = compute_grad && !none;
-  auto out = run(features, weight, labels, p, at::Tensor(), !none, none, return_logits, grads, red, chunk_size);
+  // "none" computes its gradients in the backward, for a [B, K] upstream gradient.
+  const std::array<bool, 2> grads{grad_mask[0] && !none, grad_mask[1] && !none};
+  auto out =
+      run(*kernels, features, weight, labels, p, at::Tensor(), !none, none, return_logits, grads, red, chunk_size);
   // Outputs never alias: each absent one is its own empty tensor.
   auto or_empty = [&](const at::Tensor& t) { return t.defined() ? t : at::empty({0}, features.options()); };
   at::Tensor loss = none ? out.loss : out.loss_rows.sum().mul_(red).to(features.scalar_type());
   return {loss, or_empty(out.grad_features), or_empty(out.grad_weight), or_empty(out.logits)};
 }
 
-std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const at::Tensor& grad, const at::Tensor& features,
-                                                               const at::Tensor& weight, const at::Tensor& labels,
-                                                               double scale, double margin, bool easy_margin,
-                                                               int64_t chunk_size) {
+std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const ArcFaceKernels* kernels, const at::Tensor& grad,
+                                                               const at::Tensor& features, const at::Tensor& weight,
+                                                               const at::Tensor& labels, double scale, double margin,
+                                                               bool easy_margin, int64_t chunk_size,
+                                                               std::array<bool, 2> output_mask) {
   check_inputs(features, weight, labels);
   TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ", grad.sizes());
   if (cpu_half_precision(features)) {
     const auto t = features.scalar_type();
-    auto [gf, gw] = multilabel_arcface_backward(grad.to(at::kFloat), features.to(at::kFloat), weight.to(at::kFloat),
-                                                float_labels(labels), scale, margin, easy_margin, chunk_size);
-    return {gf.to(t), gw.to(t)};
+    auto [gf, gw] =
+        multilabel_arcface_backward(kernels, grad.to(at::kFloat), features.to(at::kFloat), weight.to(at::kFloat),
+                                    float_labels(labels), scale, margin, easy_margin, chunk_size, output_mask);
+    return {gf.defined() ? gf.to(t) : gf, gw.defined() ? gw.to(t) : gw};
   }
   const auto p = make_params(scale, margin, easy_margin);
-  auto out = run(features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false, false, false, true,
-                 1.0, chunk_size);
+  auto out = run(*kernels, features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false, false,
+                 false, output_mask, 1.0, chunk_size);
   return {out.grad_features, out.grad_weight};
 }
 
-}  // namespace
-
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // features [B, D], weight [K, D], labels [B, K] (bool or the features' dtype).
-  // Returns the loss ([] or [B, K] for "none"); for "mean"/"sum" with
-  // compute_grad, the gradients of features and weight at unit upstream
-  // gradient (else empty); the training logits if return_logits (else empty).
+  // Returns the loss ([] or [B, K] for "none"); for "mean"/"sum", the
+  // gradients of features and weight at unit upstream gradient that
+  // grad_mask asks for (else empty); the training logits if return_logits
+  // (else empty).
   m.def(
       "multilabel_arcface_forward(Tensor features, Tensor weight, Tensor labels, float scale,"
-      " float margin, bool easy_margin, str reduction, bool compute_grad, bool return_logits,"
+      " float margin, bool easy_margin, str reduction, bool[2] grad_mask, bool return_logits,"
       " int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
   // chunk_size: classes per chunk, 0 to choose from the sizes (chunk_columns).
-  // Reduction "none": the gradients for an upstream [B, K] gradient.
+  // Reduction "none": the gradients for an upstream [B, K] gradient that
+  // output_mask asks for; one not asked for comes back undefined (None).
   m.def(
       "multilabel_arcface_backward(Tensor grad, Tensor features, Tensor weight, Tensor labels,"
-      " float scale, float margin, bool easy_margin, int chunk_size) -> (Tensor, Tensor)");
+      " float scale, float margin, bool easy_margin, int chunk_size, bool[2] output_mask) -> (Tensor, Tensor)");
 }
-
-// The driver runs on either device (its matrix products dispatch, its kernels
-// are chosen by device), so it is registered for both.
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("multilabel_arcface_forward", &multilabel_arcface_forward);
-  m.impl("multilabel_arcface_backward", &multilabel_arcface_backward);
-}
-
-#ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("multilabel_arcface_forward", &multilabel_arcface_forward);
-  m.impl("multilabel_arcface_backward", &multilabel_arcface_backward);
-}
-#endif
 
 }  // namespace hcam_ops

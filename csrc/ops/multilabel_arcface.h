@@ -1,8 +1,12 @@
-// Multi-label ArcFace: the per-device kernels the host driver
-// (multilabel_arcface.cpp) calls around its matrix products.
+// Multi-label ArcFace: the device-independent driver (multilabel_arcface.cpp)
+// and the kernels each device supplies to it, called around its matrix products.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
+
+#include <array>
+#include <tuple>
 
 #include "arcface_math.h"
 
@@ -30,7 +34,7 @@ struct ArcFaceChunk {
 // the gradient through the normalisation; a row whose norm is clamped (<= 1e-12)
 // is scaled only. dst may be src. Same contract on both devices.
 namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
 template <Isa>
 at::Tensor arcface_inv_norms(const at::Tensor& x);
 template <Isa>
@@ -39,10 +43,24 @@ template <Isa>
 void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
 }  // namespace cpu
 
-namespace cuda {
-at::Tensor arcface_inv_norms(const at::Tensor& x);
-void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p);
-void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
-}  // namespace cuda
+struct ArcFaceKernels {
+  at::Tensor (*inv_norms)(const at::Tensor& x);
+  void (*chunk)(const ArcFaceChunk& c, const ArcFaceParams& p);
+  void (*project)(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
+};
+
+// grad_mask (forward) and output_mask (backward): which of (d features,
+// d weight) to compute; one not asked for costs nothing and comes back empty
+// (forward) or undefined (backward, None in Python).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_forward(
+    const ArcFaceKernels* kernels, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
+    double scale, double margin, bool easy_margin, c10::string_view reduction, std::array<bool, 2> grad_mask,
+    bool return_logits, int64_t chunk_size);
+
+std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const ArcFaceKernels* kernels, const at::Tensor& grad,
+                                                               const at::Tensor& features, const at::Tensor& weight,
+                                                               const at::Tensor& labels, double scale, double margin,
+                                                               bool easy_margin, int64_t chunk_size,
+                                                               std::array<bool, 2> output_mask);
 
 }  // namespace hcam_ops

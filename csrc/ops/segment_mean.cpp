@@ -1,11 +1,12 @@
 // segment_mean (CAST tokens: pixel features averaged within each superpixel):
-// schema, checks and dispatch.
+// schema, checks and the device-independent driver.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include "cam_features.h"
+#include "common.h"
 #include "segment_mean.h"
 
 namespace hcam_ops {
@@ -26,12 +27,10 @@ void check_segments(const at::Tensor& x, const at::Tensor& segments) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const at::Tensor& x, const at::Tensor& segments,
-                                                        int64_t num_segments) {
+std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const SegmentMeanKernels* kernels, const at::Tensor& x,
+                                                        const at::Tensor& segments, int64_t num_segments) {
   TORCH_CHECK(x.dim() == 4, kOp, ": x must be [B, H, W, C], got shape ", x.sizes());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, kOp,
-              ": x must be float16, bfloat16, float32 or float64, got ", t);
+  check_float_type(x, kOp, "x");
   TORCH_CHECK(num_segments > 0, kOp, ": num_segments must be positive, got ", num_segments);
   check_segments(x, segments);
   const c10::DeviceGuard guard(x.device());
@@ -45,19 +44,12 @@ std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const at::Tensor& x, con
     counts.zero_();
     return {mean, counts};
   }
-#ifdef HCAM_OPS_WITH_CUDA
-  if (x.is_cuda()) {
-    cuda::segment_mean_forward(xs, seg, mean, counts);
-    return {mean, counts};
-  }
-#endif
-  TORCH_CHECK(!x.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-  HCAM_CPU_DISPATCH(cpu::segment_mean_forward)(xs, seg, mean, counts);
+  kernels->forward(xs, seg, mean, counts);
   return {mean, counts};
 }
 
-at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& segments,
-                                 const at::Tensor& counts) {
+at::Tensor segment_mean_backward(const SegmentMeanKernels* kernels, const at::Tensor& grad, const at::Tensor& x,
+                                 const at::Tensor& segments, const at::Tensor& counts) {
   check_segments(x, segments);
   const int64_t B = x.size(0), P = x.size(1) * x.size(2), C = x.size(3);
   TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(2) == C && counts.dim() == 2 && counts.size(0) == B &&
@@ -69,18 +61,12 @@ at::Tensor segment_mean_backward(const at::Tensor& grad, const at::Tensor& x, co
   const c10::DeviceGuard guard(x.device());
   auto dx = at::empty({B, P, C}, x.options());
   if (B > 0 && C > 0 && P > 0) {
-    // The CPU kernel reads grad through its strides; the CUDA one wants rows.
+    // Each device kernel takes grad with its strides (the CPU one reads them,
+    // the CUDA one makes rows).
     const auto g = grad.to(x.scalar_type());
     const auto seg = segments.contiguous().view({B, P});
     const auto cnt = counts.contiguous();
-#ifdef HCAM_OPS_WITH_CUDA
-    if (x.is_cuda()) {
-      cuda::segment_mean_backward(g.contiguous(), seg, cnt, dx);
-      return dx.view(x.sizes());
-    }
-#endif
-    TORCH_CHECK(!x.is_cuda(), kOp, ": this build of hcam_ops has no CUDA kernels");
-    HCAM_CPU_DISPATCH(cpu::segment_mean_backward)(g, seg, cnt, dx);
+    kernels->backward(g, seg, cnt, dx);
   }
   return dx.view(x.sizes());
 }
@@ -90,17 +76,5 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   m.def("segment_mean_forward(Tensor x, Tensor segments, int num_segments) -> (Tensor, Tensor)");
   m.def("segment_mean_backward(Tensor grad, Tensor x, Tensor segments, Tensor counts) -> Tensor");
 }
-
-TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("segment_mean_forward", &segment_mean_forward);
-  m.impl("segment_mean_backward", &segment_mean_backward);
-}
-
-#ifdef HCAM_OPS_WITH_CUDA
-TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("segment_mean_forward", &segment_mean_forward);
-  m.impl("segment_mean_backward", &segment_mean_backward);
-}
-#endif
 
 }  // namespace hcam_ops

@@ -1,8 +1,11 @@
 // segment_mean: per-segment averages of a channels-last map (CAST tokens from
-// superpixels); the per-device kernels behind segment_mean.cpp.
+// superpixels): the device-independent driver (segment_mean.cpp) and the
+// kernels each device supplies to it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <tuple>
 
 #include "cpu/isa.h"
 
@@ -11,10 +14,11 @@ namespace hcam_ops {
 // x [B, P, C] contiguous (P = H * W pixels), segments [B, P] int32 or int64;
 // a pixel whose id is outside [0, S) belongs to no segment. Forward fills
 // mean [B, S, C] (zeros for an empty segment) and counts [B, S] int64;
-// backward writes dx [B, P, C] = grad[b, seg(p)] / counts[b, seg(p)] (0 for a
+// backward writes dx [B, P, C] = grad[b, seg(p)] / counts[b, seg(p)] (grad
+// [B, S, C] with any strides; 0 for a
 // pixel in no segment). Sums run over pixels in order: deterministic.
 namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); call through HCAM_CPU_DISPATCH.
+// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
 template <Isa>
 void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
                           const at::Tensor& counts);
@@ -23,11 +27,14 @@ void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, c
                            const at::Tensor& dx);
 }  // namespace cpu
 
-namespace cuda {
-void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
-                          const at::Tensor& counts);
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
-                           const at::Tensor& dx);
-}  // namespace cuda
+struct SegmentMeanKernels {
+  void (*forward)(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean, const at::Tensor& counts);
+  void (*backward)(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts, const at::Tensor& dx);
+};
+
+std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const SegmentMeanKernels* kernels, const at::Tensor& x,
+                                                        const at::Tensor& segments, int64_t num_segments);
+at::Tensor segment_mean_backward(const SegmentMeanKernels* kernels, const at::Tensor& grad, const at::Tensor& x,
+                                 const at::Tensor& segments, const at::Tensor& counts);
 
 }  // namespace hcam_ops

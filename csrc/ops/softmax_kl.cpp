@@ -1,41 +1,45 @@
 // softmax_kl: per-row KL between softmax(p / T) and softmax(q / T), docs/ops/cam.md#softmax_kl.
-#include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
+#include "softmax_kl.h"
 
-#include <tuple>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
 
 #include "cam_features.h"
 
 namespace hcam_ops {
 
-namespace {
+at::Tensor softmax_kl(const SoftmaxKlKernels* kernels, const at::Tensor& p, const at::Tensor& q, double temperature,
+                      c10::string_view direction) {
+  const bool f2c = parse_direction(direction, "softmax_kl");
+  check_same_rows(p, q, "softmax_kl");
+  const c10::DeviceGuard guard(p.device());
+  const auto pc = p.contiguous(), qc = q.contiguous();
+  auto out = at::empty(p.sizes().slice(0, p.dim() - 1), p.options());
+  if (pc.numel() > 0) kernels->forward(pc, qc, temperature, f2c, out);
+  return out;
+}
 
-using BackwardFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                                                      c10::string_view);
-
-// The backward's argument checks for every device, ahead of the per-device
-// kernels (registered in cpu/ and cuda/): a grad of the wrong shape would be
-// read past its end, and one on another device would hand a kernel a foreign
-// pointer. BackendSelect is in every call's key set and comes after autograd
-// and before the backends, so a kernel there sees each call once; it then
-// passes the call on to the backend below it.
-std::tuple<at::Tensor, at::Tensor> softmax_kl_backward_checked(c10::DispatchKeySet ks, const at::Tensor& grad,
-                                                               const at::Tensor& p, const at::Tensor& q,
-                                                               double temperature, c10::string_view direction) {
+std::tuple<at::Tensor, at::Tensor> softmax_kl_backward(const SoftmaxKlKernels* kernels, const at::Tensor& grad,
+                                                       const at::Tensor& p, const at::Tensor& q, double temperature,
+                                                       c10::string_view direction) {
   const char* op = "softmax_kl_backward";
+  const bool f2c = parse_direction(direction, op);
   check_same_rows(p, q, op);
+  // A grad of the wrong shape would be read past its end, and one on another
+  // device would hand a kernel a foreign pointer.
   const auto rows = p.sizes().slice(0, p.dim() - 1);
   TORCH_CHECK(grad.sizes() == rows, op, ": grad must have the logits' shape without the last dim, ", rows, ", got ",
               grad.sizes());
   check_same_device(grad, "grad", p, "p_logits", op);
-  static const auto handle =
-      c10::Dispatcher::singleton().findSchemaOrThrow("hcam_ops::softmax_kl_backward", "").typed<BackwardFn>();
-  const auto below = ks & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, c10::DispatchKey::BackendSelect);
-  return handle.redispatch(below, grad, p, q, temperature, direction);
+  const c10::DeviceGuard guard(p.device());
+  const auto pc = p.contiguous(), qc = q.contiguous();
+  const auto gc = grad.to(p.scalar_type()).contiguous();
+  auto gp = at::empty_like(pc), gq = at::empty_like(qc);
+  if (pc.numel() > 0) kernels->backward(gc, pc, qc, temperature, f2c, gp, gq);
+  return {gp, gq};
 }
-
-}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // p, q [..., N] -> [...]
@@ -43,10 +47,6 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   m.def(
       "softmax_kl_backward(Tensor grad, Tensor p_logits, Tensor q_logits, float temperature,"
       " str direction) -> (Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(hcam_ops, BackendSelect, m) {
-  m.impl("softmax_kl_backward", TORCH_FN(softmax_kl_backward_checked));
 }
 
 }  // namespace hcam_ops

@@ -81,6 +81,13 @@ def check_same_device(ref: torch.Tensor, x: torch.Tensor, op: str, name: str) ->
         raise ValueError(f"{op}: {name} is on {x.device}, features on {ref.device}")
 
 
+def check_same_device_fake(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str, op: str) -> None:
+    """The device check of the backward kernels (csrc/ops/cam_features.h,
+    check_same_device), for their fakes: the same message, and a meta tensor
+    among real ones (the fake runs as the Meta kernel) is caught too."""
+    torch._check(t.device == ref.device, lambda: f"{op}: {name} is on {t.device}, {ref_name} on {ref.device}")
+
+
 def check_index(index: torch.Tensor, features: torch.Tensor, B: int, op: str, name: str, dims: Sequence[int]) -> None:
     if not isinstance(index, torch.Tensor):
         raise TypeError(f"{op}: {name} must be an int64 tensor, got {type(index).__name__}")
@@ -124,15 +131,3 @@ def check_choice(value: str, allowed: Sequence[str], op: str, name: str) -> str:
     if value not in allowed:
         raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     return value
-
-
-def reduce_rows(per_row: torch.Tensor, reduction: str, op: str) -> torch.Tensor:
-    """'none': per row; 'sum'; 'batchmean': the sum over the batch size (the
-    first dim, as F.kl_div), 0 for an empty batch."""
-    check_choice(reduction, ("batchmean", "sum", "none"), op, "reduction")
-    if reduction == "none":
-        return per_row
-    total = per_row.sum()
-    if reduction == "sum" or per_row.dim() == 0:
-        return total
-    return total / max(per_row.shape[0], 1)

@@ -23,9 +23,3 @@ def empty_features_grad(features: torch.Tensor) -> torch.Tensor:
         return features.new_empty((B, C, N)).transpose(1, 2) if cf else features.new_empty((B, N, C))
     B, C, H, W = features.shape
     return features.new_empty((B, C, H, W)) if cf else features.new_empty((B, H, W, C)).permute(0, 3, 1, 2)
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The kernels' accumulation dtype (at::opmath_type): float64 for float64,
-    float32 for every other float dtype. The one copy of this rule in Python."""
-    return torch.float64 if dtype == torch.float64 else torch.float32

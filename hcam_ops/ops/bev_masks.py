@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ._dtypes import acc_dtype
+
 _OP = "bev_masks_from_boxes"
 SCALE_MASKS = ("combine", "separate", "bg_only", "none")
 BACKGROUNDS = ("logical_not", "1minus")
@@ -102,7 +104,7 @@ def bev_box_batch(boxes, op: str = _OP, check: bool = True) -> tuple[torch.Tenso
     for i, b in enumerate(cols):
         if b.device != device:
             raise ValueError(f"{op}: boxes[{i}] is on {b.device}, boxes[0] on {device}")
-    dtype = torch.float64 if all(b.dtype == torch.float64 for b in cols) else torch.float32
+    dtype = acc_dtype(*(b.dtype for b in cols))
     flat = torch.cat([b.detach().to(dtype) for b in cols], dim=0)
     if check and flat.numel() and not torch.compiler.is_compiling() and device.type != "meta":
         finite, positive = torch.stack([torch.isfinite(flat).all(), (flat[:, 2:4] > 0).all()]).tolist()

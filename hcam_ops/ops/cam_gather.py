@@ -16,8 +16,18 @@ def _cam_gather_fake(features, weight, index):
 
 
 @torch.library.register_fake("hcam_ops::cam_gather_backward")
-def _cam_gather_backward_fake(grad, features, weight, index):
-    return empty_features_grad(features), weight.new_empty(weight.shape)
+def _cam_gather_backward_fake(grad, features, weight, index, output_mask):
+    _checks.check_same_device_fake(grad, "grad", features, "features", "cam_gather_backward")
+    B, L, N = features.shape[0], index.shape[1], positions(features)
+    torch._check(
+        tuple(grad.shape) == (B, L, N),
+        lambda: f"cam_gather_backward: grad must be [B, L, N] = [{B}, {L}, {N}], got {tuple(grad.shape)}",
+    )
+    want_features, want_weight = output_mask
+    return (
+        empty_features_grad(features) if want_features else None,
+        weight.new_empty(weight.shape) if want_weight else None,
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -27,7 +37,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     features, weight, index = ctx.saved_tensors
-    grad_features, grad_weight = torch.ops.hcam_ops.cam_gather_backward(grad, features, weight, index)
+    # A gradient not asked for (a detached input) is not computed: None.
+    grad_features, grad_weight = torch.ops.hcam_ops.cam_gather_backward(
+        grad, features, weight, index, list(ctx.needs_input_grad[:2])
+    )
     return grad_features, grad_weight, None
 
 

@@ -11,20 +11,31 @@ from collections.abc import Sequence
 import torch
 
 from . import _checks
-from ._layout import acc_dtype, empty_features_grad, positions
-
-MAX_LEVELS = 5
+from ._constants import MAX_LEVELS
+from ._dtypes import acc_dtype
+from ._layout import empty_features_grad, positions
+from ._reduce import reduce_rows
 
 
 @torch.library.register_fake("hcam_ops::cam_kl_forward")
 def _cam_kl_forward_fake(features, weights, indices, temperature, eps, direction):
     B, N, L = features.shape[0], positions(features), len(weights)
+    torch._check(2 <= L <= MAX_LEVELS, lambda: f"cam_kl_loss: needs 2 to {MAX_LEVELS} levels, got {L}")
     return features.new_empty((B,)), features.new_empty((B, L - 1, N), dtype=acc_dtype(features.dtype))
 
 
 @torch.library.register_fake("hcam_ops::cam_kl_backward")
-def _cam_kl_backward_fake(grad, features, weights, indices, coef):
-    return empty_features_grad(features), [w.new_empty(w.shape) for w in weights[:-1]]
+def _cam_kl_backward_fake(grad, features, weights, indices, coef, output_mask):
+    for t, name in ((grad, "grad"), (coef, "coef")):
+        _checks.check_same_device_fake(t, name, features, "features", "cam_kl_loss_backward")
+    B, N, L = features.shape[0], positions(features), len(weights)
+    torch._check(tuple(coef.shape) == (B, L - 1, N), lambda: "cam_kl_loss_backward: coef must be [B, L-1, N]")
+    torch._check(tuple(grad.shape) == (B,), lambda: "cam_kl_loss_backward: grad must be [B]")
+    want_features, want_weights = output_mask
+    return (
+        empty_features_grad(features) if want_features else None,
+        [w.new_empty(w.shape) for w in weights[:-1]] if want_weights else [],
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -38,8 +49,12 @@ def _backward(ctx, grad_kl, _grad_coef):
     features, coef, *rest = ctx.saved_tensors
     L = ctx.num_levels
     weights, indices = rest[:L], rest[L:]
-    grad_features, grad_weights = torch.ops.hcam_ops.cam_kl_backward(grad_kl, features, weights, indices, coef)
-    # The coarsest level is the detached teacher: no gradient.
+    # One flag per weight; the coarsest level is the detached teacher and gets none.
+    need_features, need_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[1][:-1]
+    grad_features, grad_weights = torch.ops.hcam_ops.cam_kl_backward(
+        grad_kl, features, weights, indices, coef, [need_features, any(need_weights)]
+    )
+    grad_weights = [g if need else None for g, need in zip(grad_weights, need_weights)] or [None] * (L - 1)
     return grad_features, [*grad_weights, None], [None] * L, None, None, None
 
 
@@ -97,7 +112,7 @@ def hierarchical_cam_kl_loss(
         op, {"features": features, **{f"weights[{l}]": w for l, w in enumerate(weights)}}
     )
     kl, _ = torch.ops.hcam_ops.cam_kl_forward(features, weights, list(indices), temperature, eps, direction)
-    return _checks.reduce_rows(kl, reduction, op)
+    return reduce_rows(kl, reduction, op)
 
 
 def cam_kl_loss(

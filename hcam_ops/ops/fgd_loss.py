@@ -15,7 +15,8 @@ import math
 import torch
 
 from . import _checks
-from ._layout import acc_dtype
+from ._constants import FGD_NUM_COL, FGD_NUM_ROW, FGD_NUM_SAMPLE, FGD_NUM_TERMS
+from ._dtypes import acc_dtype
 
 _OP = "fgd_loss"
 TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial", "loss_fp")
@@ -39,12 +40,16 @@ def _forward_fake(
     channel_mask,
 ):
     B, C, H, W = student.shape
+    torch._check(
+        len(weights) == FGD_NUM_TERMS,
+        lambda: f"{_OP}: weights must hold {FGD_NUM_TERMS} values (fg, bg, attention, channel, spatial, fp)",
+    )
     acc = acc_dtype(student.dtype)
     return (
-        student.new_empty((len(TERMS),)),
-        student.new_empty((B, 4, H * W), dtype=acc),
-        student.new_empty((B, 4, C), dtype=acc),
-        student.new_empty((B, 10), dtype=acc),
+        student.new_empty((FGD_NUM_TERMS,)),
+        student.new_empty((B, FGD_NUM_COL, H * W), dtype=acc),
+        student.new_empty((B, FGD_NUM_ROW, C), dtype=acc),
+        student.new_empty((B, FGD_NUM_SAMPLE), dtype=acc),
     )
 
 
@@ -67,6 +72,16 @@ def _backward_fake(
     spatial_mask,
     channel_mask,
 ):
+    for t, name in ((grad, "grad"), (col, "col"), (row, "row"), (sample, "sample")):
+        _checks.check_same_device_fake(t, name, student, "student", "fgd_loss_backward")
+    B, C, H, W = student.shape
+    torch._check(grad.numel() == FGD_NUM_TERMS, lambda: f"{_OP}_backward: grad must hold {FGD_NUM_TERMS} values")
+    torch._check(
+        tuple(col.shape) == (B, FGD_NUM_COL, H * W)
+        and tuple(row.shape) == (B, FGD_NUM_ROW, C)
+        and tuple(sample.shape) == (B, FGD_NUM_SAMPLE),
+        lambda: f"{_OP}_backward: saved statistics do not match the maps {tuple(student.shape)}",
+    )
     return student.new_empty(student.shape)
 
 

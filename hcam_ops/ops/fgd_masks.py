@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ._dtypes import acc_dtype
+
 _OP = "fgd_masks_from_boxes"
 
 
@@ -72,7 +74,7 @@ def fgd_masks_from_boxes(
     if not boxes:
         raise ValueError(f"{_OP}: boxes is empty: one [n, 4] tensor per image is needed")
     device = boxes[0].device
-    dtype = torch.float64 if all(b.dtype == torch.float64 for b in boxes) else torch.float32
+    dtype = acc_dtype(*(b.dtype for b in boxes))
     for i, b in enumerate(boxes):
         if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
             raise ValueError(f"{_OP}: boxes[{i}] must be [n, 4], got {getattr(b, 'shape', type(b).__name__)}")

@@ -16,6 +16,7 @@ def _minmax_normalize_fake(x, eps):
 
 @torch.library.register_fake("hcam_ops::minmax_normalize_backward")
 def _minmax_normalize_backward_fake(grad, x, eps):
+    torch._check(grad.shape == x.shape, lambda: "minmax_normalize_backward: the two logit tensors differ in shape")
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 

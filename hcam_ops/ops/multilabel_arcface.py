@@ -23,46 +23,56 @@ _OP = "multilabel_arcface_loss"
 
 @torch.library.register_fake("hcam_ops::multilabel_arcface_forward")
 def _forward_fake(
-    features, weight, labels, scale, margin, easy_margin, reduction, compute_grad, return_logits, chunk_size
+    features, weight, labels, scale, margin, easy_margin, reduction, grad_mask, return_logits, chunk_size
 ):
     B, D = features.shape
     K = weight.shape[0]
     loss = features.new_empty((B, K)) if reduction == "none" else features.new_empty(())
-    grads = compute_grad and reduction != "none"
-    empty = features.new_empty((0,))
+    want_features, want_weight = (want and reduction != "none" for want in grad_mask)
+    # Each absent output is its own empty tensor, as in the kernel.
     return (
         loss,
-        features.new_empty((B, D)) if grads else empty,
-        features.new_empty((K, D)) if grads else features.new_empty((0,)),
+        features.new_empty((B, D)) if want_features else features.new_empty((0,)),
+        features.new_empty((K, D)) if want_weight else features.new_empty((0,)),
         features.new_empty((B, K)) if return_logits else features.new_empty((0,)),
     )
 
 
 @torch.library.register_fake("hcam_ops::multilabel_arcface_backward")
-def _backward_fake(grad, features, weight, labels, scale, margin, easy_margin, chunk_size):
-    return features.new_empty(features.shape), weight.new_empty(weight.shape)
+def _backward_fake(grad, features, weight, labels, scale, margin, easy_margin, chunk_size, output_mask):
+    torch._check(grad.shape == labels.shape, lambda: f"{_OP}_backward: grad must be [B, K], got {tuple(grad.shape)}")
+    want_features, want_weight = output_mask
+    return (
+        features.new_empty(features.shape) if want_features else None,
+        weight.new_empty(weight.shape) if want_weight else None,
+    )
 
 
 def _setup_context(ctx, inputs, output):
-    features, weight, labels, scale, margin, easy_margin, reduction, compute_grad, _, chunk_size = inputs
+    features, weight, labels, scale, margin, easy_margin, reduction, grad_mask, _, chunk_size = inputs
     _, grad_features, grad_weight, logits = output
     ctx.mark_non_differentiable(grad_features, grad_weight, logits)
-    ctx.reduction, ctx.compute_grad = reduction, compute_grad
+    ctx.reduction, ctx.grad_mask = reduction, tuple(grad_mask)
     ctx.args = (scale, margin, easy_margin, chunk_size)
     ctx.save_for_backward(features, weight, labels, grad_features, grad_weight)
 
 
 def _backward(ctx, grad_loss, _gf, _gw, _logits):
     features, weight, labels, gf, gw = ctx.saved_tensors
-    if ctx.reduction != "none" and ctx.compute_grad:
-        gf, gw = gf * grad_loss, gw * grad_loss
+    need = tuple(ctx.needs_input_grad[:2])
+    if ctx.reduction != "none" and all(g or not n for g, n in zip(ctx.grad_mask, need)):
+        # The forward computed every gradient asked for: scale them.
+        gf = gf * grad_loss if need[0] else None
+        gw = gw * grad_loss if need[1] else None
     else:
         # "none", or a forward that was asked for no gradients: recompute, with
         # the upstream gradient spread over [B, K] for "mean" and "sum".
         if ctx.reduction != "none":
             B, K = labels.shape
             grad_loss = grad_loss.expand(B, K) / (max(B * K, 1) if ctx.reduction == "mean" else 1)
-        gf, gw = torch.ops.hcam_ops.multilabel_arcface_backward(grad_loss, features, weight, labels, *ctx.args)
+        gf, gw = torch.ops.hcam_ops.multilabel_arcface_backward(
+            grad_loss, features, weight, labels, *ctx.args, list(need)
+        )
     return gf, gw, None, None, None, None, None, None, None, None
 
 
@@ -155,7 +165,10 @@ def multilabel_arcface_loss(
     features, weight = _checks.promote_floats(_OP, {"features": features, "weight": weight})
     if labels.dtype != torch.bool and labels.dtype != features.dtype:
         labels = labels.to(features.dtype)
-    compute_grad = torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
+    # Only the gradients autograd will ask for: a detached weight costs no
+    # weight-gradient products.
+    grad_enabled = torch.is_grad_enabled()
+    grad_mask = [grad_enabled and features.requires_grad, grad_enabled and weight.requires_grad]
     loss, _, _, logits = torch.ops.hcam_ops.multilabel_arcface_forward(
         features,
         weight,
@@ -164,7 +177,7 @@ def multilabel_arcface_loss(
         m,
         bool(easy_margin),
         reduction,
-        compute_grad,
+        grad_mask,
         bool(return_logits),
         int(chunk_size or 0),
     )

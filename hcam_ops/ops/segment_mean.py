@@ -18,6 +18,13 @@ def _forward_fake(x, segments, num_segments):
 
 @torch.library.register_fake("hcam_ops::segment_mean_backward")
 def _backward_fake(grad, x, segments, counts):
+    for t, name in ((grad, "grad"), (counts, "counts")):
+        _checks.check_same_device_fake(t, name, x, "x", "segment_mean_backward")
+    B, C = x.shape[0], x.shape[3]
+    torch._check(
+        grad.dim() == 3 and grad.shape[0] == B and grad.shape[2] == C and tuple(counts.shape) == (B, grad.shape[1]),
+        lambda: f"segment_mean_backward: grad [B, S, C] and counts [B, S] do not match x {tuple(x.shape)}",
+    )
     return x.new_empty(x.shape)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks
+from ._reduce import reduce_rows
 
 _OP = "softmax_kl"
 
@@ -16,6 +17,12 @@ def _softmax_kl_fake(p_logits, q_logits, temperature, direction):
 
 @torch.library.register_fake("hcam_ops::softmax_kl_backward")
 def _softmax_kl_backward_fake(grad, p_logits, q_logits, temperature, direction):
+    _checks.check_same_device_fake(grad, "grad", p_logits, "p_logits", "softmax_kl_backward")
+    rows = tuple(p_logits.shape[:-1])
+    torch._check(
+        tuple(grad.shape) == rows,
+        lambda: f"softmax_kl_backward: grad must have the logits' shape without the last dim, {rows}",
+    )
     return (
         torch.empty_like(p_logits, memory_format=torch.contiguous_format),
         torch.empty_like(q_logits, memory_format=torch.contiguous_format),
@@ -70,4 +77,4 @@ def softmax_kl(
     _checks.check_choice(reduction, ("batchmean", "sum", "none"), _OP, "reduction")
     p_logits, q_logits = _checks.promote_floats(_OP, {"p_logits": p_logits, "q_logits": q_logits})
     per_row = torch.ops.hcam_ops.softmax_kl(p_logits, q_logits, temperature, direction)
-    return _checks.reduce_rows(per_row, reduction, _OP)
+    return reduce_rows(per_row, reduction, _OP)

@@ -6,10 +6,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <vector>
 
+#include "../common.h"
 #include "../bev_masks.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -77,5 +80,16 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
     });
   });
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const BevMasksKernels kKernels{HCAM_CPU_DISPATCH(bev_masks)};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("bev_masks", device_entry<&hcam_ops::bev_masks, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

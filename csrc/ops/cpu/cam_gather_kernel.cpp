@@ -1,4 +1,4 @@
-// CPU kernels of cam_gather and the feature passes of the fused CAM-KL op.
+// CPU kernels of cam_gather: the feature passes, shared with the fused CAM-KL op.
 // Parallel over samples and tiles of the independent dimension; the inner loops
 // run over contiguous memory as flat `omp simd` loops (dot products, axpys),
 // one loop per level, which GCC vectorises.
@@ -17,7 +17,9 @@
 
 #include "convert.h"
 #include "../cam_features.h"
+#include "../cam_gather.h"
 #include "cam_passes.h"
+#include "isa.h"
 #include "vec.h"
 
 namespace hcam_ops::cpu {
@@ -302,33 +304,6 @@ void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, 
   });
 }
 
-at::Tensor cam_gather_cpu(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& index) {
-  const auto v = view_features(features, "cam_gather");
-  const auto lv = levels_of_index(weight, index, v, features, "cam_gather");
-  auto cams = at::empty({v.B, lv.size(), v.N}, features.options().dtype(acc_type_of(features.scalar_type())));
-  if (v.B == 0) return cams.to(features.scalar_type());
-  check_index_range(lv, v.B, "cam_gather");
-  cam_pass(v, lv, cams);
-  return cams.to(features.scalar_type());
-}
-
-std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cpu(const at::Tensor& grad, const at::Tensor& features,
-                                                           const at::Tensor& weight, const at::Tensor& index) {
-  const auto v = view_features(features, "cam_gather_backward");
-  const auto lv = levels_of_index(weight, index, v, features, "cam_gather_backward");
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() && grad.size(2) == v.N,
-              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N, "], got ",
-              grad.sizes());
-  auto [dx, dx_rows] = empty_features_grad(features, v);
-  auto dw = at::zeros_like(lv.weights[0]);
-  if (v.B == 0) return {dx, dw};
-  check_index_range(lv, v.B, "cam_gather_backward");
-  const auto coef = grad.to(acc_type_of(features.scalar_type())).contiguous();
-  const auto partial = grad_pass(v, lv, coef, std::nullopt, dx_rows);
-  class_reduce(partial, lv, 0, lv.size(), dw);
-  return {dx, dw};
-}
-
 }  // namespace
 
 void cam_pass(const FeatureView& v, const Levels& levels, const at::Tensor& cams) {
@@ -351,10 +326,24 @@ void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, i
 
 }  // namespace CPU_CAPABILITY
 
+template <Isa>
+CamPasses cam_passes();
+
 template <>
-void register_cam_gather_kernels<Isa::CPU_CAPABILITY>(torch::Library& m) {
-  m.impl("cam_gather", &CPU_CAPABILITY::cam_gather_cpu);
-  m.impl("cam_gather_backward", &CPU_CAPABILITY::cam_gather_backward_cpu);
+CamPasses cam_passes<Isa::CPU_CAPABILITY>() {
+  return CPU_CAPABILITY::kCamPasses;
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's passes (isa.h), chosen when the library is loaded.
+const CamPasses kPasses = HCAM_CPU_DISPATCH(cam_passes)();
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("cam_gather", device_entry<&hcam_ops::cam_gather, &kPasses>);
+  m.impl("cam_gather_backward", device_entry<&hcam_ops::cam_gather_backward, &kPasses>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

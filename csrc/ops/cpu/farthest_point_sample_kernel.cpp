@@ -5,12 +5,15 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
 #include <vector>
 
+#include "../common.h"
 #include "../farthest_point_sample.h"
+#include "isa.h"
 #include "vec.h"
 
 namespace hcam_ops::cpu {
@@ -113,5 +116,16 @@ void farthest_point_sample<Isa::CPU_CAPABILITY>(const at::Tensor& points, const 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, points.scalar_type(), "farthest_point_sample",
                                   [&] { CPU_CAPABILITY::fps_impl<scalar_t>(points, mask, start, idx); });
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const FarthestPointSampleKernels kKernels{HCAM_CPU_DISPATCH(farthest_point_sample)};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("farthest_point_sample", device_entry<&hcam_ops::farthest_point_sample, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -6,6 +6,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
@@ -14,8 +15,10 @@
 #include <vector>
 
 #include "convert.h"
+#include "../common.h"
 #include "vec.h"
 #include "../fgd_loss.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -368,5 +371,17 @@ void fgd_backward<Isa::CPU_CAPABILITY>(const FgdInputs& in, const FgdParams& p, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward",
                                   [&] { backward_impl<scalar_t>(in, p, g, col, row, sample, grad_student); });
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const FgdLossKernels kKernels{HCAM_CPU_DISPATCH(fgd_forward), HCAM_CPU_DISPATCH(fgd_backward)};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("fgd_loss_forward", device_entry<&hcam_ops::fgd_loss_forward, &kKernels>);
+  m.impl("fgd_loss_backward", device_entry<&hcam_ops::fgd_loss_backward, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -4,10 +4,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 
+#include "../common.h"
 #include "../fgd_masks.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -42,5 +45,16 @@ void fgd_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& o
     });
   });
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const FgdMasksKernels kKernels{HCAM_CPU_DISPATCH(fgd_masks)};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -42,3 +42,9 @@ const char* isa_name(Isa isa);
   (::hcam_ops::cpu::active_isa() == ::hcam_ops::cpu::Isa::AVX512 ? &HCAM_CPU_AVX512_FN(fn) \
    : ::hcam_ops::cpu::active_isa() == ::hcam_ops::cpu::Isa::AVX2 ? &HCAM_CPU_AVX2_FN(fn)   \
                                                                  : &fn<::hcam_ops::cpu::Isa::DEFAULT>)
+
+// A CPU kernel source (cpu/<op>_kernel.cpp) registers its op from its
+// baseline compilation only (#if defined(CPU_CAPABILITY_DEFAULT)), with the
+// kernels HCAM_CPU_DISPATCH picks: torch's registration templates then exist
+// in baseline code alone, never in a variant's (test_cpu_isa.py checks that no
+// function outside the variants holds AVX instructions).

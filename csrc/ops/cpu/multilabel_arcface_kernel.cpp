@@ -6,13 +6,16 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 
+#include "../common.h"
 #include "../multilabel_arcface.h"
+#include "isa.h"
 #include "vec.h"
 
 namespace hcam_ops::cpu {
@@ -91,7 +94,7 @@ void chunk_impl(const ArcFaceChunk& c, const ArcFaceParams& p) {
 template <>
 at::Tensor arcface_inv_norms<Isa::CPU_CAPABILITY>(const at::Tensor& x) {
   const int64_t R = x.size(0), D = x.size(1);
-  auto out = at::empty({R}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  auto out = at::empty({R}, x.options().dtype(acc_type_of(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -169,5 +172,18 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
     }
   });
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const ArcFaceKernels kKernels{HCAM_CPU_DISPATCH(arcface_inv_norms), HCAM_CPU_DISPATCH(arcface_chunk),
+                              HCAM_CPU_DISPATCH(arcface_project)};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
+  m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

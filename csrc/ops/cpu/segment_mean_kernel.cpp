@@ -5,13 +5,16 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "convert.h"
+#include "../common.h"
 #include "vec.h"
 #include "../segment_mean.h"
+#include "isa.h"
 
 namespace hcam_ops::cpu {
 
@@ -128,5 +131,17 @@ void segment_mean_backward<Isa::CPU_CAPABILITY>(const at::Tensor& grad, const at
                             [&] { backward_impl<scalar_t, index_t>(grad, segments, counts, dx); });
   });
 }
+
+#if defined(CPU_CAPABILITY_DEFAULT)
+namespace {
+// The active level's kernels (isa.h), chosen when the library is loaded.
+const SegmentMeanKernels kKernels{HCAM_CPU_DISPATCH(segment_mean_forward), HCAM_CPU_DISPATCH(segment_mean_backward)};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
+  m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
+  m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
+}
+#endif
 
 }  // namespace hcam_ops::cpu

@@ -4,6 +4,7 @@
 // image's total; one thread per cell then finishes both masks.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
@@ -11,9 +12,10 @@
 
 #include <algorithm>
 
+#include "../common.h"
 #include "../bev_masks.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -95,6 +97,14 @@ void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor&
                                                                            fg.data_ptr<T>(), bg.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+namespace {
+constexpr BevMasksKernels kKernels{&bev_masks};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("bev_masks", device_entry<&hcam_ops::bev_masks, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda

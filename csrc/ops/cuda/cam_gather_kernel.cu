@@ -23,14 +23,15 @@
 #include <torch/library.h>
 
 #include <limits>
-#include <mutex>
 #include <type_traits>
 #include <vector>
 
 #include "../cam_features.h"
+#include "../cam_gather.h"
 #include "../cam_math.h"
 #include "block_reduce.cuh"
 #include "cam_passes.h"
+#include "launch.h"
 #include "vec_load.cuh"
 
 namespace hcam_ops::cuda {
@@ -497,54 +498,7 @@ void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor cam_gather_cuda(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& index) {
-  const c10::cuda::CUDAGuard guard(features.device());
-  const auto v = view_features(features, "cam_gather");
-  const auto lv = levels_of_index(weight, index, v, features, "cam_gather");
-  auto cams = at::empty({v.B, lv.size(), v.N}, features.options().dtype(acc_type_of(features.scalar_type())));
-  if (v.B > 0) cam_pass(v, lv, cams);
-  return cams.to(features.scalar_type());
-}
-
-std::tuple<at::Tensor, at::Tensor> cam_gather_backward_cuda(const at::Tensor& grad, const at::Tensor& features,
-                                                            const at::Tensor& weight, const at::Tensor& index) {
-  // Any CUDA argument brings the call here, so this catches a host grad too.
-  check_same_device(grad, "grad", features, "cam_gather_backward");
-  const c10::cuda::CUDAGuard guard(features.device());
-  const auto v = view_features(features, "cam_gather_backward");
-  const auto lv = levels_of_index(weight, index, v, features, "cam_gather_backward");
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == v.B && grad.size(1) == lv.size() && grad.size(2) == v.N,
-              "cam_gather_backward: grad must be [B, L, N] = [", v.B, ", ", lv.size(), ", ", v.N, "], got ",
-              grad.sizes());
-  auto [dx, dx_rows] = empty_features_grad(features, v);
-  auto dw = at::zeros_like(lv.weights[0]);
-  if (v.B == 0) return {dx, dw};
-  const auto coef = grad.to(acc_type_of(features.scalar_type())).contiguous();
-  const auto partial = grad_pass(v, lv, coef, std::nullopt, dx_rows);
-  class_reduce(partial, lv, 0, lv.size(), dw);
-  return {dx, dw};
-}
-
 }  // namespace
-
-int64_t checked_grid(int64_t blocks) {
-  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "hcam_ops: problem too large: ", blocks, " blocks");
-  return blocks;
-}
-
-int num_sms(int device) {
-  static std::once_flag once;
-  static std::vector<int> counts;
-  std::call_once(once, [] {
-    int n = 0;
-    C10_CUDA_CHECK(cudaGetDeviceCount(&n));
-    counts.resize(n);
-    for (int d = 0; d < n; ++d) {
-      C10_CUDA_CHECK(cudaDeviceGetAttribute(&counts[d], cudaDevAttrMultiProcessorCount, d));
-    }
-  });
-  return counts.at(device);
-}
 
 void cam_pass(const FeatureView& v, const Levels& levels, const at::Tensor& cams) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cam_pass",
@@ -565,8 +519,8 @@ void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, i
 }
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("cam_gather", &cam_gather_cuda);
-  m.impl("cam_gather_backward", &cam_gather_backward_cuda);
+  m.impl("cam_gather", device_entry<&hcam_ops::cam_gather, &kCamPasses>);
+  m.impl("cam_gather_backward", device_entry<&hcam_ops::cam_gather_backward, &kCamPasses>);
 }
 
 }  // namespace hcam_ops::cuda

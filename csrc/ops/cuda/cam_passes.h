@@ -18,9 +18,7 @@ at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tenso
 // Levels [l0, l1) must be one level, or levels sharing one [B, L] index (cam_gather).
 void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
 
-int num_sms(int device);
-
-// A 1-D grid size, checked against the launch limit.
-int64_t checked_grid(int64_t blocks);
+// The three, as the drivers of cam_gather and cam_kl take them.
+inline constexpr CamPasses kCamPasses{&cam_pass, &grad_pass, &class_reduce};
 
 }  // namespace hcam_ops::cuda

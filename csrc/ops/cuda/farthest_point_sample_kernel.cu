@@ -5,15 +5,17 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <limits>
 
+#include "../common.h"
 #include "../farthest_point_sample.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -120,6 +122,14 @@ void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int
         dist.data_ptr<acc_t>(), idx.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+namespace {
+constexpr FarthestPointSampleKernels kKernels{&farthest_point_sample};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("farthest_point_sample", device_entry<&hcam_ops::farthest_point_sample, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda

@@ -11,6 +11,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -18,9 +19,10 @@
 #include <algorithm>
 #include <limits>
 
+#include "../common.h"
 #include "../fgd_loss.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 #include "vec_load.cuh"
 
 namespace hcam_ops::cuda {
@@ -376,6 +378,15 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, 
         <<<grid, kThreads, 0, stream>>>(S, T, C, HW, vec_ok, rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>(), dS);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+namespace {
+constexpr FgdLossKernels kKernels{&fgd_forward, &fgd_backward};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("fgd_loss_forward", device_entry<&hcam_ops::fgd_loss_forward, &kKernels>);
+  m.impl("fgd_loss_backward", device_entry<&hcam_ops::fgd_loss_backward, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda

@@ -4,12 +4,14 @@
 // reduction counts the background cells.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "../common.h"
 #include "../fgd_masks.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -64,6 +66,14 @@ void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Ten
         fg.data_ptr<scalar_t>(), bg.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+namespace {
+constexpr FgdMasksKernels kKernels{&fgd_masks};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda

@@ -6,6 +6,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,9 +14,10 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "../common.h"
 #include "../multilabel_arcface.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -97,7 +99,7 @@ T* ptr_or_null(const at::Tensor& t) {
 
 at::Tensor arcface_inv_norms(const at::Tensor& x) {
   const int64_t R = x.size(0), D = x.size(1);
-  auto out = at::empty({R}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  auto out = at::empty({R}, x.options().dtype(acc_type_of(x.scalar_type())));
   if (R == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -149,6 +151,15 @@ void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, c
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+namespace {
+constexpr ArcFaceKernels kKernels{&arcface_inv_norms, &arcface_chunk, &arcface_project};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
+  m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda

@@ -7,14 +7,16 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 
+#include "../common.h"
 #include "../segment_mean.h"
 #include "block_reduce.cuh"
-#include "cam_passes.h"
+#include "launch.h"
 
 namespace hcam_ops::cuda {
 
@@ -112,8 +114,9 @@ void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const
   });
 }
 
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
+void segment_mean_backward(const at::Tensor& grad_strided, const at::Tensor& segments, const at::Tensor& counts,
                            const at::Tensor& dx) {
+  const auto grad = grad_strided.contiguous();  // the kernel reads rows of C
   const int64_t B = dx.size(0), P = dx.size(1), C = dx.size(2), S = grad.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "segment_mean_backward", [&] {
     AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward", [&] {
@@ -123,6 +126,15 @@ void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, c
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+}
+
+namespace {
+constexpr SegmentMeanKernels kKernels{&segment_mean_forward, &segment_mean_backward};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
+  m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
+  m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
 }
 
 }  // namespace hcam_ops::cuda
