@@ -28,7 +28,6 @@ namespace CPU_CAPABILITY {
 
 namespace {
 
-
 template <typename scalar_t>
 std::vector<const scalar_t*> weight_rows_of(const Levels& lv, int64_t b, int64_t count) {
   std::vector<const scalar_t*> rows(count);

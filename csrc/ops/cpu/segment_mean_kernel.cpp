@@ -67,7 +67,8 @@ void forward_impl(const at::Tensor& x, const at::Tensor& segments, const at::Ten
         const Vec inv(cnt[s] > 0 ? acc_t(1) / static_cast<acc_t>(cnt[s]) : acc_t(0));
         scalar_t* out = mp + (b * S + s) * C + c0;
         const acc_t* src = sums.data() + s * n;
-        for (int64_t j = 0; j < n; j += V) store_acc(out + j, Vec::loadu(src + j, std::min(V, n - j)) * inv, std::min(V, n - j));
+        for (int64_t j = 0; j < n; j += V)
+          store_acc(out + j, Vec::loadu(src + j, std::min(V, n - j)) * inv, std::min(V, n - j));
         if (c0 == 0) cp[b * S + s] = cnt[s];
       }
     }
