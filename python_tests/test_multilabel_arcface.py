@@ -50,6 +50,33 @@ def test_parity(reduction, easy_margin, shape, dtype, device, gen):
     _check_parity(f, w, y, dtype, easy_margin=easy_margin, reduction=reduction, chunk_size=chunk)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_bfloat16_cpu_at_least_as_exact_as_the_reference(reduction, gen):
+    """bfloat16 on CPU: the cosines come from a float32 product and, where
+    oneDNN has bfloat16 products, the two gradient products run in bfloat16.
+    Loss and gradients stay at least as close to float64 as the reference
+    computed in bfloat16 (which rounds the cosines too)."""
+    B, D, K = 24, 96, 700
+    f = torch.randn(B, D, generator=gen).bfloat16()
+    w = torch.randn(K, D, generator=gen).bfloat16()
+    y = torch.rand(B, K, generator=gen) < 0.05
+    up = torch.rand(B, K, generator=gen) if reduction == "none" else torch.tensor(1.0)
+
+    def run(fn, dtype):
+        fx, wx = f.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+        loss = fn(fx, wx, y, reduction=reduction)
+        loss.backward(up.to(dtype))
+        return [t.detach().double() for t in (loss, fx.grad, wx.grad)]
+
+    exact = run(R.multilabel_arcface_loss, torch.float64)
+    fused = run(hcam_ops.multilabel_arcface_loss, torch.bfloat16)
+    ref = run(R.multilabel_arcface_loss, torch.bfloat16)
+    for name, e, a, b in zip(("loss", "d features", "d weight"), exact, fused, ref):
+        err_fused = ((a - e).norm() / e.norm()).item()
+        err_ref = ((b - e).norm() / e.norm()).item()
+        assert err_fused <= 1.1 * err_ref + 1e-4, f"{name}: fused {err_fused:.2e}, bf16 reference {err_ref:.2e}"
+
+
 @pytest.mark.parametrize("scale, margin", [(1.0, 0.1), (16.0, 0.3), (30.0, 0.5), (64.0, 1.2)])
 def test_scales_and_margins(scale, margin, gen):
     f = torch.randn(5, 12, generator=gen, dtype=torch.float64, requires_grad=True)

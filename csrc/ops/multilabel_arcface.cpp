@@ -17,6 +17,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -69,14 +70,42 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& la
 
 // CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
 // falls back to a scalar loop there, 20x slower than float32 at B=256,
-// K=10000), and the kernels accumulate in float32 anyway: on CPU the whole op
-// runs on float32 copies and rounds its outputs once.
+// K=10000), and the kernels accumulate in float32 anyway: on CPU the op runs
+// on float32 copies (but for cpu_bf16_gemm's gradient products) and rounds
+// its outputs once.
 bool cpu_half_precision(const at::Tensor& t) {
   return !t.is_cuda() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
 }
 
+// Whether this CPU's oneDNN has bfloat16 matrix products (AVX-512 or AMX;
+// torch's own test, asked once). There the two gradient products run in
+// bfloat16 (2.4x faster here than float32): their outputs are bfloat16 anyway
+// and they accumulate in float32, while the cosines, which the margin and the
+// loss read, still come from a float32 product.
+bool cpu_bf16_gemm() {
+  static const bool fast = [] {
+    const auto op = c10::Dispatcher::singleton().findOp({"mkldnn::_is_mkldnn_bf16_supported", ""});
+    return op.has_value() && op->typed<bool()>().call();
+  }();
+  return fast;
+}
+
 at::Tensor float_labels(const at::Tensor& labels) {
   return labels.scalar_type() == at::kBool ? labels : labels.to(at::kFloat);
+}
+
+// The operands run() gets: the inputs themselves, or for float16 / bfloat16
+// on CPU float32 copies (cpu_half_precision), plus the bfloat16 originals for
+// the gradient products where cpu_bf16_gemm.
+struct Operands {
+  at::Tensor features, weight, labels, half_features, half_weight;
+};
+
+Operands cpu_operands(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels) {
+  if (!cpu_half_precision(features)) return {features, weight, labels, {}, {}};
+  const bool bf16 = features.scalar_type() == at::kBFloat16 && cpu_bf16_gemm();
+  return {features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), bf16 ? features : at::Tensor(),
+          bf16 ? weight : at::Tensor()};
 }
 
 struct Outputs {
@@ -86,13 +115,20 @@ struct Outputs {
 // The chunk loop. grad: the upstream [B, K] gradient ("none" backward) or
 // undefined; want_grads: which input gradients (features, weight) to
 // accumulate; grad_scale: scales them (1 / (B*K) for "mean").
+// half_features / half_weight: when defined (bfloat16 on a CPU with
+// cpu_bf16_gemm), the bfloat16 inputs of which features / weight are float32
+// copies; the gradient products then run in bfloat16 on them and on d loss /
+// d cos rounded to bfloat16, and the weight gradient comes back in bfloat16.
 Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
             const ArcFaceParams& p, const at::Tensor& grad, bool want_loss_rows, bool want_loss, bool want_logits,
-            std::array<bool, 2> want_grads, double grad_scale, int64_t chunk_size) {
+            std::array<bool, 2> want_grads, double grad_scale, int64_t chunk_size, const at::Tensor& half_features = {},
+            const at::Tensor& half_weight = {}) {
   const auto [want_gf, want_gw] = want_grads;
   const bool any_grad = want_gf || want_gw;
   const c10::DeviceGuard guard(features.device());
   const auto f = features.contiguous(), w = weight.contiguous(), y = labels.contiguous();
+  const bool half = half_features.defined();
+  const auto fg = half ? half_features.contiguous() : f, wg = half ? half_weight.contiguous() : w;
   const int64_t B = f.size(0), D = f.size(1), K = w.size(0);
   const auto opts = f.options();
   const auto acc = opts.dtype(acc_type_of(f.scalar_type()));
@@ -112,7 +148,7 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
   at::Tensor g2_buf, P;
   if (any_grad) g2_buf = at::empty({B * kc}, opts);
   if (want_gf) P = at::zeros({B, D}, acc);
-  if (want_gw) out.grad_weight = at::empty({K, D}, opts);
+  if (want_gw) out.grad_weight = at::empty({K, D}, wg.options());
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t n = std::min(kc, K - k0);
     const auto w_chunk = w.narrow(0, k0, n);
@@ -130,23 +166,24 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
     c.logits = out.logits;
     if (any_grad) c.g2 = g2_buf.narrow(0, 0, B * n).view({B, n});
     k.chunk(c, p);
+    const auto g2 = half && any_grad ? c.g2.to(wg.scalar_type()) : c.g2;
     if (want_gf) {
-      if (P.scalar_type() == f.scalar_type()) {
-        P.addmm_(c.g2, w_chunk);
+      if (P.scalar_type() == g2.scalar_type()) {
+        P.addmm_(g2, w_chunk);
       } else {
-        P.add_(at::mm(c.g2, w_chunk));
+        P.add_(at::mm(g2, wg.narrow(0, k0, n)));
       }
     }
     if (want_gw) {
       auto rows = out.grad_weight.narrow(0, k0, n);  // contiguous rows of [K, D]
-      at::mm_out(rows, c.g2.t(), f);
+      at::mm_out(rows, g2.t(), fg);
     }
   }
   if (want_gf) {
     out.grad_features = at::empty({B, D}, opts);
     k.project(P, f, grad_scale, out.grad_features);
   }
-  if (want_gw) k.project(out.grad_weight, w, grad_scale, out.grad_weight);
+  if (want_gw) k.project(out.grad_weight, wg, grad_scale, out.grad_weight);
   return out;
 }
 
@@ -157,13 +194,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_fo
     double scale, double margin, bool easy_margin, c10::string_view reduction, std::array<bool, 2> grad_mask,
     bool return_logits, int64_t chunk_size) {
   check_inputs(features, weight, labels);
-  if (cpu_half_precision(features)) {
-    const auto t = features.scalar_type();
-    auto [l, gf, gw, lg] =
-        multilabel_arcface_forward(kernels, features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), scale,
-                                   margin, easy_margin, reduction, grad_mask, return_logits, chunk_size);
-    return {l.to(t), gf.to(t), gw.to(t), lg.to(t)};
-  }
+  const auto t = features.scalar_type();
+  const auto [f, w, y, hf, hw] = cpu_operands(features, weight, labels);
   const auto p = make_params(scale, margin, easy_margin);
   const bool none = reduction == "none", mean = reduction == "mean";
   TORCH_CHECK(none || mean || reduction == "sum", kOp, ": reduction must be 'mean', 'sum' or 'none', got '",
@@ -172,11 +204,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_fo
   const double red = mean ? 1.0 / std::max<double>(1.0, static_cast<double>(B) * K) : 1.0;
   // "none" computes its gradients in the backward, for a [B, K] upstream gradient.
   const std::array<bool, 2> grads{grad_mask[0] && !none, grad_mask[1] && !none};
-  auto out =
-      run(*kernels, features, weight, labels, p, at::Tensor(), !none, none, return_logits, grads, red, chunk_size);
+  auto out = run(*kernels, f, w, y, p, at::Tensor(), !none, none, return_logits, grads, red, chunk_size, hf, hw);
   // Outputs never alias: each absent one is its own empty tensor.
-  auto or_empty = [&](const at::Tensor& t) { return t.defined() ? t : at::empty({0}, features.options()); };
-  at::Tensor loss = none ? out.loss : out.loss_rows.sum().mul_(red).to(features.scalar_type());
+  auto or_empty = [&](const at::Tensor& x) { return x.defined() ? x.to(t) : at::empty({0}, features.options()); };
+  at::Tensor loss = none ? out.loss.to(t) : out.loss_rows.sum().mul_(red).to(t);
   return {loss, or_empty(out.grad_features), or_empty(out.grad_weight), or_empty(out.logits)};
 }
 
@@ -187,17 +218,13 @@ std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const ArcFaceKern
                                                                std::array<bool, 2> output_mask) {
   check_inputs(features, weight, labels);
   TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ", grad.sizes());
-  if (cpu_half_precision(features)) {
-    const auto t = features.scalar_type();
-    auto [gf, gw] =
-        multilabel_arcface_backward(kernels, grad.to(at::kFloat), features.to(at::kFloat), weight.to(at::kFloat),
-                                    float_labels(labels), scale, margin, easy_margin, chunk_size, output_mask);
-    return {gf.defined() ? gf.to(t) : gf, gw.defined() ? gw.to(t) : gw};
-  }
+  const auto t = features.scalar_type();
+  const auto [f, w, y, hf, hw] = cpu_operands(features, weight, labels);
   const auto p = make_params(scale, margin, easy_margin);
-  auto out = run(*kernels, features, weight, labels, p, grad.to(features.scalar_type()).contiguous(), false, false,
-                 false, output_mask, 1.0, chunk_size);
-  return {out.grad_features, out.grad_weight};
+  auto out = run(*kernels, f, w, y, p, grad.to(f.scalar_type()).contiguous(), false, false, false, output_mask, 1.0,
+                 chunk_size, hf, hw);
+  auto in_dtype = [&](const at::Tensor& x) { return x.defined() ? x.to(t) : x; };
+  return {in_dtype(out.grad_features), in_dtype(out.grad_weight)};
 }
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
