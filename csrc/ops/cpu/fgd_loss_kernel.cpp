@@ -48,17 +48,16 @@ void masked_errors_n(const scalar_t* s, const scalar_t* t, int64_t n, const at::
                      at::opmath_type<scalar_t>* q) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = acc_vec<scalar_t>;
-  constexpr int64_t V = Vec::size();
   Vec acc[NA];
   for (int a = 0; a < NA; ++a) acc[a] = Vec(acc_t(0));
   for_vectors<Vec>(n, [&](int64_t j, int64_t m) {
     // Masked loads give zeros past the tile, which add nothing.
-    const Vec x = m == V ? load_acc(s + j) : load_acc(s + j, m);
-    const Vec y = m == V ? load_acc(t + j) : load_acc(t + j, m);
+    const Vec x = load_acc(s + j, m);
+    const Vec y = load_acc(t + j, m);
     const Vec d = x - y, d2 = d * d;
     // The weights past the tile are stale (and may be NaN): masked too.
     for (int a = 0; a < NA; ++a) {
-      acc[a] = at::vec::fmadd(m == V ? Vec::loadu(w[a] + j) : Vec::loadu(w[a] + j, m), d2, acc[a]);
+      acc[a] = at::vec::fmadd(load_acc(w[a] + j, m), d2, acc[a]);
     }
   });
   for (int a = 0; a < NA; ++a) q[a] = sum_lanes(acc[a]);
@@ -86,7 +85,6 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
                 const at::Tensor& tile_max) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = acc_vec<scalar_t>;
-  constexpr int64_t V = Vec::size();
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const int64_t tiles = part.size(1);
   const scalar_t* S = in.student.data_ptr<scalar_t>();
@@ -123,8 +121,8 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
         Vec sat(acc_t(0)), sas(acc_t(0)), st(acc_t(0)), ss(acc_t(0));
         for_vectors<Vec>(n, [&](int64_t j, int64_t m) {
           // Masked loads give zeros past the tile, which add nothing.
-          const Vec x = m == V ? load_acc(s + j) : load_acc(s + j, m);
-          const Vec y = m == V ? load_acc(tt + j) : load_acc(tt + j, m);
+          const Vec x = load_acc(s + j, m);
+          const Vec y = load_acc(tt + j, m);
           const Vec ax = x.abs(), ay = y.abs();
           (Vec::loadu(at_ + j) + ay).store(at_ + j);
           (Vec::loadu(as_ + j) + ax).store(as_ + j);

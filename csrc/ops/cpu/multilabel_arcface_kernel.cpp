@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 #include "../common.h"
 #include "../multilabel_arcface.h"
@@ -135,23 +134,15 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
     using Vec = acc_vec<scalar_t>;
     constexpr int64_t V = Vec::size();
     auto run = [&](auto* sp) {
-      using src_t = std::remove_const_t<std::remove_pointer_t<decltype(sp)>>;
-      auto load_src = [](const src_t* q, int64_t m) {
-        if constexpr (std::is_same_v<src_t, acc_t>) {
-          return m == V ? Vec::loadu(q) : Vec::loadu(q, m);
-        } else {
-          return m == V ? load_acc(q) : load_acc(q, m);
-        }
-      };
       at::parallel_for(0, R, 16, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
           const scalar_t* xr = xp + r * D;
-          const src_t* sr = sp + r * D;
+          const auto* sr = sp + r * D;  // scalar_t or the accumulation type
           Vec dv(acc_t(0)), nv(acc_t(0));
           for (int64_t d = 0; d < D; d += V) {
             const int64_t m = std::min(V, D - d);
-            const Vec xv = m == V ? load_acc(xr + d) : load_acc(xr + d, m);
-            dv = at::vec::fmadd(load_src(sr + d, m), xv, dv);
+            const Vec xv = load_acc(xr + d, m);
+            dv = at::vec::fmadd(load_acc(sr + d, m), xv, dv);
             nv = at::vec::fmadd(xv, xv, nv);
           }
           const acc_t dotv = sum_lanes(dv), nn = sum_lanes(nv);
@@ -159,8 +150,8 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
           const Vec coef(norm > acc_t(kNormEps) ? dotv / nn : acc_t(0)), sc(static_cast<acc_t>(scale));
           for (int64_t d = 0; d < D; d += V) {
             const int64_t m = std::min(V, D - d);
-            const Vec xv = m == V ? load_acc(xr + d) : load_acc(xr + d, m);
-            store_acc(dp + r * D + d, sc * (load_src(sr + d, m) - coef * xv), m);
+            const Vec xv = load_acc(xr + d, m);
+            store_acc(dp + r * D + d, sc * (load_acc(sr + d, m) - coef * xv), m);
           }
         }
       });

@@ -102,7 +102,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& segments, const at:
       if (gc == 1) {
         for (int64_t c = 0; c < C; c += V) {
           const int64_t m = std::min(V, C - c);
-          store_acc(out + c, (m == V ? load_acc(g + c) : load_acc(g + c, m)) * Vec(inv), m);
+          store_acc(out + c, load_acc(g + c, m) * Vec(inv), m);
         }
       } else if (gc == 0) {
         std::fill_n(out, C, to_scalar<scalar_t>(static_cast<acc_t>(g[0]) * inv));

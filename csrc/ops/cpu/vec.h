@@ -30,10 +30,13 @@ inline acc_vec<scalar_t> load_acc(const scalar_t* p) {
   }
 }
 
-// The first `count` (< acc_vec size) elements from p, the rest zero: loads of a
-// row's tail that do not read past its end.
+// The first `count` elements from p (all acc_vec<scalar_t>::size() of them
+// when count reaches it, else the rest zero): a row's vectors and its tail
+// through one call that does not read past the row's end. scalar_t may be
+// the accumulation type itself (a plain load).
 template <typename scalar_t>
 inline acc_vec<scalar_t> load_acc(const scalar_t* p, int64_t count) {
+  if (count >= acc_vec<scalar_t>::size()) return load_acc(p);
   if constexpr (at::vec::is_reduced_floating_point_v<scalar_t>) {
     // A reduced-precision vector holds twice the floats: the first half is ours.
     return std::get<0>(at::vec::convert_to_float<scalar_t>(at::vec::Vectorized<scalar_t>::loadu(p, count)));
