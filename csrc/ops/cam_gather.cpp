@@ -6,6 +6,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 namespace hcam_ops {
 
 at::Tensor cam_gather(const CamPasses* passes, const at::Tensor& features, const at::Tensor& weight,
@@ -36,10 +38,9 @@ std::tuple<at::Tensor, at::Tensor> cam_gather_backward(const CamPasses* passes, 
   const auto [want_dx, want_dw] = output_mask;
   at::Tensor dx, dw;
   if (!want_dx && !want_dw) return {dx, dw};
-  // The feature pass writes d features with the weight's partial sums, so it
-  // gets a buffer even when only the weight's gradient is asked for.
-  auto [dx_full, dx_rows] = empty_features_grad(features, v);
-  if (want_dx) dx = dx_full;
+  // Without want_dx the feature pass writes no d features (an undefined dx_rows).
+  at::Tensor dx_rows;
+  if (want_dx) std::tie(dx, dx_rows) = empty_features_grad(features, v);
   if (want_dw) dw = at::zeros_like(lv.weights[0]);
   if (v.B == 0) return {dx, dw};
   check_index_range(lv, v.B, op);

@@ -6,6 +6,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 namespace hcam_ops {
 
 std::tuple<at::Tensor, at::Tensor> cam_kl_forward(const CamKlKernels* kernels, const at::Tensor& features,
@@ -48,10 +50,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cam_kl_backward(const CamKlKerne
   at::Tensor dx;
   std::vector<at::Tensor> dws;
   if (!want_dx && !want_dws) return {dx, dws};
-  // The feature pass writes d features with the weights' partial sums, so it
-  // gets a buffer even when only the weights' gradients are asked for.
-  auto [dx_full, dx_rows] = empty_features_grad(features, v);
-  if (want_dx) dx = dx_full;
+  // Without want_dx the feature pass writes no d features (an undefined dx_rows).
+  at::Tensor dx_rows;
+  if (want_dx) std::tie(dx, dx_rows) = empty_features_grad(features, v);
   if (want_dws) {
     for (int64_t l = 0; l + 1 < L; ++l) dws.push_back(at::zeros_like(lv.weights[l]));
   }

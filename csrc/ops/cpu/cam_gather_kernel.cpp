@@ -38,6 +38,26 @@ std::vector<const scalar_t*> weight_rows_of(const Levels& lv, int64_t b, int64_t
   return rows;
 }
 
+// Sample b's weight rows of levels [0, count) in the accumulation dtype:
+// the rows themselves when they have it, else widened once into buf.
+template <typename scalar_t>
+std::vector<const at::opmath_type<scalar_t>*> acc_weight_rows(const Levels& lv, int64_t b, int64_t count, int64_t C,
+                                                              std::vector<at::opmath_type<scalar_t>>& buf) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto w = weight_rows_of<scalar_t>(lv, b, count);
+  std::vector<const acc_t*> rows(count);
+  for (int64_t l = 0; l < count; ++l) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      rows[l] = w[l];
+    } else {
+      buf.resize(count * C);
+      for (int64_t c = 0; c < C; ++c) buf[l * C + c] = static_cast<acc_t>(w[l][c]);
+      rows[l] = buf.data() + l * C;
+    }
+  }
+  return rows;
+}
+
 // Register blocks. Tokens: one feature row (position) at a time against
 // kCols levels, the channels split over kSplit vectors so that the
 // accumulators are independent (one per dot product waits out the FMA
@@ -66,9 +86,9 @@ void dot_row(const scalar_t* x, const at::opmath_type<scalar_t>* const* w, int64
   }
   for (; c < C; c += V) {
     const int64_t m = std::min(V, C - c);
-    const Vec xv = m == V ? load_acc(x + c) : load_acc(x + c, m);
+    const Vec xv = load_acc(x + c, m);
     for (int l = 0; l < kCols; ++l) {
-      acc[0][l] = at::vec::fmadd(xv, m == V ? Vec::loadu(w[l] + c) : Vec::loadu(w[l] + c, m), acc[0][l]);
+      acc[0][l] = at::vec::fmadd(xv, load_acc(w[l] + c, m), acc[0][l]);
     }
   }
   for (int l = 0; l < kCols; ++l) {
@@ -90,12 +110,11 @@ void axpy_block(const scalar_t* x, int64_t N, int64_t len, const scalar_t* const
   Vec acc[kCols][kRows];
   for (int l = 0; l < kCols; ++l)
     for (int j = 0; j < kRows; ++j) acc[l][j] = Vec(acc_t(0));
-  const int64_t full = len / V, tail = len % V;
   for (int64_t c = 0; c < C; ++c) {
     const scalar_t* xr = x + c * N;
     Vec xv[kRows];
     for (int j = 0; j < kRows; ++j) {
-      xv[j] = j < full ? load_acc(xr + j * V) : j == full && tail ? load_acc(xr + j * V, tail) : Vec(acc_t(0));
+      xv[j] = j * V < len ? load_acc(xr + j * V, len - j * V) : Vec(acc_t(0));
     }
     for (int l = 0; l < kCols; ++l) {
       const Vec wv(static_cast<acc_t>(w[l][c]));
@@ -114,24 +133,12 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
   const scalar_t* x = v.data.data_ptr<scalar_t>();
   acc_t* out = cams.data_ptr<acc_t>();
   if (!v.channels_first) {
-    // Rows are positions: kCols levels at a time against each row; the
-    // sample's weight rows widened to the accumulation dtype once (used in
-    // place when they have it).
-    constexpr bool widen = !std::is_same_v<scalar_t, acc_t>;
+    // Rows are positions: kCols levels at a time against each row.
     at::parallel_for(0, B * N, 64, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> wv(widen ? L * C : 0);
-      std::vector<const acc_t*> wr(L);
+      std::vector<acc_t> buf;
       for (int64_t i = begin; i < end;) {
         const int64_t b = i / N, stop = std::min(end, (b + 1) * N);
-        const auto w = weight_rows_of<scalar_t>(lv, b, L);
-        for (int64_t l = 0; l < L; ++l) {
-          if constexpr (widen) {
-            for (int64_t c = 0; c < C; ++c) wv[l * C + c] = static_cast<acc_t>(w[l][c]);
-            wr[l] = wv.data() + l * C;
-          } else {
-            wr[l] = w[l];
-          }
-        }
+        const auto wr = acc_weight_rows<scalar_t>(lv, b, L, C, buf);
         for (; i < stop; ++i) {
           for (int64_t l0 = 0; l0 < L; l0 += kCols) {
             // A level group past L repeats its last level; the extra result is dropped.
@@ -173,28 +180,27 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
 // Backward of one position: for every channel c,
 //   dr[c] = sum_l g[l] * w[l][c]         (the features' gradient)
 //   part[l][c] += g[l] * x[c]            (the weight gradient's partial sums)
-// in one sweep over the channels (one row at a time: see kSplit); w and part
-// are [L, C] in the accumulation dtype, in L1 across the rows of a split.
+// in one sweep over the channels (one row at a time: see kSplit); w holds L
+// rows in the accumulation dtype, part is [L, C], in L1 across the rows of a
+// split. dr null: the features' gradient is not wanted (nothing written).
 template <typename scalar_t>
-void grad_row(const scalar_t* x, scalar_t* dr, const at::opmath_type<scalar_t>* w, const at::opmath_type<scalar_t>* g,
-              int64_t L, int64_t C, at::opmath_type<scalar_t>* part) {
+void grad_row(const scalar_t* x, scalar_t* dr, const at::opmath_type<scalar_t>* const* w,
+              const at::opmath_type<scalar_t>* g, int64_t L, int64_t C, at::opmath_type<scalar_t>* part) {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = acc_vec<scalar_t>;
   constexpr int64_t V = Vec::size();
   for (int64_t c = 0; c < C; c += V) {
     const int64_t m = std::min(V, C - c);
-    const bool full = m == V;
-    const Vec xv = full ? load_acc(x + c) : load_acc(x + c, m);
+    const Vec xv = load_acc(x + c, m);
     Vec d(acc_t(0));
     for (int64_t l = 0; l < L; ++l) {
       const Vec gl(g[l]);
-      const acc_t* wl = w + l * C + c;
       acc_t* pl = part + l * C + c;
-      d = at::vec::fmadd(gl, full ? Vec::loadu(wl) : Vec::loadu(wl, m), d);
-      const Vec pv = at::vec::fmadd(gl, xv, full ? Vec::loadu(pl) : Vec::loadu(pl, m));
+      if (dr) d = at::vec::fmadd(gl, load_acc(w[l] + c, m), d);
+      const Vec pv = at::vec::fmadd(gl, xv, load_acc(pl, m));
       pv.store(pl, m);
     }
-    store_acc(dr + c, d, m);
+    if (dr) store_acc(dr + c, d, m);
   }
 }
 
@@ -204,7 +210,8 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = v.B, N = v.N, C = v.C, L = coef.size(1);
   const scalar_t* x = v.data.data_ptr<scalar_t>();
-  scalar_t* dx = dx_rows.data_ptr<scalar_t>();
+  // Undefined dx_rows: only the weights' partial sums are wanted.
+  scalar_t* dx = dx_rows.defined() ? dx_rows.data_ptr<scalar_t>() : nullptr;
   const acc_t* g = coef.data_ptr<acc_t>();
   const scalar_t* sc = scale ? scale->data_ptr<scalar_t>() : nullptr;
   auto factor = [&](int64_t b) { return sc ? static_cast<acc_t>(sc[b]) : acc_t(1); };
@@ -217,18 +224,15 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
     auto partial = at::zeros({B, splits, L, C}, coef.options());
     acc_t* p = partial.data_ptr<acc_t>();
     at::parallel_for(0, B * splits, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> wv(L * C), gn(L);
+      std::vector<acc_t> buf, gn(L);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t b = t / splits, s = t % splits;
-        const auto w = weight_rows_of<scalar_t>(lv, b, L);
-        for (int64_t l = 0; l < L; ++l) {
-          for (int64_t c = 0; c < C; ++c) wv[l * C + c] = static_cast<acc_t>(w[l][c]);
-        }
+        const auto w = acc_weight_rows<scalar_t>(lv, b, L, C, buf);
         const acc_t f = factor(b);
         acc_t* pt = p + t * L * C;
         for (int64_t n = s * chunk; n < std::min(N, (s + 1) * chunk); ++n) {
           for (int64_t l = 0; l < L; ++l) gn[l] = g[(b * L + l) * N + n] * f;
-          grad_row<scalar_t>(x + (b * N + n) * C, dx + (b * N + n) * C, wv.data(), gn.data(), L, C, pt);
+          grad_row<scalar_t>(x + (b * N + n) * C, dx ? dx + (b * N + n) * C : nullptr, w.data(), gn.data(), L, C, pt);
         }
       }
     });
@@ -246,16 +250,18 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
       for (; i < end && i / C == b; ++i) {
         const int64_t c = i % C;
         const scalar_t* xr = x + i * N;
-        scalar_t* dr = dx + i * N;
-        std::fill(drow.begin(), drow.end(), acc_t(0));
-        for (int64_t l = 0; l < L; ++l) {
-          const acc_t wc = static_cast<acc_t>(w[l][c]) * f;
-          const acc_t* gr = g + (b * L + l) * N;
-          acc_t* d = drow.data();
+        if (dx) {
+          std::fill(drow.begin(), drow.end(), acc_t(0));
+          for (int64_t l = 0; l < L; ++l) {
+            const acc_t wc = static_cast<acc_t>(w[l][c]) * f;
+            const acc_t* gr = g + (b * L + l) * N;
+            acc_t* d = drow.data();
 #pragma omp simd
-          for (int64_t n = 0; n < N; ++n) d[n] += wc * gr[n];
+            for (int64_t n = 0; n < N; ++n) d[n] += wc * gr[n];
+          }
+          scalar_t* dr = dx + i * N;
+          for (int64_t n = 0; n < N; ++n) dr[n] = to_scalar<scalar_t>(drow[n]);
         }
-        for (int64_t n = 0; n < N; ++n) dr[n] = to_scalar<scalar_t>(drow[n]);
         for (int64_t l = 0; l < L; ++l) {
           const acc_t* gr = g + (b * L + l) * N;
           acc_t s = 0;

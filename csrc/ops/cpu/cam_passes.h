@@ -19,7 +19,8 @@ void cam_pass(const FeatureView& v, const Levels& levels, const at::Tensor& cams
 //   dx[b, n, c]            = sum_l g[b, l, n] * weight_l[index_l[b], c]
 //   partial[b, s, l, c]    = sum over positions n of split s of g[b, l, n] * features[b, n, c]
 // with g = coef * scale[b] (scale: the per-sample upstream gradient, optional).
-// dx_rows is the [B, R, S] alias of the features gradient. Returns partial.
+// dx_rows is the [B, R, S] alias of the features gradient, or undefined when
+// only the weights' gradients are wanted (then no dx is written). Returns partial.
 at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
                      const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows);
 

@@ -402,14 +402,15 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t B = v.B, R = v.rows(), S = v.cols(), C = v.C, N = v.N, Lc = coef.size(1);
   const scalar_t* x = v.data.data_ptr<scalar_t>();
-  scalar_t* dx = dx_rows.data_ptr<scalar_t>();
+  // Undefined dx_rows: only the weights' partial sums are wanted.
+  scalar_t* dx = dx_rows.defined() ? dx_rows.data_ptr<scalar_t>() : nullptr;
   const acc_t* g = coef.data_ptr<acc_t>();
   const scalar_t* sc = scale ? scale->data_ptr<scalar_t>() : nullptr;
   constexpr int kVec = pack_width<scalar_t>();
   // dx in the passes only when one pass holds every level: a second pass
   // would add to a dx already rounded to scalar_t. Otherwise outer_kernel
   // writes it after them, from all levels at once.
-  const bool dx_in_pass = Lc <= kPassLevels;
+  const bool dx_in_pass = dx != nullptr && Lc <= kPassLevels;
 
   int64_t splits = 1, split_rows = R, col_blocks = 1;
   if (!v.channels_first) {
@@ -452,7 +453,7 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
       }
     });
   }
-  if (!dx_in_pass) {
+  if (dx != nullptr && !dx_in_pass) {
     // Only cam_gather has more levels than a pass holds (CAM-KL's backward
     // has at most kMaxLevels), and its levels share one weight and index.
     TORCH_INTERNAL_ASSERT(levels_share_one_index(lv) && Lc == lv.size(), "grad_pass: more than ", kPassLevels,
