@@ -59,10 +59,17 @@ def cuda_built() -> bool:
     return _C.cuda_built()
 
 
+def cuda_emulated() -> bool:
+    """Whether this build's CUDA kernels run on the emulator (built with
+    HCAM_OPS_CUDA=emulate, for tests without a GPU): hcam_ops.testing.emulated_cuda()
+    runs them on CPU tensors. Such a build takes no CUDA tensors."""
+    return _C.cuda_emulated()
+
+
 def __getattr__(name):
     # hcam_ops.models needs timm (and registers its models there): imported on
     # first use, so the ops work where timm is not installed.
-    if name in ("models", "train", "superpixels"):
+    if name in ("models", "train", "superpixels", "testing"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

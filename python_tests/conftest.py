@@ -1,17 +1,83 @@
-"""Shared helpers of the hcam_ops tests: devices, tolerances, random inputs."""
+"""Shared helpers of the hcam_ops tests: devices, tolerances, random inputs.
+
+The "cuda" device of the tests runs hcam_ops's CUDA kernels: on a GPU, or in
+a build made with HCAM_OPS_CUDA=emulate on the emulator (docs/emulator.md),
+where a "cuda" test's tensors are CPU tensors and its hcam_ops calls run the
+emulated CUDA kernels (hcam_ops.testing.emulated_cuda, entered for the whole
+test by the fixture below, or by run_on for one part of a test).
+"""
+
+import contextlib
 
 import pytest
 import torch
 
 import hcam_ops
+from hcam_ops.testing import emulated_cuda
 
-HAS_CUDA = torch.cuda.is_available() and hcam_ops.cuda_built()
+EMULATED = hcam_ops.cuda_emulated()
+HAS_CUDA = EMULATED or (torch.cuda.is_available() and hcam_ops.cuda_built())
 NO_CUDA_REASON = (
     "no CUDA device here" if not torch.cuda.is_available() else "this build of hcam_ops has no CUDA kernels"
 )
-cuda_only = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+# Tests of what only a real device shows: a CUDA tensor beside a CPU one.
+REAL_CUDA = torch.cuda.is_available() and hcam_ops.cuda_built() and not EMULATED
+NO_REAL_CUDA_REASON = (
+    "needs CUDA tensors: the emulated build runs the CUDA kernels on CPU tensors, so there is no second device"
+    if EMULATED
+    else NO_CUDA_REASON
+)
+# The marks of every test of the CUDA kernels (`pytest -m cuda` selects them).
+CUDA_MARKS = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)]
+REAL_CUDA_MARKS = [pytest.mark.cuda, pytest.mark.skipif(not REAL_CUDA, reason=NO_REAL_CUDA_REASON)]
 
-DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=cuda_only)]
+
+def cuda_only(test):
+    """Decorator: a test of the CUDA kernels (on a GPU or on the emulator)."""
+    for mark in CUDA_MARKS:
+        test = mark(test)
+    return test
+
+
+def real_cuda_only(test):
+    """Decorator: a test that needs CUDA tensors (a GPU and a CUDA build)."""
+    for mark in REAL_CUDA_MARKS:
+        test = mark(test)
+    return test
+
+
+# A test's `device`: the torch device of its tensors. On the emulator, the
+# "cuda" case has CPU tensors and the emulated_cuda mark.
+CUDA_TENSORS = "cpu" if EMULATED else "cuda"
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(CUDA_TENSORS, id="cuda", marks=[*CUDA_MARKS, pytest.mark.emulated_cuda] if EMULATED else CUDA_MARKS),
+]
+
+
+@pytest.fixture(autouse=True)
+def _emulated_cuda_test(request):
+    """A "cuda" test of the emulated build runs its hcam_ops calls on the emulated CUDA kernels."""
+    if request.node.get_closest_marker("emulated_cuda") is None:
+        yield
+        return
+    with emulated_cuda():
+        yield
+
+
+@contextlib.contextmanager
+def run_on(device):
+    """For a test that runs both devices in turn: yields the torch device of
+    the tensors of a run on `device` ("cpu" or "cuda"), and on the emulator
+    runs the block's hcam_ops calls (forward and backward) on the emulated
+    CUDA kernels."""
+    if device == "cuda" and EMULATED:
+        with emulated_cuda():
+            yield "cpu"
+    else:
+        yield device
+
+
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 # Relative tolerance of a kernel in `dtype` against the float64 reference on the

@@ -6,7 +6,7 @@ pointer handed to a CUDA kernel)."""
 
 import pytest
 import torch
-from conftest import cuda_only
+from conftest import real_cuda_only
 
 import hcam_ops  # noqa: F401  (registers the ops)
 
@@ -154,7 +154,7 @@ def to_cpu(t):
     return t.cpu()
 
 
-@cuda_only
+@real_cuda_only
 @pytest.mark.parametrize(
     "op, name, match",
     [
@@ -175,7 +175,7 @@ def test_host_tensor_with_cuda_features(op, name, match, gen):
         call_with(op, "cuda", gen, **{name: to_cpu})
 
 
-@cuda_only
+@real_cuda_only
 @pytest.mark.parametrize(
     "op, name, match",
     [

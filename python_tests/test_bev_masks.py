@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES, HAS_CUDA, NO_CUDA_REASON
+from conftest import DEVICES, cuda_only, real_cuda_only, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -572,7 +572,7 @@ def test_op_offsets_accepted(device):
     assert fg.shape == (0, 4, 4)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@real_cuda_only
 def test_op_checks_devices():
     kw = (0.0, 0.0, 1.0, 1.0, 4, 4, 0.0, 0.0, "combine", "logical_not")
     with pytest.raises(RuntimeError, match="boxes and offsets must be on one device"):
@@ -581,13 +581,14 @@ def test_op_checks_devices():
         torch.ops.hcam_ops.bev_masks(torch.zeros(3, 5), torch.tensor([0, 3], device="cuda"), *kw)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_cuda_matches_cpu(dtype, gen):
     shape = (128, 128)
     boxes = [_random_boxes(n, gen, shape, dtype, extends=(0.0, 2 * CELL)) for n in (0, 1, 40, 700)]
     for kw in [{}, dict(bg_extend_length=2.0, bg_extend_weight=0.4, scale_mask="separate", background="1minus")]:
         a = hcam_ops.bev_masks_from_boxes(boxes, PC, CELL, shape, **kw)
-        b = hcam_ops.bev_masks_from_boxes([x.cuda() for x in boxes], PC, CELL, shape, **kw)
+        with run_on("cuda") as dev:
+            b = hcam_ops.bev_masks_from_boxes([x.to(dev) for x in boxes], PC, CELL, shape, **kw)
         for x, y in zip(a, b):
             torch.testing.assert_close(y.cpu(), x, rtol=0, atol=0)

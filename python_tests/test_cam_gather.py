@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, make_features, randint, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, make_features, randint, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -93,7 +93,7 @@ def test_empty_batch():
     assert gx.shape == x.shape and torch.all(gw == 0)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_matches_cpu(dtype, layout, gen):
@@ -103,8 +103,9 @@ def test_cuda_matches_cpu(dtype, layout, gen):
     g = torch.randn(5, 3, 196, generator=gen).to(dtype)
     out = {}
     for device in ("cpu", "cuda"):
-        xd, wd = x.to(device).requires_grad_(), w.to(device).requires_grad_()
-        cams = hcam_ops.cam_gather(xd, wd, idx.to(device))
-        out[device] = (cams, *torch.autograd.grad(cams, [xd, wd], g.to(device)))
+        with run_on(device) as dev:
+            xd, wd = x.to(dev).requires_grad_(), w.to(dev).requires_grad_()
+            cams = hcam_ops.cam_gather(xd, wd, idx.to(dev))
+            out[device] = (cams, *torch.autograd.grad(cams, [xd, wd], g.to(dev)))
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu")

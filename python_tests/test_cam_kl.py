@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, make_features, randint, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, make_features, randint, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -219,16 +219,17 @@ def test_deterministic(device, gen):
         assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_matches_cpu(dtype, layout, gen):
     x, wf, wc, fi, ci = _inputs(6, 196, 40, 12, 5, layout, dtype, "cpu", gen)
     out = {}
     for device in ("cpu", "cuda"):
-        xd = x.detach().to(device).requires_grad_()
-        wfd = wf.detach().to(device).requires_grad_()
-        loss = hcam_ops.cam_kl_loss(xd, wfd, wc.detach().to(device), fi.to(device), ci.to(device), reduction="none")
-        out[device] = (loss, *torch.autograd.grad(loss.sum(), [xd, wfd]))
+        with run_on(device) as dev:
+            xd = x.detach().to(dev).requires_grad_()
+            wfd = wf.detach().to(dev).requires_grad_()
+            loss = hcam_ops.cam_kl_loss(xd, wfd, wc.detach().to(dev), fi.to(dev), ci.to(dev), reduction="none")
+            out[device] = (loss, *torch.autograd.grad(loss.sum(), [xd, wfd]))
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu")

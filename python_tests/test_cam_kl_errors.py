@@ -3,7 +3,7 @@ stated policies for empty batches and non-finite features."""
 
 import pytest
 import torch
-from conftest import HAS_CUDA, NO_CUDA_REASON, assert_close
+from conftest import assert_close, cuda_only, real_cuda_only, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -114,17 +114,22 @@ def test_constant_cam_row(good):
     assert loss.item() == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
-def test_cuda_device_mix_and_unchecked_index():
+@real_cuda_only
+def test_cuda_device_mix():
     x = torch.randn(2, 8, 4, device="cuda")
     wf = torch.randn(3, 4)
     with pytest.raises(ValueError, match="is on cpu"):
         call(x, wf, wf.cuda(), torch.tensor([0, 1], device="cuda"), torch.tensor([0, 1], device="cuda"))
-    w = torch.randn(3, 4, device="cuda")
-    idx = torch.tensor([0, 9], device="cuda")
-    with pytest.raises(IndexError, match="class 9"):
-        call(x, w, w, idx, idx)
-    # Unchecked on CUDA: the sample with the bad class is NaN, never a bad read.
-    loss = call(x, w, w, idx, torch.tensor([0, 1], device="cuda"), reduction="none", check_index=False)
-    torch.cuda.synchronize()
+
+
+@cuda_only
+def test_cuda_unchecked_index():
+    with run_on("cuda") as dev:
+        x = torch.randn(2, 8, 4, device=dev)
+        w = torch.randn(3, 4, device=dev)
+        idx = torch.tensor([0, 9], device=dev)
+        with pytest.raises(IndexError, match="class 9"):
+            call(x, w, w, idx, idx)
+        # Unchecked on CUDA: the sample with the bad class is NaN, never a bad read.
+        loss = call(x, w, w, idx, torch.tensor([0, 1], device=dev), reduction="none", check_index=False)
     assert torch.isfinite(loss[0]) and torch.isnan(loss[1])

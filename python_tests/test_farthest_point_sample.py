@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON
+from conftest import DEVICES, DTYPES, cuda_only, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -80,13 +80,14 @@ def test_bad_input(args, error, match):
         hcam_ops.farthest_point_sample(*args)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_cuda_matches_cpu(dtype, gen):
     pts = torch.randn(8, 197, 384, generator=gen, dtype=torch.float64).to(dtype)
     mask = torch.rand(8, 197, generator=gen) > 0.1
     a = hcam_ops.farthest_point_sample(pts, 64, 0, mask)
-    b = hcam_ops.farthest_point_sample(pts.cuda(), 64, 0, mask.cuda())
+    with run_on("cuda") as dev:
+        b = hcam_ops.farthest_point_sample(pts.to(dev), 64, 0, mask.to(dev))
     if dtype == torch.float64:
         assert torch.equal(a, b.cpu())
     else:  # float32 sums in another order may flip a near tie: most picks agree

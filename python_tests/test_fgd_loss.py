@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -275,7 +275,7 @@ def test_unchecked_nan_propagates(gen):
     assert torch.isnan(out["loss_fg"] + out["loss_bg"])
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(2, 7, 13, 17), (3, 64, 48, 40), (1, 3, 100, 152)], ids=str)
 @pytest.mark.parametrize("spatial_mask", [True, False])
@@ -285,19 +285,20 @@ def test_cuda_matches_cpu(spatial_attention, spatial_mask, shape, dtype, gen):
     fp = _fp(fg, gen)
     out = {}
     for device in ("cpu", "cuda"):
-        sd = s.detach().to(device).requires_grad_()
-        terms = hcam_ops.fgd_loss(
-            sd,
-            t.to(device),
-            fg.to(device),
-            bg.to(device),
-            fp_mask=fp.to(device),
-            spatial_attention=spatial_attention,
-            spatial_mask=spatial_mask,
-            channel_mask=not spatial_mask,
-            **ALL_TERMS,
-        )
-        out[device] = (*terms.values(), torch.autograd.grad(sum(terms.values()), sd)[0])
+        with run_on(device) as dev:
+            sd = s.detach().to(dev).requires_grad_()
+            terms = hcam_ops.fgd_loss(
+                sd,
+                t.to(dev),
+                fg.to(dev),
+                bg.to(dev),
+                fp_mask=fp.to(dev),
+                spatial_attention=spatial_attention,
+                spatial_mask=spatial_mask,
+                channel_mask=not spatial_mask,
+                **ALL_TERMS,
+            )
+            out[device] = (*terms.values(), torch.autograd.grad(sum(terms.values()), sd)[0])
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu")
 

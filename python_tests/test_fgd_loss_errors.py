@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import HAS_CUDA, NO_CUDA_REASON
+from conftest import real_cuda_only
 
 import hcam_ops
 
@@ -95,7 +95,7 @@ def test_kernel_checks_reach_cpp(gen):
             torch.ops.hcam_ops.fgd_loss_forward(*args)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@real_cuda_only
 def test_device_mix(gen):
     a = _good(gen)
     a["teacher"] = a["teacher"].cuda()

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, HAS_CUDA, NO_CUDA_REASON
+from conftest import DEVICES, cuda_only, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -113,10 +113,38 @@ def test_bad_input(boxes, img_shape, feat_shape, error, match):
         hcam_ops.fgd_masks_from_boxes(boxes, img_shape, feat_shape)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 def test_cuda_matches_cpu(gen):
     boxes = [_random_boxes(n, 512, 384, gen) for n in (0, 1, 40, 700)]
     a = hcam_ops.fgd_masks_from_boxes(boxes, (512, 384), (64, 48))
-    b = hcam_ops.fgd_masks_from_boxes([x.cuda() for x in boxes], (512, 384), (64, 48))
+    with run_on("cuda") as dev:
+        b = hcam_ops.fgd_masks_from_boxes([x.to(dev) for x in boxes], (512, 384), (64, 48))
     for x, y in zip(a, b):
         torch.testing.assert_close(y.cpu(), x, rtol=0, atol=0)
+
+
+# Unchecked boxes (check_boxes=False, or under torch.compile): a non-finite
+# edge covers nothing on every device (a GPU casts NaN to cell 0, x86 to
+# INT64_MIN), and a finite box far beyond the map is clipped to it.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_unchecked_non_finite_and_huge_boxes(dtype, device):
+    nan, inf = float("nan"), float("inf")
+    bad = [[nan, 0.0, 10.0, 10.0], [0.0, 0.0, inf, 10.0], [-inf, 0.0, 10.0, 10.0], [0.0, nan, nan, nan]]
+    fg, bg = hcam_ops.fgd_masks_from_boxes(
+        [torch.tensor(bad, dtype=dtype, device=device)], (64, 64), (8, 8), check_boxes=False
+    )
+    assert torch.equal(fg.cpu(), torch.zeros(1, 8, 8, dtype=dtype))
+    assert torch.equal(bg.cpu(), torch.full((1, 8, 8), 1 / 64, dtype=dtype))
+
+    huge = torch.tensor([[16.0, 24.0, 1e30, 40.0]], dtype=dtype)
+    fg, bg = hcam_ops.fgd_masks_from_boxes([huge.to(device)], (64, 64), (8, 8), check_boxes=False)
+    x0, y0 = 2, 3  # floor(16 / 64 * 8), floor(24 / 64 * 8)
+    xe = torch.ceil(huge[0, 2] / 64 * 8)  # 1.25e29: the area is taken before clipping
+    ye = 5  # ceil(40 / 64 * 8)
+    expected = torch.zeros(1, 8, 8, dtype=dtype)
+    expected[0, y0 : ye + 1, x0:] = 1 / ((ye + 1 - y0) * (xe + 1 - x0))
+    assert expected[0, y0, x0] > 0
+    torch.testing.assert_close(fg.cpu(), expected, rtol=0, atol=0)
+    ref_fg, _ = R.fgd_masks_from_boxes([huge], (64, 64), (8, 8), check_boxes=False)
+    torch.testing.assert_close(fg.cpu(), ref_fg, rtol=0, atol=0)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import CUDA_TENSORS, cuda_only, run_on
 
 from hcam_ops.distill import heatmaps
 from hcam_ops.distill.gaussian_foreground import RADIUS_FUNCS, foreground_variant, gaussian_foreground
@@ -274,14 +275,15 @@ def test_no_boxes_and_no_grad():
     assert not heat.requires_grad and not scale.requires_grad
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@cuda_only
 def test_cuda_matches_cpu():
     pc, cell, shape = GRIDS[2]
     boxes = _random_boxes(np.random.default_rng(5), pc, cell, shape, counts=[9, 0, 4])
     for radius in RADII:
         cpu = gaussian_foreground(boxes, pc, cell, shape, radius=radius)
-        gpu = gaussian_foreground([b.cuda() for b in boxes], pc, cell, shape, radius=radius)
-        assert gpu[0].is_cuda and gpu[1].is_cuda
+        with run_on("cuda") as dev:
+            gpu = gaussian_foreground([b.to(dev) for b in boxes], pc, cell, shape, radius=radius)
+        assert gpu[0].device.type == gpu[1].device.type == CUDA_TENSORS
         torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=2.5e-7, atol=0)
         assert torch.equal(gpu[1].cpu(), cpu[1])
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -58,14 +58,15 @@ def test_errors():
         hcam_ops.minmax_normalize(torch.randn(4), eps=-1)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 def test_cuda_matches_cpu(gen):
     x = torch.randn(37, 300, generator=gen)
     g = torch.randn(37, 300, generator=gen)
     out = {}
     for d in ("cpu", "cuda"):
-        xd = x.to(d).requires_grad_()
-        y = hcam_ops.minmax_normalize(xd)
-        out[d] = (y, torch.autograd.grad(y, xd, g.to(d))[0])
+        with run_on(d) as dev:
+            xd = x.to(dev).requires_grad_()
+            y = hcam_ops.minmax_normalize(xd)
+            out[d] = (y, torch.autograd.grad(y, xd, g.to(dev))[0])
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, torch.float32, "cuda vs cpu")

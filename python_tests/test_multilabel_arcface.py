@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -266,7 +266,7 @@ def test_unchecked_nan_propagates(gen):
     assert torch.isnan(loss[1]).all() and torch.isfinite(loss[[0, 2]]).all()
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cuda_matches_cpu(reduction, dtype, gen):
@@ -275,8 +275,9 @@ def test_cuda_matches_cpu(reduction, dtype, gen):
     y = _labels(16, 1000, gen, "bool", p=0.05)
     out = {}
     for device in ("cpu", "cuda"):
-        fd, wd = f.to(device).requires_grad_(), w.to(device).requires_grad_()
-        loss = _run(fd, wd, y.to(device), reduction=reduction, chunk_size=384)
-        out[device] = (loss, *torch.autograd.grad(loss.sum(), [fd, wd]))
+        with run_on(device) as dev:
+            fd, wd = f.to(dev).requires_grad_(), w.to(dev).requires_grad_()
+            loss = _run(fd, wd, y.to(dev), reduction=reduction, chunk_size=384)
+            out[device] = (loss, *torch.autograd.grad(loss.sum(), [fd, wd]))
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, dtype if dtype != torch.float64 else torch.float32, "cuda vs cpu")

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -143,7 +143,7 @@ def test_unchecked_out_of_range_pixels_belong_to_no_segment(gen):
     assert (x.grad[0, 0, 2] == 0).all() and (x.grad[0, 1, 0] == 0).all()
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_cuda_matches_cpu(dtype, gen):
     x = torch.randn(4, 28, 28, 384, generator=gen).to(dtype)
@@ -151,9 +151,10 @@ def test_cuda_matches_cpu(dtype, gen):
     g = torch.randn(4, 196, 384, generator=gen).to(dtype)
     out = {}
     for device in ("cpu", "cuda"):
-        xd = x.to(device).requires_grad_()
-        mean, counts = hcam_ops.segment_mean(xd, seg.to(device), 196)
-        out[device] = (mean, counts, torch.autograd.grad(mean, xd, g.to(device))[0])
+        with run_on(device) as dev:
+            xd = x.to(dev).requires_grad_()
+            mean, counts = hcam_ops.segment_mean(xd, seg.to(dev), 196)
+            out[device] = (mean, counts, torch.autograd.grad(mean, xd, g.to(dev))[0])
     assert torch.equal(out["cuda"][1].cpu(), out["cpu"][1])
     for i in (0, 2):
         assert_close(

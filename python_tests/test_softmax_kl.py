@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICES, DTYPES, HAS_CUDA, NO_CUDA_REASON, assert_close, randn
+from conftest import DEVICES, DTYPES, assert_close, cuda_only, randn, run_on
 
 import hcam_ops
 from hcam_ops import reference as R
@@ -70,14 +70,15 @@ def test_empty_batch():
     assert hcam_ops.softmax_kl(p, torch.zeros(0, 5), reduction="none").shape == (0,)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA_REASON)
+@cuda_only
 def test_cuda_matches_cpu(gen):
     p = torch.randn(41, 500, generator=gen)
     q = torch.randn(41, 500, generator=gen)
     out = {}
     for d in ("cpu", "cuda"):
-        pd, qd = p.to(d).requires_grad_(), q.to(d).requires_grad_()
-        kl = hcam_ops.softmax_kl(pd, qd, 0.5, reduction="none")
-        out[d] = (kl, *torch.autograd.grad(kl.sum(), [pd, qd]))
+        with run_on(d) as dev:
+            pd, qd = p.to(dev).requires_grad_(), q.to(dev).requires_grad_()
+            kl = hcam_ops.softmax_kl(pd, qd, 0.5, reduction="none")
+            out[d] = (kl, *torch.autograd.grad(kl.sum(), [pd, qd]))
     for a, b in zip(out["cuda"], out["cpu"]):
         assert_close(a.cpu(), b, torch.float32, "cuda vs cpu")

@@ -2,7 +2,8 @@
 # All set-up on a fresh machine: torch (when none is importable), the build
 # tools, then the package with every extra, built in place against that torch
 # (no build isolation: see pyproject.toml). Idempotent.
-#   HCAM_OPS_CUDA=auto|0|1   build the CUDA kernels (auto: when torch and a toolkit allow)
+#   HCAM_OPS_CUDA=auto|0|1|emulate   build the CUDA kernels (auto: when torch and a toolkit
+#                            allow; emulate: on the emulator, docs/emulator.md)
 #   HCAM_OPS_TORCH           the torch to install when none is importable (default torch==2.14.1)
 #   HCAM_OPS_WHEELS=DIR      install from these wheels only (no index), e.g. on a machine without network
 set -euo pipefail
@@ -27,4 +28,4 @@ if ! "$PY" -c "import cv2, sys; sys.exit(not hasattr(cv2.ximgproc, 'createSuperp
   contrib=$("$PY" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
   "${PIP[@]}" --force-reinstall --no-deps "opencv-contrib-python-headless==$contrib"
 fi
-"$PY" -c "import hcam_ops, torch; print('hcam_ops built; torch', torch.__version__, '| CUDA kernels:', hcam_ops.cuda_built(), '| GPU:', torch.cuda.is_available())"
+"$PY" -c "import hcam_ops, torch; print('hcam_ops built; torch', torch.__version__, '| CUDA kernels:', hcam_ops.cuda_built(), '| emulated:', hcam_ops.cuda_emulated(), '| GPU:', torch.cuda.is_available())"

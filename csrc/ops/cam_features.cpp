@@ -120,7 +120,7 @@ Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const Fea
 }
 
 void check_index_range(const Levels& levels, int64_t B, const char* op) {
-  if (levels.size() == 0 || !levels.weights[0].is_cpu()) return;
+  if (levels.size() == 0) return;
   for (int64_t l = 0; l < levels.size(); ++l) {
     const int64_t K = levels.weights[l].size(0);
     for (int64_t b = 0; b < B; ++b) {

@@ -70,10 +70,11 @@ Levels levels_of_index(const at::Tensor& weight, const at::Tensor& index, const 
 Levels levels_of_lists(at::TensorList weights, at::TensorList indices, const FeatureView& v, const at::Tensor& features,
                        const char* op);
 
-// Raises a clear error for a class index outside [0, K_l). CPU tensors only
-// (a no-op on other devices): on CUDA it would cost a device sync, so the
-// Python front checks there and the kernels write NaN for such a sample
-// instead of reading out of bounds.
+// Raises a clear error for a class index outside [0, K_l); the indices must be
+// host memory. The drivers call it where the device's passes ask for it
+// (CamPasses::checks_index_range: the CPU's); on CUDA it would cost a device
+// sync, so the Python front checks there and the kernels write NaN for such a
+// sample instead of reading out of bounds.
 void check_index_range(const Levels& levels, int64_t B, const char* op);
 
 // Rows for the row ops: a supported float dtype and a non-empty last dim; the
@@ -104,6 +105,12 @@ struct CamPasses {
   at::Tensor (*grad_pass)(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
                           const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows);
   void (*class_reduce)(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
+  // The index-range policy, a property of the device (not of where the
+  // tensors are: an emulated CUDA run has them on the host). The CPU checks
+  // every class index before its passes (host memory: the check is free);
+  // CUDA's passes write NaN for an index out of range instead, since a check
+  // would cost a device sync (the Python face makes it unless check_index=False).
+  bool checks_index_range;
 };
 
 }  // namespace hcam_ops

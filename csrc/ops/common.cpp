@@ -13,6 +13,22 @@ void check_float_type(const at::Tensor& t, const char* op, const char* name) {
               t.scalar_type());
 }
 
+namespace emulation {
+
+namespace {
+thread_local bool tls_active = false;
+}  // namespace
+
+bool active() {
+  return tls_active;
+}
+
+void set_active(bool on) {
+  tls_active = on;
+}
+
+}  // namespace emulation
+
 namespace {
 
 void no_cuda_kernel(const c10::OperatorHandle& op, torch::jit::Stack*) {

@@ -6,6 +6,9 @@
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <type_traits>
 
 namespace hcam_ops {
 
@@ -30,22 +33,72 @@ inline at::ScalarType acc_type_of(at::ScalarType t) {
 // the library is registered (module.cpp, when Python imports hcam_ops._C).
 void register_missing_cuda_kernels();
 
+// Emulated CUDA (a build with HCAM_OPS_CUDA=emulate, csrc/emulator): the
+// CUDA kernels compiled as host code, reached from host tensors while this
+// thread's switch is on (hcam_ops.testing.emulated_cuda() sets it). Each
+// kernel struct type has one CUDA table, which cuda_entry records.
+namespace emulation {
+
+// Whether this thread's hcam_ops calls on host tensors run the CUDA kernels.
+bool active();
+void set_active(bool on);
+
+template <typename K>
+inline const K* cuda_kernels = nullptr;
+
+}  // namespace emulation
+
 // The device's entry point of an op: the driver `R driver(const K* kernels,
 // Args...)` of <op>.cpp (checks, allocation, the device-independent steps)
 // bound to one device's kernels, a static struct of function pointers (its
 // address is the template argument; the CPU's is filled in at load time with
-// the active level's kernels). What cpu/<op>_kernel.cpp and
-// cuda/<op>_kernel.cu register:
+// the active level's kernels). What cpu/<op>_kernel.cpp registers:
 //   m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
+// and cuda/<op>_kernel.cu, through cuda_entry:
+//   m.impl("fgd_masks", cuda_entry<&hcam_ops::fgd_masks, &kKernels>());
 template <auto Driver, auto Kernels, typename = decltype(Driver)>
 struct DeviceEntry;
 
 template <auto Driver, auto Kernels, typename R, typename K, typename... Args>
 struct DeviceEntry<Driver, Kernels, R (*)(K, Args...)> {
-  static R call(Args... args) { return Driver(Kernels, args...); }
+  static R call(Args... args) {
+#ifdef HCAM_OPS_EMULATED_CUDA
+    using Table = std::remove_cv_t<std::remove_pointer_t<K>>;
+    if (emulation::active() && emulation::cuda_kernels<Table> != nullptr) {
+      return Driver(emulation::cuda_kernels<Table>, args...);
+    }
+#endif
+    return Driver(Kernels, args...);
+  }
 };
 
 template <auto Driver, auto Kernels>
 constexpr auto device_entry = &DeviceEntry<Driver, Kernels>::call;
+
+// The CUDA entry point. In an emulated build the kernels are host code: the
+// table is recorded for the host entry points to switch to, and CUDA tensors
+// get an error instead (the kernels would read device memory from the host).
+template <auto Driver, typename = decltype(Driver)>
+struct EmulatorTakesNoCudaTensors;
+
+template <auto Driver, typename R, typename K, typename... Args>
+struct EmulatorTakesNoCudaTensors<Driver, R (*)(K, Args...)> {
+  static R call(Args...) {
+    C10_THROW_ERROR(Error,
+                    "hcam_ops: this build runs its CUDA kernels on the emulator, on CPU tensors inside "
+                    "hcam_ops.testing.emulated_cuda(); for CUDA tensors build it with HCAM_OPS_CUDA=1");
+  }
+};
+
+template <auto Driver, auto Kernels>
+auto cuda_entry() {
+#ifdef HCAM_OPS_EMULATED_CUDA
+  using Table = std::remove_cv_t<std::remove_pointer_t<decltype(Kernels)>>;
+  emulation::cuda_kernels<Table> = Kernels;
+  return &EmulatorTakesNoCudaTensors<Driver>::call;
+#else
+  return device_entry<Driver, Kernels>;
+#endif
+}
 
 }  // namespace hcam_ops

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "cpu/isa.h"
@@ -23,15 +24,34 @@ struct BoxCells {
   T inv_area;
 };
 
+// A cell edge as an index: clamped to [-1, n] before the cast, which covers
+// the same cells of an n-cell side (none past an edge) and keeps the cast
+// defined for values beyond int64 (x2 = 1e30).
+template <typename T>
+C10_HOST_DEVICE inline int64_t cell_index(T edge, int64_t n) {
+  return static_cast<int64_t>(edge < T(-1) ? T(-1) : edge > static_cast<T>(n) ? static_cast<T>(n) : edge);
+}
+
+template <typename T>
+C10_HOST_DEVICE inline bool finite_value(T v) {
+  return fabs(v) <= std::numeric_limits<T>::max();  // false for NaN and +-Inf
+}
+
+// A box with a non-finite edge (NaN or Inf, unchecked: check_boxes=False or
+// under torch.compile) covers nothing: the float-to-integer cast of such a
+// value differs between a GPU (NaN to 0) and x86 (INT64_MIN). The area is
+// the ranges' product in T (as the integers' product rounded to T once).
 template <typename T>
 C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int64_t H, int64_t W) {
-  BoxCells<T> r;
-  r.x0 = static_cast<int64_t>(floor(box[0] / img_w * static_cast<T>(W)));
-  r.y0 = static_cast<int64_t>(floor(box[1] / img_h * static_cast<T>(H)));
-  r.x1 = static_cast<int64_t>(ceil(box[2] / img_w * static_cast<T>(W)));
-  r.y1 = static_cast<int64_t>(ceil(box[3] / img_h * static_cast<T>(H)));
-  r.inv_area = T(1) / static_cast<T>((r.y1 + 1 - r.y0) * (r.x1 + 1 - r.x0));
-  return r;
+  const T x0 = floor(box[0] / img_w * static_cast<T>(W));
+  const T y0 = floor(box[1] / img_h * static_cast<T>(H));
+  const T x1 = ceil(box[2] / img_w * static_cast<T>(W));
+  const T y1 = ceil(box[3] / img_h * static_cast<T>(H));
+  if (!(finite_value(x0) && finite_value(y0) && finite_value(x1) && finite_value(y1))) {
+    return {0, -1, 0, -1, T(0)};  // an empty range
+  }
+  return {cell_index(y0, H), cell_index(y1, H), cell_index(x0, W), cell_index(x1, W),
+          T(1) / ((y1 + T(1) - y0) * (x1 + T(1) - x0))};
 }
 
 // boxes [N, 4] (x1, y1, x2, y2), image i's boxes at rows offsets[i] ..

@@ -70,11 +70,11 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& la
 
 // CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
 // falls back to a scalar loop there, 20x slower than float32 at B=256,
-// K=10000), and the kernels accumulate in float32 anyway: on CPU the op runs
-// on float32 copies (but for cpu_bf16_gemm's gradient products) and rounds
-// its outputs once.
-bool cpu_half_precision(const at::Tensor& t) {
-  return !t.is_cuda() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
+// K=10000), and the kernels accumulate in float32 anyway: on CPU
+// (ArcFaceKernels::half_as_float32) the op runs on float32 copies (but for
+// cpu_bf16_gemm's gradient products) and rounds its outputs once.
+bool cpu_half_precision(const ArcFaceKernels& k, const at::Tensor& t) {
+  return k.half_as_float32 && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
 }
 
 // Whether this CPU's oneDNN has bfloat16 matrix products (AVX-512 or AMX;
@@ -101,8 +101,9 @@ struct Operands {
   at::Tensor features, weight, labels, half_features, half_weight;
 };
 
-Operands cpu_operands(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels) {
-  if (!cpu_half_precision(features)) return {features, weight, labels, {}, {}};
+Operands cpu_operands(const ArcFaceKernels& k, const at::Tensor& features, const at::Tensor& weight,
+                      const at::Tensor& labels) {
+  if (!cpu_half_precision(k, features)) return {features, weight, labels, {}, {}};
   const bool bf16 = features.scalar_type() == at::kBFloat16 && cpu_bf16_gemm();
   return {features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), bf16 ? features : at::Tensor(),
           bf16 ? weight : at::Tensor()};
@@ -195,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_fo
     bool return_logits, int64_t chunk_size) {
   check_inputs(features, weight, labels);
   const auto t = features.scalar_type();
-  const auto [f, w, y, hf, hw] = cpu_operands(features, weight, labels);
+  const auto [f, w, y, hf, hw] = cpu_operands(*kernels, features, weight, labels);
   const auto p = make_params(scale, margin, easy_margin);
   const bool none = reduction == "none", mean = reduction == "mean";
   TORCH_CHECK(none || mean || reduction == "sum", kOp, ": reduction must be 'mean', 'sum' or 'none', got '",
@@ -219,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const ArcFaceKern
   check_inputs(features, weight, labels);
   TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ", grad.sizes());
   const auto t = features.scalar_type();
-  const auto [f, w, y, hf, hw] = cpu_operands(features, weight, labels);
+  const auto [f, w, y, hf, hw] = cpu_operands(*kernels, features, weight, labels);
   const auto p = make_params(scale, margin, easy_margin);
   auto out = run(*kernels, f, w, y, p, grad.to(f.scalar_type()).contiguous(), false, false, false, output_mask, 1.0,
                  chunk_size, hf, hw);

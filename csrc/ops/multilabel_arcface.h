@@ -47,6 +47,11 @@ struct ArcFaceKernels {
   at::Tensor (*inv_norms)(const at::Tensor& x);
   void (*chunk)(const ArcFaceChunk& c, const ArcFaceParams& p);
   void (*project)(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
+  // Whether float16 / bfloat16 inputs run on float32 copies (the CPU: its
+  // BLAS has no fast half-precision product) rather than in their own dtype
+  // (CUDA: cuBLAS). A property of the device's kernels, not of where the
+  // tensors are: an emulated CUDA run has them on the host.
+  bool half_as_float32;
 };
 
 // grad_mask (forward) and output_mask (backward): which of (d features,

@@ -24,11 +24,14 @@ def fgd_masks_from_boxes(boxes, img_shape, feat_shape, *, check_boxes: bool = Tr
         img_h = torch.tensor(shapes[i][0], dtype=dtype)
         img_w = torch.tensor(shapes[i][1], dtype=dtype)
         for x1, y1, x2, y2 in b:
-            x0 = int(torch.floor(x1 / img_w * W))
-            y0 = int(torch.floor(y1 / img_h * H))
-            xe = int(torch.ceil(x2 / img_w * W))
-            ye = int(torch.ceil(y2 / img_h * H))
-            inv_area = torch.tensor(1, dtype=dtype) / torch.tensor((ye + 1 - y0) * (xe + 1 - x0), dtype=dtype)
+            x0, y0 = torch.floor(x1 / img_w * W), torch.floor(y1 / img_h * H)
+            xe, ye = torch.ceil(x2 / img_w * W), torch.ceil(y2 / img_h * H)
+            edges = torch.stack([x0, y0, xe, ye])
+            if not bool(torch.isfinite(edges).all()):
+                continue  # a non-finite box covers nothing
+            inv_area = 1 / ((ye + 1 - y0) * (xe + 1 - x0))  # in dtype, before clipping
+            # Edges beyond the map are clipped to it (int() of 1e30 is exact but needless).
+            x0, y0, xe, ye = (int(v) for v in edges.clamp(-1, max(H, W)))
             ya, yb = max(y0, 0), min(ye, H - 1)
             xa, xb = max(x0, 0), min(xe, W - 1)
             if ya <= yb and xa <= xb:

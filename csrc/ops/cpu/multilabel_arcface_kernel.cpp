@@ -168,7 +168,7 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
 namespace {
 // The active level's kernels (isa.h), chosen when the library is loaded.
 const ArcFaceKernels kKernels{HCAM_CPU_DISPATCH(arcface_inv_norms), HCAM_CPU_DISPATCH(arcface_chunk),
-                              HCAM_CPU_DISPATCH(arcface_project)};
+                              HCAM_CPU_DISPATCH(arcface_project), /*half_as_float32=*/true};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {

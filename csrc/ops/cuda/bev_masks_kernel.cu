@@ -7,8 +7,6 @@
 #include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 
@@ -73,7 +71,6 @@ void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor&
                const at::Tensor& fg, const at::Tensor& bg) {
   const int64_t B = fg.size(0), H = fg.size(1), W = fg.size(2), N = boxes.size(0);
   const int64_t per_image = (H * W + kThreads - 1) / kThreads;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   auto zeros = at::zeros({B}, offsets.options());  // int64, read as unsigned long long
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "bev_masks", [&] {
     using T = scalar_t;
@@ -84,18 +81,15 @@ void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor&
                               boxes.options().dtype(at::kByte));
     auto* box = reinterpret_cast<BevBox<T>*>(prepared.data_ptr<uint8_t>());
     if (N > 0) {
-      prepare_kernel<T><<<checked_grid((N + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-          boxes.data_ptr<T>(), rot.data_ptr<T>(), N, cell_x * cell_y, extend, box);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch<prepare_kernel<T>>(checked_grid((N + kThreads - 1) / kThreads), kThreads, 0, boxes.data_ptr<T>(),
+                                rot.data_ptr<T>(), N, cell_x * cell_y, extend, box);
     }
     auto* z = reinterpret_cast<unsigned long long*>(zeros.data_ptr<int64_t>());
-    cells_kernel<T><<<checked_grid(B * per_image), kThreads, 0, stream>>>(
-        box, offsets.data_ptr<int64_t>(), per_image, H, W, static_cast<T>(p.x_min), static_cast<T>(p.y_min), cell_x,
-        cell_y, extend_on, static_cast<T>(p.extend_weight), fg.data_ptr<T>(), bg.data_ptr<T>(), z);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finish_kernel<T><<<checked_grid(B * per_image), kThreads, 0, stream>>>(per_image, H * W, z, p.scale, p.background,
-                                                                           fg.data_ptr<T>(), bg.data_ptr<T>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<cells_kernel<T>>(checked_grid(B * per_image), kThreads, 0, box, offsets.data_ptr<int64_t>(), per_image, H, W,
+                            static_cast<T>(p.x_min), static_cast<T>(p.y_min), cell_x, cell_y, extend_on,
+                            static_cast<T>(p.extend_weight), fg.data_ptr<T>(), bg.data_ptr<T>(), z);
+    launch<finish_kernel<T>>(checked_grid(B * per_image), kThreads, 0, per_image, H * W, z, p.scale, p.background,
+                             fg.data_ptr<T>(), bg.data_ptr<T>());
   });
 }
 
@@ -104,7 +98,7 @@ constexpr BevMasksKernels kKernels{&bev_masks};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("bev_masks", device_entry<&hcam_ops::bev_masks, &kKernels>);
+  m.impl("bev_masks", cuda_entry<&hcam_ops::bev_masks, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -4,23 +4,29 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace hcam_ops::cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // Any trivially copyable value whose size is a multiple of 4 bytes (float,
-// double, index/value structs) is shuffled word by word.
+// double, index/value structs) is shuffled word by word. The words are copied
+// out and back with memcpy: reading a T through int* (or the reverse) breaks
+// strict aliasing, and a host compiler at -O2 then drops the stores (the
+// emulator builds these sources with GCC); nvcc turns the copies into moves.
 template <typename T>
 __device__ __forceinline__ T shfl_xor(const T& v, int lane_mask) {
   static_assert(sizeof(T) % 4 == 0, "shfl_xor: size must be a multiple of 4 bytes");
-  T r;
-  const int* src = reinterpret_cast<const int*>(&v);
-  int* dst = reinterpret_cast<int*>(&r);
+  static_assert(std::is_trivially_copyable_v<T>, "shfl_xor: a trivially copyable value");
+  constexpr int kWords = static_cast<int>(sizeof(T) / 4);
+  int words[kWords];
+  memcpy(words, &v, sizeof(T));
 #pragma unroll
-  for (int i = 0; i < static_cast<int>(sizeof(T) / 4); ++i) {
-    dst[i] = __shfl_xor_sync(kFullMask, src[i], lane_mask);
-  }
+  for (int i = 0; i < kWords; ++i) words[i] = __shfl_xor_sync(kFullMask, words[i], lane_mask);
+  T r;
+  memcpy(&r, words, sizeof(T));
   return r;
 }
 

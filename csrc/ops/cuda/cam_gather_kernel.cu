@@ -17,9 +17,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros_like.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -306,13 +303,13 @@ __global__ void __launch_bounds__(kThreads)
 
 // Launches rowdot or coldot with 16-byte packs when every pointer and row
 // allows it, else element by element.
-template <typename scalar_t, typename acc_t, typename Launch>
-void with_pack_width(bool packs_ok, Launch&& launch) {
+template <typename scalar_t, typename acc_t, typename Body>
+void with_pack_width(bool packs_ok, Body&& body) {
   constexpr int kVec = pack_width<scalar_t>();
   if (packs_ok) {
-    launch(std::integral_constant<int, kVec>{});
+    body(std::integral_constant<int, kVec>{});
   } else {
-    launch(std::integral_constant<int, 1>{});
+    body(std::integral_constant<int, 1>{});
   }
 }
 
@@ -327,7 +324,6 @@ template <typename scalar_t>
 void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cams) {
   using acc_t = at::opmath_type<scalar_t>;
   using Rows = WeightRows<scalar_t>;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t B = v.B, R = v.rows(), S = v.cols(), L = lv.size();
   const scalar_t* x = v.data.data_ptr<scalar_t>();
   acc_t* out = cams.data_ptr<acc_t>();
@@ -341,9 +337,8 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
       with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
         constexpr int VEC = decltype(vec)::value;
         const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
-        rowdot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false><<<checked_grid(B * row_blocks), kThreads, 0, stream>>>(
-            x, R, S, count, rows, rows, out, L, first, nullptr, row_blocks);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch<rowdot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>>(
+            checked_grid(B * row_blocks), kThreads, 0, x, R, S, count, rows, rows, out, L, first, nullptr, row_blocks);
       });
     }
     return;
@@ -361,7 +356,7 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
     // warps in all as the grad pass's 8 blocks of kThreads per SM.
     const int threads = static_cast<int>(std::min<int64_t>(kThreads, (cols + 31) / 32 * 32));
     const int64_t col_blocks = (cols + threads - 1) / threads;
-    const int64_t target = 8 * num_sms(v.data.get_device()) * (kThreads / threads);
+    const int64_t target = 8 * num_sms() * (kThreads / threads);
     const int64_t split_rows = rows_per_split(R, B * col_blocks, target, 32);
     const int64_t splits = (R + split_rows - 1) / split_rows;
     // One split writes the CAMs themselves ([B, 1, L, S] is cams' layout).
@@ -370,16 +365,14 @@ void cam_pass_impl(const FeatureView& v, const Levels& lv, const at::Tensor& cam
     for (int64_t first = 0; first < L; first += kPassLevels) {
       const int count = static_cast<int>(std::min<int64_t>(kPassLevels, L - first));
       const auto rows = lv.rows<scalar_t>(first, count);
-      coldot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>
-          <<<checked_grid(B * splits * col_blocks), threads, 0, stream>>>(x, R, S, count, rows, rows, p, L, first,
-                                                                          nullptr, col_blocks, splits, split_rows);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch<coldot_kernel<scalar_t, acc_t, VEC, Rows, Rows, false>>(checked_grid(B * splits * col_blocks), threads, 0,
+                                                                     x, R, S, count, rows, rows, p, L, first, nullptr,
+                                                                     col_blocks, splits, split_rows);
     }
     if (splits > 1) {
       const int64_t total = B * L * S;
-      split_sum_kernel<acc_t>
-          <<<checked_grid((total + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p, splits, L * S, total, out);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch<split_sum_kernel<acc_t>>(checked_grid((total + kThreads - 1) / kThreads), kThreads, 0, p, splits, L * S,
+                                      total, out);
     }
   });
 }
@@ -399,7 +392,6 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
   using acc_t = at::opmath_type<scalar_t>;
   using Coef = CoefRows<acc_t, scalar_t>;
   using Rows = WeightRows<scalar_t>;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t B = v.B, R = v.rows(), S = v.cols(), C = v.C, N = v.N, Lc = coef.size(1);
   const scalar_t* x = v.data.data_ptr<scalar_t>();
   // Undefined dx_rows: only the weights' partial sums are wanted.
@@ -415,7 +407,7 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
   int64_t splits = 1, split_rows = R, col_blocks = 1;
   if (!v.channels_first) {
     col_blocks = ((C + kVec - 1) / kVec + kThreads - 1) / kThreads;
-    split_rows = rows_per_split(R, B * col_blocks, 8 * num_sms(v.data.get_device()), 32);
+    split_rows = rows_per_split(R, B * col_blocks, 8 * num_sms(), 32);
     splits = (R + split_rows - 1) / split_rows;
   }
   auto partial = at::empty({B, splits, Lc, C}, coef.options());
@@ -430,26 +422,26 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
         (v.channels_first ? aligned_to(g, kVec * sizeof(acc_t)) : weights_aligned(lv, first, count, 16));
     with_pack_width<scalar_t, acc_t>(packs_ok, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
-      auto launch = [&](auto with_dx) {
+      auto launch_pass = [&](auto with_dx) {
         constexpr bool kDx = decltype(with_dx)::value;
         scalar_t* d = kDx ? dx : nullptr;
         if (!v.channels_first) {
           // Rows are positions: threads own channel packs, loop over positions.
           const int64_t cb = (S / VEC + kThreads - 1) / kThreads;
-          coldot_kernel<scalar_t, acc_t, VEC, Coef, Rows, kDx><<<checked_grid(B * splits * cb), kThreads, 0, stream>>>(
-              x, R, S, count, coefs, rows, p, Lc, first, d, cb, splits, split_rows);
+          launch<coldot_kernel<scalar_t, acc_t, VEC, Coef, Rows, kDx>>(checked_grid(B * splits * cb), kThreads, 0, x, R,
+                                                                       S, count, coefs, rows, p, Lc, first, d, cb,
+                                                                       splits, split_rows);
         } else {
           // Rows are channels: a warp owns a channel and reduces along positions.
           const int64_t row_blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
-          rowdot_kernel<scalar_t, acc_t, VEC, Coef, Rows, kDx><<<checked_grid(B * row_blocks), kThreads, 0, stream>>>(
-              x, R, S, count, coefs, rows, p, Lc, first, d, row_blocks);
+          launch<rowdot_kernel<scalar_t, acc_t, VEC, Coef, Rows, kDx>>(
+              checked_grid(B * row_blocks), kThreads, 0, x, R, S, count, coefs, rows, p, Lc, first, d, row_blocks);
         }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       if (dx_in_pass) {
-        launch(std::true_type{});
+        launch_pass(std::true_type{});
       } else {
-        launch(std::false_type{});
+        launch_pass(std::false_type{});
       }
     });
   }
@@ -470,14 +462,13 @@ at::Tensor grad_pass_impl(const FeatureView& v, const Levels& lv, const at::Tens
       const int64_t sample_blocks = (R * (S / VEC) + kThreads - 1) / kThreads;
       if (!v.channels_first) {
         // Rows are positions: u = coefficients, v = weight rows along channels.
-        outer_kernel<scalar_t, acc_t, VEC, Coef, IndexRows<scalar_t>>
-            <<<checked_grid(B * sample_blocks), kThreads, 0, stream>>>(R, S, L, coefs, w, dx, sample_blocks);
+        launch<outer_kernel<scalar_t, acc_t, VEC, Coef, IndexRows<scalar_t>>>(checked_grid(B * sample_blocks), kThreads,
+                                                                              0, R, S, L, coefs, w, dx, sample_blocks);
       } else {
         // Rows are channels: u = weight rows, v = coefficients along positions.
-        outer_kernel<scalar_t, acc_t, VEC, IndexRows<scalar_t>, Coef>
-            <<<checked_grid(B * sample_blocks), kThreads, 0, stream>>>(R, S, L, w, coefs, dx, sample_blocks);
+        launch<outer_kernel<scalar_t, acc_t, VEC, IndexRows<scalar_t>, Coef>>(checked_grid(B * sample_blocks), kThreads,
+                                                                              0, R, S, L, w, coefs, dx, sample_blocks);
       }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   return partial;
@@ -493,10 +484,9 @@ void class_reduce_impl(const at::Tensor& partial, const Levels& lv, int64_t l0, 
                         "class_reduce: levels must be one level of a list, or all of one index");
   const int threads = static_cast<int>(std::min<int64_t>(kThreads, (C + 31) / 32 * 32));
   const int64_t col_blocks = (C + threads - 1) / threads;
-  class_reduce_kernel<scalar_t, acc_t><<<checked_grid(K * col_blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      partial.data_ptr<acc_t>(), splits, Lp, C, lv.index[l0], B * per_sample, per_sample, l0, col_blocks,
-      dw.data_ptr<scalar_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch<class_reduce_kernel<scalar_t, acc_t>>(checked_grid(K * col_blocks), threads, 0, partial.data_ptr<acc_t>(),
+                                               splits, Lp, C, lv.index[l0], B * per_sample, per_sample, l0, col_blocks,
+                                               dw.data_ptr<scalar_t>());
 }
 
 }  // namespace
@@ -520,8 +510,8 @@ void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, i
 }
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("cam_gather", device_entry<&hcam_ops::cam_gather, &kCamPasses>);
-  m.impl("cam_gather_backward", device_entry<&hcam_ops::cam_gather_backward, &kCamPasses>);
+  m.impl("cam_gather", cuda_entry<&hcam_ops::cam_gather, &kCamPasses>());
+  m.impl("cam_gather_backward", cuda_entry<&hcam_ops::cam_gather_backward, &kCamPasses>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -6,8 +6,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../cam_kl.h"
@@ -54,10 +52,9 @@ void cam_kl_rows(const at::Tensor& cams, double temperature, double eps, bool f2
   const int64_t B = cams.size(0), L = cams.size(1), N = cams.size(2);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, kl.scalar_type(), "cam_kl_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    cam_kl_rows_kernel<scalar_t, acc_t, math_t>
-        <<<checked_grid(B), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            cams.data_ptr<acc_t>(), L, N, 1.0 / temperature, eps, f2c, kl.data_ptr<scalar_t>(), coef.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<cam_kl_rows_kernel<scalar_t, acc_t, math_t>>(checked_grid(B), row_threads(N), 0, cams.data_ptr<acc_t>(), L,
+                                                        N, 1.0 / temperature, eps, f2c, kl.data_ptr<scalar_t>(),
+                                                        coef.data_ptr<acc_t>());
   });
 }
 
@@ -66,8 +63,8 @@ constexpr CamKlKernels kKernels{kCamPasses, &cam_kl_rows};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("cam_kl_forward", device_entry<&hcam_ops::cam_kl_forward, &kKernels>);
-  m.impl("cam_kl_backward", device_entry<&hcam_ops::cam_kl_backward, &kKernels>);
+  m.impl("cam_kl_forward", cuda_entry<&hcam_ops::cam_kl_forward, &kKernels>());
+  m.impl("cam_kl_backward", cuda_entry<&hcam_ops::cam_kl_backward, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -19,6 +19,6 @@ at::Tensor grad_pass(const FeatureView& v, const Levels& levels, const at::Tenso
 void class_reduce(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
 
 // The three, as the drivers of cam_gather and cam_kl take them.
-inline constexpr CamPasses kCamPasses{&cam_pass, &grad_pass, &class_reduce};
+inline constexpr CamPasses kCamPasses{&cam_pass, &grad_pass, &class_reduce, /*checks_index_range=*/false};
 
 }  // namespace hcam_ops::cuda

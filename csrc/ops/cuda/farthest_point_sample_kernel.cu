@@ -8,7 +8,6 @@
 #include <torch/library.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <limits>
 
@@ -29,8 +28,7 @@ __global__ void __launch_bounds__(kThreads)
     fps_kernel(const scalar_t* __restrict__ points, const bool* __restrict__ mask, int64_t N, int64_t C, int64_t K,
                int64_t start, at::opmath_type<scalar_t>* __restrict__ dist_all, int64_t* __restrict__ idx) {
   using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_raw[];
-  acc_t* last = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* last = dynamic_shared<acc_t>();  // the staged point, C values
   __shared__ acc_t warp_d[kWarps];
   __shared__ int64_t warp_i[kWarps];
   __shared__ int64_t cur;
@@ -102,7 +100,7 @@ void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int
     // both together) the kernel opts in to the device's larger one.
     cudaFuncAttributes attr;
     C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
-    const int device = points.get_device();
+    const int device = current_device();
     int per_block = 0, optin = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlock, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -117,10 +115,9 @@ void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_dynamic)));
     }
     auto dist = at::empty({B, N}, points.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    fps_kernel<scalar_t><<<checked_grid(B), kThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(
-        points.data_ptr<scalar_t>(), mask.defined() ? mask.data_ptr<bool>() : nullptr, N, C, K, start,
-        dist.data_ptr<acc_t>(), idx.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<fps_kernel<scalar_t>>(checked_grid(B), kThreads, smem, points.data_ptr<scalar_t>(),
+                                 mask.defined() ? mask.data_ptr<bool>() : nullptr, N, C, K, start,
+                                 dist.data_ptr<acc_t>(), idx.data_ptr<int64_t>());
   });
 }
 
@@ -129,7 +126,7 @@ constexpr FarthestPointSampleKernels kKernels{&farthest_point_sample};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("farthest_point_sample", device_entry<&hcam_ops::farthest_point_sample, &kKernels>);
+  m.impl("farthest_point_sample", cuda_entry<&hcam_ops::farthest_point_sample, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

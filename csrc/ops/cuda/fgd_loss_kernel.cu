@@ -13,8 +13,6 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <limits>
@@ -166,23 +164,30 @@ __device__ SoftmaxPair block_softmax_pair(const T* t, const T* s, int64_t n, dou
   return {m.v[0], z.v[0], m.v[1], z.v[1]};
 }
 
+// The finish kernel's reduction scratch: one slot per warp for each width of
+// reduction it makes, in one piece of shared memory (a union: reading one
+// Vals type through a pointer to another would break strict aliasing).
+union FinishScratch {
+  Vals<double, 2> two[32];
+  Vals<double, 3> three[32];
+  Vals<double, 6> six[32];
+};
+
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     finish_kernel(int64_t C, int64_t HW, int64_t tiles, FgdParams p, acc_t* __restrict__ part,
                   const acc_t* __restrict__ tile_max, const acc_t* __restrict__ col, acc_t* __restrict__ row,
                   acc_t* __restrict__ sample, acc_t* __restrict__ out) {
-  __shared__ Vals<double, 6> red[32];
+  __shared__ FinishScratch red;
   const int64_t b = blockIdx.x;
   const acc_t* cl = col + b * kNumCol * HW;
   acc_t* rw = row + b * kNumRow * C;
   acc_t* ss = sample + b * kNumSample;
   const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
-  auto* red2 = reinterpret_cast<Vals<double, 2>*>(red);
-  auto* red3 = reinterpret_cast<Vals<double, 3>*>(red);
 
   // Spatial softmaxes, from the values as stored (acc_t), as the backward
   // will read them.
-  const auto sn = block_softmax_pair(cl + kColAbsT * HW, cl + kColAbsS * HW, HW, p.inv_ts, red2);
+  const auto sn = block_softmax_pair(cl + kColAbsT * HW, cl + kColAbsS * HW, HW, p.inv_ts, red.two);
   acc_t sp_stats[kNumSample];
   sp_stats[kMaxTs] = static_cast<acc_t>(sn.max_t);
   sp_stats[kSumTs] = static_cast<acc_t>(sn.sum_t);
@@ -215,7 +220,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kNumRow; ++k) rw[k * C + c] = static_cast<acc_t>(s[k] / dHW);
   }
   __syncthreads();  // the channel means are read across threads below
-  const auto cn = block_softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, p.inv_tc, red2);
+  const auto cn = block_softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, p.inv_tc, red.two);
 
   Vals<double, 6> acc{{0, 0, 0, 0, 0, 0}};  // fg, bg, fp, attention (channel), K_c, channel
   const acc_t* p0 = part + b * tiles * kNumPart * C;
@@ -230,7 +235,7 @@ __global__ void __launch_bounds__(kThreads)
     acc.v[4] += p_s * dC * sg;
     acc.v[5] += fabs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
   }
-  acc = block_allreduce(acc, SumOp{}, red);
+  acc = block_allreduce(acc, SumOp{}, red.six);
   Vals<double, 3> sp{{0, 0, 0}};  // attention (spatial), K_s, spatial
   for (int64_t j = threadIdx.x; j < HW; j += blockDim.x) {
     const auto [a_t, p_s, sg] = fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], p.inv_ts, sn.max_t,
@@ -239,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
     sp.v[1] += p_s * dHW * sg;
     sp.v[2] += fabs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
   }
-  sp = block_allreduce(sp, SumOp{}, red3);
+  sp = block_allreduce(sp, SumOp{}, red.three);
   if (threadIdx.x == 0) {
     ss[kMaxTs] = sp_stats[kMaxTs];
     ss[kSumTs] = sp_stats[kSumTs];
@@ -329,7 +334,6 @@ __global__ void __launch_bounds__(kThreads)
 void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
                  const at::Tensor& sample, const at::Tensor& per_sample) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int VEC = pack_width<scalar_t>();
@@ -340,32 +344,30 @@ void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col,
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
     const bool vec_ok = packs_fit<scalar_t>(HW, {S, T});
-    stats_kernel<scalar_t, acc_t, VEC><<<checked_grid(B * tiles), kThreads, 0, stream>>>(
-        S, T, in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(), p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr, C, HW,
-        tiles, p, vec_ok, col.data_ptr<acc_t>(), part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finish_kernel<acc_t><<<checked_grid(B), kThreads, 0, stream>>>(
-        C, HW, tiles, p, part.data_ptr<acc_t>(), tile_max.data_ptr<acc_t>(), col.data_ptr<acc_t>(),
-        row.data_ptr<acc_t>(), sample.data_ptr<acc_t>(), per_sample.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<stats_kernel<scalar_t, acc_t, VEC>>(checked_grid(B * tiles), kThreads, 0, S, T, in.fg.data_ptr<acc_t>(),
+                                               in.bg.data_ptr<acc_t>(), p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr, C,
+                                               HW, tiles, p, vec_ok, col.data_ptr<acc_t>(), part.data_ptr<acc_t>(),
+                                               tile_max.data_ptr<acc_t>());
+    launch<finish_kernel<acc_t>>(checked_grid(B), kThreads, 0, C, HW, tiles, p, part.data_ptr<acc_t>(),
+                                 tile_max.data_ptr<acc_t>(), col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
+                                 sample.data_ptr<acc_t>(), per_sample.data_ptr<acc_t>());
   });
 }
 
 void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
                   const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student) {
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
   auto rc = at::empty({B, 4, C}, col.options());
   auto cc = at::empty({B, 4, HW}, col.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.student.scalar_type(), "fgd_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int VEC = pack_width<scalar_t>();
     const int64_t n = B * (C + HW);
-    coef_kernel<acc_t><<<checked_grid((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        B, C, HW, p, g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(),
-        p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr, col.data_ptr<acc_t>(), row.data_ptr<acc_t>(),
-        sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<coef_kernel<acc_t>>(checked_grid((n + kThreads - 1) / kThreads), kThreads, 0, B, C, HW, p,
+                               g.data_ptr<acc_t>(), in.fg.data_ptr<acc_t>(), in.bg.data_ptr<acc_t>(),
+                               p.has_fp ? in.fp.data_ptr<acc_t>() : nullptr, col.data_ptr<acc_t>(),
+                               row.data_ptr<acc_t>(), sample.data_ptr<acc_t>(), rc.data_ptr<acc_t>(),
+                               cc.data_ptr<acc_t>());
     const scalar_t* S = in.student.data_ptr<scalar_t>();
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
     scalar_t* dS = grad_student.data_ptr<scalar_t>();
@@ -374,9 +376,8 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, 
     TORCH_CHECK(chunks <= 65535, "fgd_loss: maps with more than ", 65535ll * kThreads * VEC,
                 " positions are not supported on CUDA");
     const dim3 grid(static_cast<unsigned>(checked_grid(B * C)), static_cast<unsigned>(chunks));
-    grad_kernel<scalar_t, acc_t, VEC>
-        <<<grid, kThreads, 0, stream>>>(S, T, C, HW, vec_ok, rc.data_ptr<acc_t>(), cc.data_ptr<acc_t>(), dS);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<grad_kernel<scalar_t, acc_t, VEC>>(grid, kThreads, 0, S, T, C, HW, vec_ok, rc.data_ptr<acc_t>(),
+                                              cc.data_ptr<acc_t>(), dS);
   });
 }
 
@@ -385,8 +386,8 @@ constexpr FgdLossKernels kKernels{&fgd_forward, &fgd_backward};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("fgd_loss_forward", device_entry<&hcam_ops::fgd_loss_forward, &kKernels>);
-  m.impl("fgd_loss_backward", device_entry<&hcam_ops::fgd_loss_backward, &kKernels>);
+  m.impl("fgd_loss_forward", cuda_entry<&hcam_ops::fgd_loss_forward, &kKernels>());
+  m.impl("fgd_loss_backward", cuda_entry<&hcam_ops::fgd_loss_backward, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -5,8 +5,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "../common.h"
 #include "../fgd_masks.h"
@@ -61,10 +59,9 @@ void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Ten
                const at::Tensor& bg) {
   const int64_t B = fg.size(0), H = fg.size(1), W = fg.size(2);
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "fgd_masks", [&] {
-    masks_kernel<scalar_t><<<checked_grid(B), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        boxes.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), img_shapes.data_ptr<scalar_t>(), H, W,
-        fg.data_ptr<scalar_t>(), bg.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<masks_kernel<scalar_t>>(checked_grid(B), kThreads, 0, boxes.data_ptr<scalar_t>(),
+                                   offsets.data_ptr<int64_t>(), img_shapes.data_ptr<scalar_t>(), H, W,
+                                   fg.data_ptr<scalar_t>(), bg.data_ptr<scalar_t>());
   });
 }
 
@@ -73,7 +70,7 @@ constexpr FgdMasksKernels kKernels{&fgd_masks};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("fgd_masks", device_entry<&hcam_ops::fgd_masks, &kKernels>);
+  m.impl("fgd_masks", cuda_entry<&hcam_ops::fgd_masks, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
 
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <vector>
@@ -14,7 +15,25 @@ int64_t checked_grid(int64_t blocks) {
   return blocks;
 }
 
-int num_sms(int device) {
+std::string kernel_name(const char* pretty_function) {
+  // "... launch(...) [with auto Kernel = <name>; Args = {...}]" (GCC and Clang alike)
+  const std::string s(pretty_function);
+  const auto at = s.find("Kernel = ");
+  if (at == std::string::npos) return s;
+  const auto begin = at + std::strlen("Kernel = ");
+  const auto end = s.find_first_of(";]", begin);
+  std::string name = s.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+  if (!name.empty() && name[0] == '&') name.erase(0, 1);
+  return name;
+}
+
+int current_device() {
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
+int num_sms() {
   static std::once_flag once;
   static std::vector<int> counts;
   std::call_once(once, [] {
@@ -25,7 +44,7 @@ int num_sms(int device) {
       C10_CUDA_CHECK(cudaDeviceGetAttribute(&counts[d], cudaDevAttrMultiProcessorCount, d));
     }
   });
-  return counts.at(device);
+  return counts.at(current_device());
 }
 
 }  // namespace hcam_ops::cuda

@@ -1,8 +1,6 @@
 // CUDA kernels of minmax_normalize: one block per row.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../common.h"
@@ -44,20 +42,17 @@ __global__ void minmax_normalize_backward_kernel(const scalar_t* __restrict__ gr
 void forward(const at::Tensor& x, double eps, const at::Tensor& out) {
   const int64_t N = x.size(-1), rows = rows_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "minmax_normalize", [&] {
-    minmax_normalize_kernel<scalar_t, math_t>
-        <<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            x.data_ptr<scalar_t>(), N, static_cast<math_t>(eps), out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<minmax_normalize_kernel<scalar_t, math_t>>(checked_grid(rows), row_threads(N), 0, x.data_ptr<scalar_t>(), N,
+                                                      static_cast<math_t>(eps), out.data_ptr<scalar_t>());
   });
 }
 
 void backward(const at::Tensor& grad, const at::Tensor& x, double eps, const at::Tensor& gx) {
   const int64_t N = x.size(-1), rows = rows_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "minmax_normalize_backward", [&] {
-    minmax_normalize_backward_kernel<scalar_t, math_t>
-        <<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), N, static_cast<math_t>(eps), gx.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<minmax_normalize_backward_kernel<scalar_t, math_t>>(checked_grid(rows), row_threads(N), 0,
+                                                               grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), N,
+                                                               static_cast<math_t>(eps), gx.data_ptr<scalar_t>());
   });
 }
 
@@ -66,8 +61,8 @@ constexpr MinmaxNormalizeKernels kKernels{&forward, &backward};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("minmax_normalize", device_entry<&hcam_ops::minmax_normalize, &kKernels>);
-  m.impl("minmax_normalize_backward", device_entry<&hcam_ops::minmax_normalize_backward, &kKernels>);
+  m.impl("minmax_normalize", cuda_entry<&hcam_ops::minmax_normalize, &kKernels>());
+  m.impl("minmax_normalize_backward", cuda_entry<&hcam_ops::minmax_normalize_backward, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -8,8 +8,6 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -103,10 +101,8 @@ at::Tensor arcface_inv_norms(const at::Tensor& x) {
   if (R == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_inv_norms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    inv_norms_kernel<scalar_t, acc_t>
-        <<<checked_grid((R + kWarpsPerBlock - 1) / kWarpsPerBlock), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            x.data_ptr<scalar_t>(), R, D, out.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<inv_norms_kernel<scalar_t, acc_t>>(checked_grid((R + kWarpsPerBlock - 1) / kWarpsPerBlock), kThreads, 0,
+                                              x.data_ptr<scalar_t>(), R, D, out.data_ptr<acc_t>());
   });
   return out;
 }
@@ -117,20 +113,19 @@ void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p) {
   const int threads = static_cast<int>(std::min<int64_t>(kThreads, (c.n + 31) / 32 * 32));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.dot.scalar_type(), "arcface_chunk", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto launch = [&](auto* labels) {
+    auto launch_chunk = [&](auto* labels) {
       using label_t = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
-      chunk_kernel<scalar_t, label_t, acc_t><<<checked_grid(B), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          c.dot.data_ptr<scalar_t>(), c.inv_f.data_ptr<acc_t>(), c.inv_w.data_ptr<acc_t>(), labels,
-          ptr_or_null<scalar_t>(c.grad), c.n, K, c.k0, static_cast<acc_t>(p.scale), static_cast<acc_t>(p.cos_m),
+      launch<chunk_kernel<scalar_t, label_t, acc_t>>(
+          checked_grid(B), threads, 0, c.dot.data_ptr<scalar_t>(), c.inv_f.data_ptr<acc_t>(), c.inv_w.data_ptr<acc_t>(),
+          labels, ptr_or_null<scalar_t>(c.grad), c.n, K, c.k0, static_cast<acc_t>(p.scale), static_cast<acc_t>(p.cos_m),
           static_cast<acc_t>(p.sin_m), static_cast<acc_t>(p.th), static_cast<acc_t>(p.mm), p.easy_margin,
           ptr_or_null<double>(c.loss_rows), ptr_or_null<scalar_t>(c.loss), ptr_or_null<scalar_t>(c.logits),
           ptr_or_null<scalar_t>(c.g2));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     if (c.labels.scalar_type() == at::kBool) {
-      launch(c.labels.data_ptr<bool>());
+      launch_chunk(c.labels.data_ptr<bool>());
     } else {
-      launch(c.labels.data_ptr<scalar_t>());
+      launch_chunk(c.labels.data_ptr<scalar_t>());
     }
   });
 }
@@ -141,25 +136,24 @@ void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, c
   const int64_t blocks = checked_grid((R + kWarpsPerBlock - 1) / kWarpsPerBlock);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "arcface_project", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto stream = c10::cuda::getCurrentCUDAStream();
     if (src.scalar_type() == x.scalar_type()) {
-      project_kernel<scalar_t, scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-          src.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale), dst.data_ptr<scalar_t>());
+      launch<project_kernel<scalar_t, scalar_t, acc_t>>(blocks, kThreads, 0, src.data_ptr<scalar_t>(),
+                                                        x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale),
+                                                        dst.data_ptr<scalar_t>());
     } else {
-      project_kernel<scalar_t, acc_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-          src.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), R, D, static_cast<acc_t>(scale), dst.data_ptr<scalar_t>());
+      launch<project_kernel<scalar_t, acc_t, acc_t>>(blocks, kThreads, 0, src.data_ptr<acc_t>(), x.data_ptr<scalar_t>(),
+                                                     R, D, static_cast<acc_t>(scale), dst.data_ptr<scalar_t>());
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 namespace {
-constexpr ArcFaceKernels kKernels{&arcface_inv_norms, &arcface_chunk, &arcface_project};
+constexpr ArcFaceKernels kKernels{&arcface_inv_norms, &arcface_chunk, &arcface_project, /*half_as_float32=*/false};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
-  m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
+  m.impl("multilabel_arcface_forward", cuda_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>());
+  m.impl("multilabel_arcface_backward", cuda_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

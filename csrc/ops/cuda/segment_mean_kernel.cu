@@ -8,8 +8,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 
@@ -106,10 +104,8 @@ void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const
   const dim3 grid(static_cast<unsigned>(checked_grid(B * S)), static_cast<unsigned>(slices));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_mean", [&] {
     AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean", [&] {
-      forward_kernel<scalar_t, index_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          x.data_ptr<scalar_t>(), segments.data_ptr<index_t>(), P, C, S, mean.data_ptr<scalar_t>(),
-          counts.data_ptr<int64_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch<forward_kernel<scalar_t, index_t>>(grid, kThreads, 0, x.data_ptr<scalar_t>(), segments.data_ptr<index_t>(),
+                                                P, C, S, mean.data_ptr<scalar_t>(), counts.data_ptr<int64_t>());
     });
   });
 }
@@ -120,10 +116,9 @@ void segment_mean_backward(const at::Tensor& grad_strided, const at::Tensor& seg
   const int64_t B = dx.size(0), P = dx.size(1), C = dx.size(2), S = grad.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "segment_mean_backward", [&] {
     AT_DISPATCH_INDEX_TYPES(segments.scalar_type(), "segment_mean_backward", [&] {
-      backward_kernel<scalar_t, index_t><<<checked_grid(B * P), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          grad.data_ptr<scalar_t>(), segments.data_ptr<index_t>(), counts.data_ptr<int64_t>(), P, C, S,
-          dx.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch<backward_kernel<scalar_t, index_t>>(checked_grid(B * P), kThreads, 0, grad.data_ptr<scalar_t>(),
+                                                 segments.data_ptr<index_t>(), counts.data_ptr<int64_t>(), P, C, S,
+                                                 dx.data_ptr<scalar_t>());
     });
   });
 }
@@ -133,8 +128,8 @@ constexpr SegmentMeanKernels kKernels{&segment_mean_forward, &segment_mean_backw
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
-  m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
+  m.impl("segment_mean_forward", cuda_entry<&hcam_ops::segment_mean_forward, &kKernels>());
+  m.impl("segment_mean_backward", cuda_entry<&hcam_ops::segment_mean_backward, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda

@@ -1,8 +1,6 @@
 // CUDA kernels of softmax_kl: one block per row.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../common.h"
@@ -45,10 +43,9 @@ __global__ void softmax_kl_backward_kernel(const scalar_t* __restrict__ grad, co
 void forward(const at::Tensor& p, const at::Tensor& q, double temperature, bool f2c, const at::Tensor& out) {
   const int64_t N = p.size(-1), rows = rows_of(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "softmax_kl", [&] {
-    softmax_kl_kernel<scalar_t, math_t><<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-        p.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), N, static_cast<math_t>(1.0 / temperature), f2c,
-        out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<softmax_kl_kernel<scalar_t, math_t>>(checked_grid(rows), row_threads(N), 0, p.data_ptr<scalar_t>(),
+                                                q.data_ptr<scalar_t>(), N, static_cast<math_t>(1.0 / temperature), f2c,
+                                                out.data_ptr<scalar_t>());
   });
 }
 
@@ -56,11 +53,10 @@ void backward(const at::Tensor& grad, const at::Tensor& p, const at::Tensor& q, 
               const at::Tensor& gp, const at::Tensor& gq) {
   const int64_t N = p.size(-1), rows = rows_of(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "softmax_kl_backward", [&] {
-    softmax_kl_backward_kernel<scalar_t, math_t>
-        <<<checked_grid(rows), row_threads(N), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            grad.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), N,
-            static_cast<math_t>(1.0 / temperature), f2c, gp.data_ptr<scalar_t>(), gq.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch<softmax_kl_backward_kernel<scalar_t, math_t>>(
+        checked_grid(rows), row_threads(N), 0, grad.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+        q.data_ptr<scalar_t>(), N, static_cast<math_t>(1.0 / temperature), f2c, gp.data_ptr<scalar_t>(),
+        gq.data_ptr<scalar_t>());
   });
 }
 
@@ -69,8 +65,8 @@ constexpr SoftmaxKlKernels kKernels{&forward, &backward};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("softmax_kl", device_entry<&hcam_ops::softmax_kl, &kKernels>);
-  m.impl("softmax_kl_backward", device_entry<&hcam_ops::softmax_kl_backward, &kKernels>);
+  m.impl("softmax_kl", cuda_entry<&hcam_ops::softmax_kl, &kKernels>());
+  m.impl("softmax_kl_backward", cuda_entry<&hcam_ops::softmax_kl_backward, &kKernels>());
 }
 
 }  // namespace hcam_ops::cuda
