@@ -47,7 +47,10 @@ void launch(dim3 grid, dim3 block, size_t dynamic_smem, Args&&... args) {
       name.c_str(), reinterpret_cast<const void*>(Kernel), grid, block, dynamic_smem,
       [](void* closure) { (*static_cast<decltype(run)*>(closure))(); }, &run);
 #else
-  Kernel<<<grid, block, dynamic_smem, c10::cuda::getCurrentCUDAStream()> > >(std::forward<Args>(args)...);
+  // A .h file is formatted as C++, which would split the chevrons.
+  // clang-format off
+  Kernel<<<grid, block, dynamic_smem, c10::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)...);
+  // clang-format on
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 #endif
 }
