@@ -10,7 +10,11 @@ import hcam_ops
 from hcam_ops import _C
 from hcam_ops.testing import emulated_cuda
 
-emulated_only = pytest.mark.skipif(not hcam_ops.cuda_emulated(), reason="needs a build with HCAM_OPS_CUDA=emulate")
+
+def emulated_only(test):
+    """A test of the emulated build, among the CUDA tests (`pytest -m cuda`, CI's emulated leg)."""
+    test = pytest.mark.skipif(not hcam_ops.cuda_emulated(), reason="needs a build with HCAM_OPS_CUDA=emulate")(test)
+    return pytest.mark.cuda(test)
 
 
 @pytest.mark.skipif(hcam_ops.cuda_emulated(), reason="this build emulates CUDA")
