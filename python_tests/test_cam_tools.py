@@ -42,11 +42,35 @@ def test_gap_cam_matches_the_head(gen):
     fmap = torch.randn(2, 8, 5, 7, generator=gen)
     weight = torch.randn(4, 8, generator=gen)
     cls = torch.tensor([1, 3])
-    got = gap_cam(fmap, weight, cls, normalize=False)
+    got = gap_cam(fmap, weight, cls, normalize=False, relu=False)
     want = torch.einsum("bchw,bc->bhw", fmap, weight[cls])
     torch.testing.assert_close(got, want)
+    torch.testing.assert_close(gap_cam(fmap, weight, cls, normalize=False), want.clamp_min(0))
     both = gap_cam(fmap, weight, torch.tensor([[0, 1], [2, 3]]), size=(20, 28))
     assert both.shape == (2, 2, 20, 28) and both.min() >= 0 and both.max() <= 1 + 1e-6
+
+
+def test_gap_cam_is_gradcam_on_a_gap_linear_head(gen):
+    """With the ReLU, GAP-CAM equals pytorch-grad-cam's Grad-CAM on the last
+    conv of a GAP + linear model (its gradients are w_k / (h w) everywhere),
+    up to the two normalisations' eps (1e-6 against 1e-7) and float32 rounding."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+    head = torch.nn.Linear(16, 5)
+    model = torch.nn.Sequential(conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head).eval()
+    x = torch.randn(2, 3, 12, 14, generator=gen)
+    cls = [1, 4]
+    with GradCAM(model=model, target_layers=[conv]) as cam:
+        want = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in cls]))
+    with torch.no_grad():
+        got = gap_cam(conv(x), head.weight, torch.tensor(cls))
+    assert want.flatten(1).amax(1).min() > 0.99  # both maps have positive evidence
+    torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+    raw = gap_cam(conv(x).detach(), head.weight.detach(), torch.tensor(cls), relu=False)
+    assert (raw - got).abs().max() > 0.05  # without the ReLU the maps differ
 
 
 def test_attention_rollout(gen):

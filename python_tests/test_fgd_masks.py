@@ -148,3 +148,32 @@ def test_unchecked_non_finite_and_huge_boxes(dtype, device):
     torch.testing.assert_close(fg.cpu(), expected, rtol=0, atol=0)
     ref_fg, _ = R.fgd_masks_from_boxes([huge], (64, 64), (8, 8), check_boxes=False)
     torch.testing.assert_close(fg.cpu(), ref_fg, rtol=0, atol=0)
+
+
+# mmyolo's and mmrazor's gt_info: [B, n_max, 5] rows (label, x1, y1, x2, y2),
+# zero rows padding. As given they are boxes at the origin (cell (0, 0) marked);
+# padded=True drops them, as a transcription of the published per-image loop
+# over the real boxes does.
+@pytest.mark.parametrize("device", DEVICES)
+def test_padded_gt_info(device, gen):
+    real = [_random_boxes(3, 512, 384, gen), _random_boxes(0, 512, 384, gen), _random_boxes(5, 512, 384, gen)]
+    real = [b.clamp(min=1.0) for b in real]  # no real box is all zeros
+    gt_info = torch.zeros(3, 6, 5)
+    for i, b in enumerate(real):
+        gt_info[i, : len(b), 0] = 2.0  # a label
+        gt_info[i, : len(b), 1:] = b
+    padded = gt_info[..., 1:].to(device)
+    want = hcam_ops.fgd_masks_from_boxes([b.to(device) for b in real], (512, 384), (32, 24))
+    for boxes in (padded, list(padded)):
+        got = hcam_ops.fgd_masks_from_boxes(boxes, (512, 384), (32, 24), padded=True)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ref = R.fgd_masks_from_boxes(list(gt_info[..., 1:]), (512, 384), (32, 24), padded=True)
+    torch.testing.assert_close(want[0].cpu(), ref[0], rtol=0, atol=0)
+    # Unpadded, the zero rows are boxes at the origin: cell (0, 0) of image 1 (no real box) is marked.
+    fg, _ = hcam_ops.fgd_masks_from_boxes(list(padded), (512, 384), (32, 24))
+    assert fg[1, 0, 0] == 1.0 and fg[1].count_nonzero() == 1
+    with pytest.raises(TypeError, match="padded=True"):
+        hcam_ops.fgd_masks_from_boxes(padded, (512, 384), (32, 24))
+    with pytest.raises(ValueError, match=r"\[B, n_max, 4\]"):
+        hcam_ops.fgd_masks_from_boxes(gt_info.to(device), (512, 384), (32, 24), padded=True)

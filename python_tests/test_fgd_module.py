@@ -12,7 +12,7 @@ import hcam_ops
 from hcam_ops import reference as R
 from hcam_ops.distill import false_positive_masks
 from hcam_ops.nn import FGDLoss, GcBlock
-from hcam_ops.nn.fgd import PRESETS
+from hcam_ops.nn.fgd import PRESETS, FGDLevel
 
 
 def _boxes():
@@ -121,6 +121,53 @@ def test_state_dict_is_fgds_feature_loss():
     level0 = {k: tuple(v.shape) for k, v in m.levels[0].state_dict().items()}
     assert level0 == want | {"align.weight": (256, 128, 1, 1), "align.bias": (256,)}
     assert m.levels[0].conv_mask_s is not m.levels[0].conv_mask_t
+
+
+def _published_feature_loss_keys(student_channels, teacher_channels):
+    """The parameter names and shapes of the published FGD FeatureLoss
+    (yzd-v/FGD, mmdet/distillation/losses/fgd.py), transcribed: align where
+    the channels differ, and both GcBlocks always, whatever lambda_fgd."""
+    C, h = teacher_channels, teacher_channels // 2
+    keys = (
+        {}
+        if student_channels == teacher_channels
+        else {"align.weight": (C, student_channels, 1, 1), "align.bias": (C,)}
+    )
+    keys |= {"conv_mask_s.weight": (1, C, 1, 1), "conv_mask_s.bias": (1,)}
+    keys |= {"conv_mask_t.weight": (1, C, 1, 1), "conv_mask_t.bias": (1,)}
+    for side in ("s", "t"):
+        keys |= {
+            f"channel_add_conv_{side}.0.weight": (h, C, 1, 1),
+            f"channel_add_conv_{side}.0.bias": (h,),
+            f"channel_add_conv_{side}.1.weight": (h, 1, 1),
+            f"channel_add_conv_{side}.1.bias": (h, 1, 1),
+            f"channel_add_conv_{side}.3.weight": (C, h, 1, 1),
+            f"channel_add_conv_{side}.3.bias": (C,),
+        }
+    return keys
+
+
+@pytest.mark.parametrize("global_weight", [5e-6, 0.0])
+@pytest.mark.parametrize("channels", [(128, 256), (256, 256)], ids=str)
+def test_a_published_state_dict_loads_strictly(channels, global_weight, gen):
+    """The published FeatureLoss always has its GcBlocks; a level without the
+    global term drops them on load, one with it loads them."""
+    s_ch, t_ch = channels
+    m = FGDLoss([s_ch], [t_ch], global_weight=global_weight)
+    published = {
+        f"levels.0.{k}": torch.randn(shape, generator=gen)
+        for k, shape in _published_feature_loss_keys(s_ch, t_ch).items()
+    }
+    result = m.load_state_dict(published, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    loaded = m.state_dict()
+    for k, v in published.items():
+        if global_weight > 0 or not k.split(".", 2)[2].startswith(FGDLevel.GC_BLOCK_KEYS):
+            assert torch.equal(loaded[k], v), k
+        else:
+            assert k not in loaded
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # other stray keys still fail a strict load
+        m.load_state_dict(published | {"levels.0.extra": torch.zeros(1)}, strict=True)
 
 
 @pytest.mark.parametrize("preset", ["fgd", "fgd-retinanet"])

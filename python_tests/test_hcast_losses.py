@@ -48,9 +48,22 @@ def test_global_kl_is_the_published_formula(soft, gen):
     else:
         targets = [F.one_hot(torch.randint(0, n, (5,), generator=gen), n).double() for n in levels]
     got = global_kl(logits, targets)
-    assert float(got) == pytest.approx(_gk_by_hand(logits, targets), rel=1e-6)
+    # float64 inputs stay float64 (H-CAST's formula in float64, to rounding)
+    assert got.dtype == torch.float64
+    assert float(got) == pytest.approx(_gk_by_hand(logits, targets), rel=1e-12)
     # the order of the levels does not change it (published: coarsest first)
     assert float(global_kl(logits[::-1], targets[::-1])) == pytest.approx(float(got), rel=1e-6)
+
+
+def test_global_kl_widens_low_precision_to_float32(gen):
+    levels = (7, 4, 2)
+    logits = [torch.randn(5, n, generator=gen, dtype=torch.float64) for n in levels]
+    targets = [F.one_hot(torch.randint(0, n, (5,), generator=gen), n).double() for n in levels]
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        low = [lg.to(dtype) for lg in logits]
+        got = global_kl(low, targets)
+        assert got.dtype == torch.float32
+        assert float(got) == pytest.approx(_gk_by_hand(low, targets), rel=1e-5)
 
 
 def test_level_losses_are_timms():

@@ -84,6 +84,45 @@ def test_scales_and_margins(scale, margin, gen):
     _check_parity(f, w, _labels(5, 9, gen), torch.float64, scale=scale, margin=margin, chunk_size=4)
 
 
+def _published_multilabel_arcface(features, weight, labels, s, m, easy_margin):
+    """The published head's forward, transcribed (ArcFace's ArcMarginProduct as
+    the Plant Pathology authors' MultiLabelArcFace applies it to multi-hot
+    labels, then BCE with logits): cos_m, sin_m, th = cos(pi - m),
+    mm = sin(pi - m) * m, for any m."""
+    cos_m, sin_m = math.cos(m), math.sin(m)
+    th, mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+    cosine = torch.nn.functional.linear(torch.nn.functional.normalize(features), torch.nn.functional.normalize(weight))
+    sine = torch.sqrt((1.0 - torch.pow(cosine, 2)).clamp(0, 1))
+    phi = cosine * cos_m - sine * sin_m
+    if easy_margin:
+        phi = torch.where(cosine > 0, phi, cosine)
+    else:
+        phi = torch.where(cosine > th, phi, cosine - mm)
+    output = (labels * phi + (1.0 - labels) * cosine) * s
+    return torch.nn.functional.binary_cross_entropy_with_logits(output, labels)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("easy_margin", [False, True])
+@pytest.mark.parametrize("margin", [0.0, math.pi / 2 - 1e-3, math.pi / 2 + 1e-3, 2.5], ids=lambda m: f"m={m:.4f}")
+def test_margins_over_zero_to_pi_as_published(margin, easy_margin, device, gen):
+    """The published head takes any margin: m = 0 (plain scaled-cosine BCE)
+    and past pi/2 (both sides of it here) give its loss and gradients."""
+    f = randn(6, 16, gen=gen, dtype=torch.float64, device=device, requires_grad=True)
+    w = randn(11, 16, gen=gen, dtype=torch.float64, device=device, requires_grad=True)
+    y = _labels(6, 11, gen).to(device)
+    loss = _run(f, w, y, scale=16.0, margin=margin, easy_margin=easy_margin, chunk_size=4)
+    want = _published_multilabel_arcface(f, w, y, 16.0, margin, easy_margin)
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=0)
+    got = torch.autograd.grad(loss, [f, w])
+    exp = torch.autograd.grad(want, [f, w])
+    for a, b in zip(got, exp):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+    if margin == 0.0:  # plain BCE on the scaled cosines
+        plain = torch.nn.functional.binary_cross_entropy_with_logits(16.0 * R.arcface_logits(f, w, 1.0), y)
+        torch.testing.assert_close(loss, plain, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("fill", [0.0, 1.0])
 def test_all_zero_and_all_one_rows_and_bool_labels(fill, gen):
     f = torch.randn(4, 10, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -237,8 +276,8 @@ def test_empty_batch():
         (lambda a: {**a, "w": a["w"][:, :4]}, ValueError, "D = 5, weight has 4"),
         (lambda a: {**a, "w": a["w"].long()}, TypeError, "weight must be float"),
         (lambda a: {**a, "f": a["f"][0]}, ValueError, r"\[B, D\]"),
-        (lambda a: {**a, "kw": {"margin": 0.0}}, ValueError, r"margin must be in \(0, pi/2\)"),
-        (lambda a: {**a, "kw": {"margin": 1.6}}, ValueError, r"margin must be in \(0, pi/2\)"),
+        (lambda a: {**a, "kw": {"margin": -0.1}}, ValueError, r"margin must be in \[0, pi\)"),
+        (lambda a: {**a, "kw": {"margin": 3.1416}}, ValueError, r"margin must be in \[0, pi\)"),
         (lambda a: {**a, "kw": {"scale": -1.0}}, ValueError, "scale must be positive"),
         (lambda a: {**a, "kw": {"reduction": "batchmean"}}, ValueError, "reduction must be one of"),
         (lambda a: {**a, "f": torch.where(torch.arange(5) == 2, float("nan"), a["f"])}, ValueError, "NaN or Inf"),

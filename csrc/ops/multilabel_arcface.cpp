@@ -46,7 +46,8 @@ int64_t chunk_columns(int64_t B, int64_t K, int64_t elem_size, int64_t requested
 }
 
 ArcFaceParams make_params(double scale, double margin, bool easy) {
-  TORCH_CHECK(margin > 0 && margin < kPi / 2, kOp, ": margin must be in (0, pi/2), got ", margin);
+  // [0, pi) as the published head takes it (its branch rules below hold there; 0 is plain scaled-cosine BCE).
+  TORCH_CHECK(margin >= 0 && margin < kPi, kOp, ": margin must be in [0, pi), got ", margin);
   TORCH_CHECK(std::isfinite(scale) && scale > 0, kOp, ": scale must be positive and finite, got ", scale);
   return {scale, std::cos(margin), std::sin(margin), std::cos(kPi - margin), std::sin(kPi - margin) * margin, easy};
 }

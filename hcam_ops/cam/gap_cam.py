@@ -17,13 +17,23 @@ def gap_cam(
     classes: torch.Tensor,
     size: tuple[int, int] | None = None,
     normalize: bool = True,
+    relu: bool = True,
 ) -> torch.Tensor:
     """``feature_map [B, C, h, w]``, head ``weight [K, C]``, ``classes`` int64
     ``[B]`` or ``[B, L]`` -> maps ``[B, h, w]`` or ``[B, L, h, w]`` (min-max
     normalised per map unless ``normalize=False``), resized bilinearly to
-    ``size`` when given."""
+    ``size`` when given.
+
+    ``relu`` (default) clips each map at zero before normalising, as Grad-CAM
+    does (Selvaraju et al.; pytorch-grad-cam): a heat map of the evidence for
+    the class, equal to Grad-CAM's on the same layer of a GAP + linear head up
+    to the normalisation's eps. ``relu=False`` keeps the raw map, whose min-max
+    normalisation is what H-CAST's CAM-consistency loss compares
+    (``cam_kl_loss``)."""
     B, C, h, w = feature_map.shape
     cams = cam_gather(feature_map, weight.to(feature_map.dtype), classes)  # [B, N] or [B, L, N]
+    if relu:
+        cams = cams.clamp_min(0)
     if normalize:
         cams = minmax_normalize(cams)
     cams = cams.reshape(B, -1, h, w)

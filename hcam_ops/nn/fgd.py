@@ -131,7 +131,16 @@ class FGDLevel(nn.Module):
     ``teacher_adaptation``; ``spatial_adaptation``: DistillBEV's 3x3 conv
     ``G`` on the student's channel mean; ``conv_mask_s/_t`` and
     ``channel_add_conv_s/_t``: FGD's two GcBlocks, one for the student and
-    one for the teacher, built when the global term is on."""
+    one for the teacher, built when the global term is on.
+
+    The published ``FeatureLoss`` builds the GcBlocks whatever its
+    ``lambda_fgd``. Without the global term this level has none (parameters
+    that no loss reaches would stall DDP), and loading a state dict drops the
+    GcBlock entries it holds (``GC_BLOCK_KEYS``), so a published checkpoint
+    loads strictly in every configuration; with the term on, they load as
+    usual."""
+
+    GC_BLOCK_KEYS = ("conv_mask_s.", "conv_mask_t.", "channel_add_conv_s.", "channel_add_conv_t.")
 
     def __init__(
         self,
@@ -160,6 +169,14 @@ class FGDLevel(nn.Module):
             for conv in (self.conv_mask_s, self.conv_mask_t):
                 init_context_mask(conv)
         self.has_global = global_block
+        self._register_load_state_dict_pre_hook(self._drop_unused_gc_blocks)
+
+    def _drop_unused_gc_blocks(self, state_dict, prefix, *args):
+        if self.has_global:
+            return
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            if key[len(prefix) :].startswith(self.GC_BLOCK_KEYS):
+                del state_dict[key]
 
     def adapt(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = student if self.align is None else self.align(student)

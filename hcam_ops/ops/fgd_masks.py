@@ -42,12 +42,19 @@ def _img_shapes(img_shape, B: int, dtype, device) -> torch.Tensor:
     return shapes.contiguous()
 
 
+def _without_zero_rows(b, i: int):
+    if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+        raise ValueError(f"{_OP}: boxes[{i}] must be [n, 4], got {getattr(b, 'shape', type(b).__name__)}")
+    return b[(b != 0).any(dim=1)]
+
+
 def fgd_masks_from_boxes(
     boxes: Sequence[torch.Tensor],
     img_shape,
     feat_shape: tuple[int, int],
     *,
     check_boxes: bool = True,
+    padded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Foreground and background masks of FGD from ground-truth boxes.
 
@@ -59,6 +66,11 @@ def fgd_masks_from_boxes(
         feat_shape: the feature map's ``(H, W)``.
         check_boxes: raise ``ValueError`` for non-finite boxes and for
             ``x2 < x1`` or ``y2 < y1`` (one device sync on CUDA).
+        padded: the boxes come padded, as mmyolo's and mmrazor's ``gt_info``
+            (``[B, n_max, 5]`` rows of ``(label, x1, y1, x2, y2)``; pass its
+            ``[..., 1:]``): ``boxes`` may then be one ``[B, n_max, 4]`` tensor,
+            and every all-zero row is padding, dropped (one device sync on
+            CUDA). Unpadded, a zero row is a real box that covers cell (0, 0).
 
     Returns:
         ``(fg, bg)``, each ``[B, H, W]`` in the boxes' dtype (float64 stays,
@@ -68,8 +80,16 @@ def fgd_masks_from_boxes(
         box covers, per image, and all zeros if boxes cover every cell.
     """
     if isinstance(boxes, torch.Tensor):
-        raise TypeError(f"{_OP}: boxes must be a list with one [n, 4] tensor per image, got a tensor")
+        if not padded:
+            raise TypeError(
+                f"{_OP}: boxes must be a list with one [n, 4] tensor per image, got a tensor "
+                "(a padded [B, n_max, 4] tensor needs padded=True)"
+            )
+        if boxes.dim() != 3 or boxes.shape[-1] != 4:
+            raise ValueError(f"{_OP}: padded boxes must be [B, n_max, 4], got {tuple(boxes.shape)}")
     boxes = list(boxes)
+    if padded:
+        boxes = [_without_zero_rows(b, i) for i, b in enumerate(boxes)]
     H, W = _pair(feat_shape, "feat_shape")
     if not boxes:
         raise ValueError(f"{_OP}: boxes is empty: one [n, 4] tensor per image is needed")

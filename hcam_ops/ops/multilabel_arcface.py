@@ -106,8 +106,8 @@ def _check(features, weight, labels, scale, margin, reduction, check_inputs):
     if not (s > 0 and math.isfinite(s)):
         raise ValueError(f"{_OP}: scale must be positive and finite, got {scale}")
     m = float(margin)
-    if not (0 < m < math.pi / 2):
-        raise ValueError(f"{_OP}: margin must be in (0, pi/2), got {margin}")
+    if not (0 <= m < math.pi):
+        raise ValueError(f"{_OP}: margin must be in [0, pi), got {margin}")
     _checks.check_choice(reduction, ("mean", "sum", "none"), _OP, "reduction")
     if check_inputs and not torch.compiler.is_compiling() and features.device.type != "meta":
         # One sync on CUDA; check_inputs=False skips it (then a NaN input gives NaN).
@@ -139,7 +139,8 @@ def multilabel_arcface_loss(
         features: ``[B, D]``, not necessarily normalised.
         weight: ``[K, D]`` class weights, on the features' device.
         labels: ``[B, K]`` multi-hot, bool or float 0/1 (any float dtype).
-        scale, margin, easy_margin: ``s``, ``m`` (in ``(0, pi/2)``) and the
+        scale, margin, easy_margin: ``s``, ``m`` (in ``[0, pi)``, as the published head takes it;
+            0 is plain scaled-cosine BCE) and the
             margin mode of docs/ops/multilabel_arcface.md.
         reduction: ``"mean"`` over ``B*K`` (default), ``"sum"``, or ``"none"`` (``[B, K]``).
         return_logits: also return the training logits ``[B, K]`` (with the

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 
-def fgd_masks_from_boxes(boxes, img_shape, feat_shape, *, check_boxes: bool = True):
+def fgd_masks_from_boxes(boxes, img_shape, feat_shape, *, check_boxes: bool = True, padded: bool = False):
     H, W = (int(v) for v in feat_shape)
     boxes = list(boxes)
+    if padded:  # mmyolo / mmrazor gt_info: all-zero rows are padding
+        boxes = [b[(b != 0).any(dim=1)] for b in boxes]
     dtype = torch.float64 if all(b.dtype == torch.float64 for b in boxes) else torch.float32
     if isinstance(img_shape, torch.Tensor):
         shapes = img_shape.reshape(-1, 2).tolist()

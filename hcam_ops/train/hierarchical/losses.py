@@ -35,9 +35,11 @@ def one_hot_targets(labels: Sequence[torch.Tensor], num_classes: Sequence[int]) 
 def global_kl(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
     """H-CAST's ``L_gk``: every level's logits and targets concatenated,
     coarsest level first (as published; the value does not depend on the
-    order)."""
-    log_p = torch.log_softmax(torch.cat([lg.float() for lg in reversed(logits)], dim=1), dim=1)
-    q = F.normalize(torch.cat([t.float() for t in reversed(targets)], dim=1), p=1, dim=1)
+    order). In float32, or float64 when the inputs are float64: lower
+    precisions are widened to float32, as autocast does for losses."""
+    dtype = torch.float64 if all(t.dtype == torch.float64 for t in (*logits, *targets)) else torch.float32
+    log_p = torch.log_softmax(torch.cat([lg.to(dtype) for lg in reversed(logits)], dim=1), dim=1)
+    q = F.normalize(torch.cat([t.to(dtype) for t in reversed(targets)], dim=1), p=1, dim=1)
     return F.kl_div(log_p, q, reduction="batchmean")
 
 
