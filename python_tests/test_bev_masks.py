@@ -236,14 +236,16 @@ def _exact_ties(dtype, count):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_edge_ties_exactly_on_cell_points(dtype, device):
-    pts = _grid_points(NUS_SHAPE[1], dtype)
-    ties = _exact_ties(dtype, 8)
+    # The inside test runs in float32 whatever the boxes' dtype (as published):
+    # the ties are float32 ones, given as boxes of either dtype (exactly).
+    pts = _grid_points(NUS_SHAPE[1], torch.float32)
+    ties = _exact_ties(torch.float32, 8)
     rows = []
     want = torch.zeros(len(ties), *NUS_SHAPE, dtype=dtype)
     for n, ((i, k, hx), (j, m, hy)) in enumerate(zip(ties, ties[::-1])):
-        rows.append(torch.stack([pts[i], pts[j], 2 * hx, 2 * hy, torch.zeros((), dtype=dtype)]))
+        rows.append(torch.stack([pts[i], pts[j], 2 * hx, 2 * hy, torch.zeros(())]))
         want[n, j - m + 1 : j + m, i - k + 1 : i + k] = 1  # the points on the edges (i +- k, j +- m) are outside
-    boxes = torch.stack(rows).to(device)
+    boxes = torch.stack(rows).to(device, dtype)
     fg, bg = hcam_ops.bev_masks_from_boxes(list(boxes[:, None]), NUS_PC, NUS_CELL, NUS_SHAPE, scale_mask="none")
     torch.testing.assert_close(fg.cpu(), want, rtol=0, atol=0)
     torch.testing.assert_close(bg.cpu(), 1 - want, rtol=0, atol=0)
@@ -382,8 +384,10 @@ def _published_points_in_rbbox(points, rbbox):
     vec = surfaces[:, :, :2, :] - surfaces[:, :, 1:3, :]
     normal = np.cross(vec[:, :, 0, :], vec[:, :, 1, :])
     d = -np.einsum("aij, aij->ai", normal, surfaces[:, :, 0, :])
-    sign = np.einsum("pk,ajk->paj", points, normal) + d[None]
-    return (sign < 0).all(axis=-1)  # [points, boxes]: sign >= 0 on any face -> outside
+    # points_in_convex_polygon_3d_jit's loop: ((px * nx + py * ny) + pz * nz) + d, in the arrays' dtype
+    p, n = points[:, None, None, :], normal[None]
+    sign = ((p[..., 0] * n[..., 0] + p[..., 1] * n[..., 1]) + p[..., 2] * n[..., 2]) + d[None]
+    return ~(sign >= 0).any(axis=-1)  # [points, boxes]: sign >= 0 on any face -> outside (NaN stays inside)
 
 
 def _published_masks(boxes, pc, cell, H, W, length=0.0, weight=0.0):
@@ -432,6 +436,59 @@ def test_matches_published_transcription(extend, gen):
         fg, bg = hcam_ops.bev_masks_from_boxes([b7], PC, CELL, shape, bg_extend_length=length, bg_extend_weight=weight)
         np.testing.assert_allclose(fg[0].numpy(), fg_p, rtol=1e-12, atol=0)
         np.testing.assert_allclose(bg[0].numpy(), bg_p, rtol=1e-12, atol=0)
+
+
+def _published_grid_points(H, W, pc=(-51.2, -51.2), voxel=0.1, osf=8):
+    """The published grid: i * voxel_size[0] * out_size_factor + pc_range[0] with
+    float32 voxel_size and pc_range and an integer out_size_factor, in float32;
+    x-major, z = 0.5 (foreground_scale_mask)."""
+    f = np.float32
+    xs = [f(f(f(i) * f(voxel)) * f(osf)) + f(pc[0]) for i in range(W)]
+    ys = [f(f(f(j) * f(voxel)) * f(osf)) + f(pc[1]) for j in range(H)]
+    xs, ys = np.meshgrid(np.array(xs, dtype=f), np.array(ys, dtype=f), indexing="ij")
+    return np.hstack((xs.reshape(-1, 1), ys.reshape(-1, 1), np.full((H * W, 1), 0.5, dtype=f))).astype(f)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_grid_aligned_boxes_match_points_in_rbbox_bit_for_bit(dtype, device, gen):
+    """Boxes aligned to the published nuScenes grid (centres on cell points,
+    sizes whole multiples of the cell, yaws at multiples of pi/2): many cell
+    points lie on a box edge, where only the published arithmetic (float32
+    corners, faces, normals, sign >= 0 -> outside) decides. The foreground is
+    the published one cell for cell, against a transcription of
+    points_in_rbbox in float32 (its boxes are float32 LiDARInstance3DBoxes)."""
+    H = W = 128
+    points = _published_grid_points(H, W)
+    rows = []
+    for _ in range(60):
+        i, j = torch.randint(4, W - 4, (2,), generator=gen).tolist()
+        k, m = torch.randint(1, 7, (2,), generator=gen).tolist()
+        quarter = torch.randint(-4, 5, (1,), generator=gen).item()
+        rows.append([points[i * H, 0], points[j, 1], 0.0, k * 0.8, m * 0.8, 1.0, quarter * math.pi / 2])
+    b7 = np.array(rows, dtype=np.float32)  # the published boxes are float32
+    per_image = [slice(n, n + 4) for n in range(0, len(rows), 4)]
+    boxes = [torch.from_numpy(b7[sl]).to(dtype).to(device) for sl in per_image]
+    fg, _ = hcam_ops.bev_masks_from_boxes(boxes, (-51.2, -51.2), 0.8, (H, W), scale_mask="none")
+    on_edges = 0
+    for n, sl in enumerate(per_image):
+        want = _published_points_in_rbbox(points, b7[sl]).any(axis=-1).reshape(W, H).T
+        np.testing.assert_array_equal(fg[n].cpu().numpy() > 0, want, err_msg=f"image {n}")
+        # the nominal rule |u| <= dx/2 (edges included) marks more: the edge cells
+        on_edges += int((fg[n].cpu().numpy() > 0).sum() < _nominal_closed(points, b7[sl], H, W).sum())
+    assert on_edges > len(per_image) // 2  # most images have cells on box edges
+
+
+def _nominal_closed(points, b7, H, W):
+    """Cells within the boxes' closed rectangles by exact (float64) nominal geometry."""
+    inside = np.zeros(len(points), dtype=bool)
+    for x, y, _, dx, dy, _, yaw in b7.astype(np.float64):
+        yaw = round(yaw / (math.pi / 2)) * (math.pi / 2)
+        c, s = round(math.cos(yaw)), round(math.sin(yaw))
+        ex, ey = points[:, 0].astype(np.float64) - x, points[:, 1].astype(np.float64) - y
+        u, v = c * ex - s * ey, s * ex + c * ey
+        inside |= (np.abs(u) <= dx / 2 + 1e-4) & (np.abs(v) <= dy / 2 + 1e-4)
+    return inside.reshape(W, H).T
 
 
 def test_cpu_variants_fuse_no_multiply_add():

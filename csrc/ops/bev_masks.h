@@ -68,58 +68,103 @@ C10_HOST_DEVICE inline T bev_coord(T lo, int64_t i, T cell) {
   return lo + bev_mul(static_cast<T>(i), cell);
 }
 
-// One box, ready for the cell test: centre, half sizes of the box and of the
-// enlarged box, cos / sin of the yaw, the two fg scales of its cells:
-// sqrt(cell_area / (dx * dy)) inside the box, cell_area / (dx * dy) where the
-// enlarged box decides (bg_extend on), and the half height (along y) of the
-// enlarged box's axis-aligned bounds, for culling only. Arithmetic in the
-// boxes' dtype.
-template <typename T>
-struct BevBox {
-  T cx, cy, hx, hy, ehx, ehy, c, s, inner_scale, ring_scale, ry;
+// The published inside test: DistillBEV tests its grid points against the
+// boxes with mmdet3d v0.17's box_np_ops.points_in_rbbox (z_axis = 2, origin
+// (0.5, 0.5, 0)), the boxes' z set to 0 and dz to 1 and the points' z to 0.5,
+// all in float32 (LiDARInstance3DBoxes holds float32; the grid is float32).
+// The box's 8 corners (center_to_corner_box3d: local corners dims * (a - 0.5,
+// b - 0.5, e), rotated by einsum against [[c, -s, 0], [s, c, 0], [0, 0, 1]],
+// plus the centre), its 6 faces (corner_to_surfaces_3d), each face's normal
+// the cross product of its first corners' differences and its offset
+// (surface_equ_3d); a point is outside as soon as one face gives a sign >= 0
+// (points_in_convex_polygon_3d_jit): a point on a face is outside, a NaN sign
+// is not. Operation for operation and in float32 as there, every product
+// rounded on its own (bev_mul), so the masks are the published ones bit for
+// bit where the rotation is (yaws at multiples of pi/2; for others the
+// published float32 sin / cos, numpy's own, may differ from ours in the last
+// bit).
+struct BevFaces {
+  float n[6][3];
+  float d[6];
 };
 
-// row = (x, y, dx, dy, yaw); cs = (cos, sin) of its yaw, rounded to T from
-// double on the host; extend = cell_x * bg_extend_length (0: off).
+C10_HOST_DEVICE inline BevFaces bev_faces(float x, float y, float dx, float dy, float c, float s) {
+  // corner k is (a, b, e): box_np_ops' unravel order [0, 1, 3, 2, 4, 5, 7, 6]
+  constexpr int kCorner[8][3] = {{0, 0, 0}, {0, 0, 1}, {0, 1, 1}, {0, 1, 0},
+                                 {1, 0, 0}, {1, 0, 1}, {1, 1, 1}, {1, 1, 0}};
+  constexpr int kFace[6][3] = {{0, 1, 2}, {7, 6, 5}, {0, 3, 7}, {1, 5, 6}, {0, 4, 5}, {3, 2, 6}};
+  float C[8][3];
+  for (int k = 0; k < 8; ++k) {
+    const float lx = bev_mul(dx, static_cast<float>(kCorner[k][0]) - 0.5f);
+    const float ly = bev_mul(dy, static_cast<float>(kCorner[k][1]) - 0.5f);
+    const float lz = bev_mul(1.0f, static_cast<float>(kCorner[k][2]) - 0.0f);  // dz = 1
+    C[k][0] = ((bev_mul(lx, c) + bev_mul(ly, s)) + bev_mul(lz, 0.0f)) + x;
+    C[k][1] = ((bev_mul(lx, -s) + bev_mul(ly, c)) + bev_mul(lz, 0.0f)) + y;
+    C[k][2] = ((bev_mul(lx, 0.0f) + bev_mul(ly, 0.0f)) + bev_mul(lz, 1.0f)) + 0.0f;  // z = 0
+  }
+  BevFaces f;
+  for (int k = 0; k < 6; ++k) {
+    const float* p0 = C[kFace[k][0]];
+    const float* p1 = C[kFace[k][1]];
+    const float* p2 = C[kFace[k][2]];
+    const float v0[3] = {p0[0] - p1[0], p0[1] - p1[1], p0[2] - p1[2]};
+    const float v1[3] = {p1[0] - p2[0], p1[1] - p2[1], p1[2] - p2[2]};
+    f.n[k][0] = bev_mul(v0[1], v1[2]) - bev_mul(v0[2], v1[1]);
+    f.n[k][1] = bev_mul(v0[2], v1[0]) - bev_mul(v0[0], v1[2]);
+    f.n[k][2] = bev_mul(v0[0], v1[1]) - bev_mul(v0[1], v1[0]);
+    f.d[k] = -((bev_mul(f.n[k][0], p0[0]) + bev_mul(f.n[k][1], p0[1])) + bev_mul(f.n[k][2], p0[2]));
+  }
+  return f;
+}
+
+C10_HOST_DEVICE inline bool bev_inside(const BevFaces& f, float px, float py) {
+  for (int k = 0; k < 6; ++k) {
+    const float sign = ((bev_mul(px, f.n[k][0]) + bev_mul(py, f.n[k][1])) + bev_mul(0.5f, f.n[k][2])) + f.d[k];
+    if (sign >= 0.0f) return false;
+  }
+  return true;
+}
+
+// One box, ready for the cell test: the faces of the box and of the enlarged
+// box (bev_faces, float32), the two fg scales of its cells: sqrt(cell_area /
+// (dx * dy)) inside the box, cell_area / (dx * dy) where the enlarged box
+// decides (bg_extend on), both in the boxes' dtype; and, for culling only, the
+// centre's y and the half height (along y) of the enlarged box's axis-aligned
+// bounds.
+template <typename T>
+struct BevBox {
+  BevFaces inner, ring;
+  T cy, inner_scale, ring_scale, ry;
+};
+
+// row = (x, y, dx, dy, yaw); cs = bev_masks.cpp's rotation row (cos, sin in T;
+// cos, sin in float32); extend = cell_x * bg_extend_length (0: off). The
+// enlarged box's sizes are dx + extend and dy + extend, in float32.
 template <typename T>
 C10_HOST_DEVICE inline BevBox<T> bev_box(const T* row, const T* cs, T cell_area, T extend) {
   BevBox<T> b;
-  b.cx = row[0];
+  const float x = static_cast<float>(row[0]), y = static_cast<float>(row[1]);
+  const float dx = static_cast<float>(row[2]), dy = static_cast<float>(row[3]), e = static_cast<float>(extend);
+  const float c32 = static_cast<float>(cs[2]), s32 = static_cast<float>(cs[3]);
+  b.inner = bev_faces(x, y, dx, dy, c32, s32);
+  b.ring = bev_faces(x, y, dx + e, dy + e, c32, s32);
   b.cy = row[1];
-  b.hx = row[2] / T(2);
-  b.hy = row[3] / T(2);
-  b.ehx = (row[2] + extend) / T(2);
-  b.ehy = (row[3] + extend) / T(2);
-  b.c = cs[0];
-  b.s = cs[1];
   b.ring_scale = cell_area / (row[2] * row[3]);
   b.inner_scale = sqrt(b.ring_scale);
-  const T ac = b.c < T(0) ? -b.c : b.c, as = b.s < T(0) ? -b.s : b.s;
-  b.ry = bev_mul(as, b.ehx) + bev_mul(ac, b.ehy);  // culling only
+  const T ac = cs[0] < T(0) ? -cs[0] : cs[0], as = cs[1] < T(0) ? -cs[1] : cs[1];
+  const T ehx = (row[2] + extend) / T(2), ehy = (row[3] + extend) / T(2);
+  b.ry = bev_mul(as, ehx) + bev_mul(ac, ehy);  // culling only
   return b;
 }
 
-// Whether a point at y = py may lie in the (enlarged) box: |v| < ehy and
-// |u| < ehx give |py - cy| < ry exactly; the slack covers ry's rounding many
-// times over, so culling never changes a result.
+// Whether a point at y = py may lie in the (enlarged) box: inside means
+// within the rotated rectangle up to float32 rounding, so |py - cy| < ry up
+// to that; the slack covers ry's rounding and float32's many times over, so
+// culling never changes a result.
 template <typename T>
 C10_HOST_DEVICE inline bool bev_row_may_hit(const BevBox<T>& b, T py, T slack) {
   const T d = py - b.cy;
   return (d < T(0) ? -d : d) <= bev_mul(b.ry, T(1.001)) + slack;
-}
-
-// The point (px, py) in the box's frame: the published corners are the box's
-// rotated by -yaw (mmdet3d v0.x box_np_ops.rotation_3d_in_axis, axis 2), so
-// the point is rotated by +yaw about the centre. Inside is strict on both axes.
-template <typename T>
-struct BevLocal {
-  T u, v;
-};
-
-template <typename T>
-C10_HOST_DEVICE inline BevLocal<T> bev_local(const BevBox<T>& b, T px, T py) {
-  const T ex = px - b.cx, ey = py - b.cy;
-  return {bev_mul(b.c, ex) - bev_mul(b.s, ey), bev_mul(b.s, ex) + bev_mul(b.c, ey)};
 }
 
 // The foreground weight and fg scale of one cell over the boxes box[0..n) of
@@ -130,14 +175,15 @@ struct BevCell {
   T fm, scale;
 };
 
+// (px, py): the cell's point in float32, as the published grid
+// (bev_coord<float>).
 template <typename T>
-C10_HOST_DEVICE inline BevCell<T> bev_cell(const BevBox<T>* box, int64_t n, T px, T py, bool extend_on, T weight) {
+C10_HOST_DEVICE inline BevCell<T> bev_cell(const BevBox<T>* box, int64_t n, float px, float py, bool extend_on,
+                                           T weight) {
   int64_t inner = -1, ring = -1;
   for (int64_t i = 0; i < n; ++i) {
-    const auto l = bev_local(box[i], px, py);
-    const T au = l.u < T(0) ? -l.u : l.u, av = l.v < T(0) ? -l.v : l.v;
-    if (inner < 0 && au < box[i].hx && av < box[i].hy) inner = i;
-    if (extend_on && ring < 0 && au < box[i].ehx && av < box[i].ehy) ring = i;
+    if (inner < 0 && bev_inside(box[i].inner, px, py)) inner = i;
+    if (extend_on && ring < 0 && bev_inside(box[i].ring, px, py)) ring = i;
     if (inner >= 0 && (!extend_on || ring >= 0)) break;
   }
   BevCell<T> r{T(0), T(0)};
@@ -171,7 +217,7 @@ C10_HOST_DEVICE inline void bev_finish(T fm, T scale, T bg_scale, BevScale mode,
   *bg = w * b;
 }
 
-// boxes [N, 5] (x, y, dx, dy, yaw), rot [N, 2] (cos, sin of each yaw) in the
+// boxes [N, 5] (x, y, dx, dy, yaw), rot [N, 4] (bev_masks.cpp) in the
 // boxes' dtype and on their device, image i's boxes at rows offsets[i] ..
 // offsets[i + 1] (checked by bev_masks.cpp: from 0 to N, non-decreasing);
 // fg, bg [B, H, W] in the boxes' dtype (row = y, column = x).

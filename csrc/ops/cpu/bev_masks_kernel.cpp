@@ -30,9 +30,12 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
     const T extend = cell_x * static_cast<T>(p.extend_length), weight = static_cast<T>(p.extend_weight);
     const bool extend_on = p.extend_length > 0 && p.extend_weight > 0;
     const T cell_area = cell_x * cell_y;
+    // The published grid points, in float32 (the inside test's precision).
+    const float cell_x32 = static_cast<float>(p.cell_x), cell_y32 = static_cast<float>(p.cell_y);
+    const float x_min32 = static_cast<float>(p.x_min), y_min32 = static_cast<float>(p.y_min);
     std::vector<BevBox<T>> prepared(static_cast<size_t>(N));
     at::parallel_for(0, N, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) prepared[i] = bev_box<T>(bx + 5 * i, cs + 2 * i, cell_area, extend);
+      for (int64_t i = begin; i < end; ++i) prepared[i] = bev_box<T>(bx + 5 * i, cs + 4 * i, cell_area, extend);
     });
     T* f = fg.data_ptr<T>();
     T* g = bg.data_ptr<T>();
@@ -45,6 +48,7 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
         const T py = bev_coord(y_min, y, cell_y);
+        const float py32 = bev_coord(y_min32, y, cell_y32);
         row_boxes.clear();
         for (int64_t i = off[b]; i < off[b + 1]; ++i) {
           if (bev_row_may_hit<T>(prepared[i], py, cell_y)) row_boxes.push_back(prepared[i]);
@@ -53,8 +57,8 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
         const auto n = static_cast<int64_t>(row_boxes.size());
         int64_t zeros = 0;
         for (int64_t x = 0; x < W; ++x) {
-          const T px = bev_coord(x_min, x, cell_x);
-          const auto c = bev_cell<T>(box, n, px, py, extend_on, weight);
+          const float px32 = bev_coord(x_min32, x, cell_x32);
+          const auto c = bev_cell<T>(box, n, px32, py32, extend_on, weight);
           f[r * W + x] = c.fm;
           g[r * W + x] = c.scale;
           zeros += c.fm == T(0);

@@ -26,23 +26,24 @@ __global__ void __launch_bounds__(kThreads)
     prepare_kernel(const T* __restrict__ boxes, const T* __restrict__ rot, int64_t N, T cell_area, T extend,
                    BevBox<T>* __restrict__ out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < N) out[i] = bev_box<T>(boxes + 5 * i, rot + 2 * i, cell_area, extend);
+  if (i < N) out[i] = bev_box<T>(boxes + 5 * i, rot + 4 * i, cell_area, extend);
 }
 
 // Blocks [b * per_image, (b + 1) * per_image) cover image b's H * W cells.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     cells_kernel(const BevBox<T>* __restrict__ box, const int64_t* __restrict__ offsets, int64_t per_image, int64_t H,
-                 int64_t W, T x_min, T y_min, T cell_x, T cell_y, bool extend_on, T weight, T* __restrict__ fg,
-                 T* __restrict__ bg, unsigned long long* __restrict__ zeros) {
+                 int64_t W, float x_min, float y_min, float cell_x, float cell_y, bool extend_on, T weight,
+                 T* __restrict__ fg, T* __restrict__ bg, unsigned long long* __restrict__ zeros) {
   __shared__ unsigned long long red[32];
   const int64_t b = blockIdx.x / per_image, HWn = H * W;
   const int64_t j = (blockIdx.x % per_image) * kThreads + threadIdx.x;
   unsigned long long zero = 0;
   if (j < HWn) {
     const int64_t first = offsets[b], n = offsets[b + 1] - first;
-    const T px = bev_coord(x_min, j % W, cell_x);
-    const T py = bev_coord(y_min, j / W, cell_y);
+    // the published grid points, in float32 (the inside test's precision)
+    const float px = bev_coord(x_min, j % W, cell_x);
+    const float py = bev_coord(y_min, j / W, cell_y);
     const auto c = bev_cell<T>(box + first, n, px, py, extend_on, weight);
     fg[b * HWn + j] = c.fm;
     bg[b * HWn + j] = c.scale;
@@ -86,8 +87,9 @@ void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor&
     }
     auto* z = reinterpret_cast<unsigned long long*>(zeros.data_ptr<int64_t>());
     launch<cells_kernel<T>>(checked_grid(B * per_image), kThreads, 0, box, offsets.data_ptr<int64_t>(), per_image, H, W,
-                            static_cast<T>(p.x_min), static_cast<T>(p.y_min), cell_x, cell_y, extend_on,
-                            static_cast<T>(p.extend_weight), fg.data_ptr<T>(), bg.data_ptr<T>(), z);
+                            static_cast<float>(p.x_min), static_cast<float>(p.y_min), static_cast<float>(p.cell_x),
+                            static_cast<float>(p.cell_y), extend_on, static_cast<T>(p.extend_weight), fg.data_ptr<T>(),
+                            bg.data_ptr<T>(), z);
     launch<finish_kernel<T>>(checked_grid(B * per_image), kThreads, 0, per_image, H * W, z, p.scale, p.background,
                              fg.data_ptr<T>(), bg.data_ptr<T>());
   });
