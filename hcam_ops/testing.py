@@ -18,11 +18,8 @@ from . import _C
 @contextlib.contextmanager
 def emulated_cuda() -> Iterator[None]:
     """Runs this thread's hcam_ops calls on CPU tensors on the emulated CUDA
-    kernels until the block ends (nested blocks restore what they found)."""
-    if not _C.cuda_emulated():
-        raise RuntimeError(
-            "hcam_ops.testing.emulated_cuda: this build does not emulate CUDA (build it with HCAM_OPS_CUDA=emulate)"
-        )
+    kernels until the block ends (nested blocks restore what they found).
+    A build that does not emulate CUDA raises ``RuntimeError``."""
     previous = _C.set_cuda_emulation(True)
     try:
         yield

@@ -20,22 +20,30 @@ using std::log1p;
 using std::sin;
 using std::sqrt;
 
-template <typename A, typename B, std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>, int> = 0>
-inline std::common_type_t<A, B> max(A a, B b) {
+namespace hcam_emu::device {
+
+template <bool kMax, typename A, typename B>
+inline std::common_type_t<A, B> min_max(A a, B b) {
   using C = std::common_type_t<A, B>;
+  const C x = static_cast<C>(a), y = static_cast<C>(b);
   if constexpr (std::is_floating_point_v<C>) {
-    return std::fmax(static_cast<C>(a), static_cast<C>(b));
+    return kMax ? std::fmax(x, y) : std::fmin(x, y);
   } else {
-    return static_cast<C>(a) < static_cast<C>(b) ? static_cast<C>(b) : static_cast<C>(a);
+    return (kMax ? x < y : y < x) ? y : x;
   }
 }
 
-template <typename A, typename B, std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>, int> = 0>
+template <typename A, typename B>
+constexpr bool kArithmetic = std::is_arithmetic_v<A> && std::is_arithmetic_v<B>;
+
+}  // namespace hcam_emu::device
+
+template <typename A, typename B, std::enable_if_t<hcam_emu::device::kArithmetic<A, B>, int> = 0>
+inline std::common_type_t<A, B> max(A a, B b) {
+  return hcam_emu::device::min_max<true>(a, b);
+}
+
+template <typename A, typename B, std::enable_if_t<hcam_emu::device::kArithmetic<A, B>, int> = 0>
 inline std::common_type_t<A, B> min(A a, B b) {
-  using C = std::common_type_t<A, B>;
-  if constexpr (std::is_floating_point_v<C>) {
-    return std::fmin(static_cast<C>(a), static_cast<C>(b));
-  } else {
-    return static_cast<C>(b) < static_cast<C>(a) ? static_cast<C>(b) : static_cast<C>(a);
-  }
+  return hcam_emu::device::min_max<false>(a, b);
 }

@@ -45,6 +45,13 @@ struct Limits {
 void launch(const char* kernel, const void* func, dim3 grid, dim3 block, size_t dynamic_smem,
             void (*body)(void* closure), void* closure);
 
+// The same, for a callable run as `body()` by every thread (the launch
+// helper's and the tests' way to hand over a kernel and its arguments).
+template <typename F>
+void launch(const char* kernel, const void* func, dim3 grid, dim3 block, size_t dynamic_smem, F& body) {
+  launch(kernel, func, grid, block, dynamic_smem, [](void* closure) { (*static_cast<F*>(closure))(); }, &body);
+}
+
 // __syncthreads() at file:line.
 void syncthreads(const char* file, int line);
 

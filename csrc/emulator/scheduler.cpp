@@ -103,32 +103,31 @@ class Block {
   }
 
   void barrier(Site site) {
-    Thread& t = threads_[current_];
-    t.wait = Wait::kBarrier;
-    t.site = site;
-    clear_runnable(current_);
-    switch_to(t.fiber.context, scheduler_);
+    threads_[current_].site = site;
+    wait_as(Wait::kBarrier);
   }
 
   uint64_t collective(Collective kind, unsigned mask, uint64_t value, int lane_mask, int width, Site site) {
     const int tid = current_, lane = tid % 32, w = tid / 32;
     const int lanes = std::min(32, static_cast<int>(threads_.size()) - 32 * w);
     const unsigned present = lanes == 32 ? ~0u : (1u << lanes) - 1u;
-    const std::string what = std::string(collective_name(kind)) + " at " + where(site) + " by thread " +
-                             std::to_string(tid) + " (warp " + std::to_string(w) + ", lane " + std::to_string(lane) +
-                             ")";
-    if (!(mask >> lane & 1u)) fail(what + ": its mask " + hex(mask) + " leaves out the calling lane");
+    // Built only for an error: collectives are the emulator's hottest path.
+    auto what = [&] {
+      return std::string(collective_name(kind)) + " at " + where(site) + " by thread " + std::to_string(tid) +
+             " (warp " + std::to_string(w) + ", lane " + std::to_string(lane) + ")";
+    };
+    if (!(mask >> lane & 1u)) fail(what() + ": its mask " + hex(mask) + " leaves out the calling lane");
     if (mask & ~present) {
-      fail(what + ": mask " + hex(mask) + " names lanes the warp does not have (a partial warp of " +
+      fail(what() + ": mask " + hex(mask) + " names lanes the warp does not have (a partial warp of " +
            std::to_string(lanes) + " threads)");
     }
     for (int l = 0; l < 32; ++l) {
       if ((mask >> l & 1u) && threads_[32 * w + l].wait == Wait::kDone) {
-        fail(what + ": mask " + hex(mask) + " names lane " + std::to_string(l) + ", which has exited");
+        fail(what() + ": mask " + hex(mask) + " names lane " + std::to_string(l) + ", which has exited");
       }
     }
     if (width <= 0 || width > 32 || (width & (width - 1)) != 0) {
-      fail(what + ": width " + std::to_string(width) + " is not a power of two up to 32");
+      fail(what() + ": width " + std::to_string(width) + " is not a power of two up to 32");
     }
     WarpOp& op = warps_[w];
     if (op.arrived == 0) {
@@ -138,34 +137,24 @@ class Block {
       op.site = site;
     } else if (op.kind != kind || op.mask != mask || op.width != width) {
       fail("lanes of warp " + std::to_string(w) + " at different warp collectives: " + collective_name(op.kind) +
-           " at " + where(op.site) + " with mask " + hex(op.mask) + ", and " + what + " with mask " + hex(mask));
+           " at " + where(op.site) + " with mask " + hex(op.mask) + ", and " + what() + " with mask " + hex(mask));
     }
     op.value[lane] = value;
     op.lane_mask[lane] = lane_mask;
     op.arrived |= 1u << lane;
-    Thread& t = threads_[tid];
     if (op.arrived != mask) {
-      t.wait = Wait::kWarp;
-      clear_runnable(tid);
-      switch_to(t.fiber.context, scheduler_);
+      wait_as(Wait::kWarp);
       return op.result[lane];
     }
     complete(op, w);
     const uint64_t mine = op.result[lane];
-    switch_to(t.fiber.context, scheduler_);  // still runnable: the schedule picks who goes on
+    switch_to(threads_[tid].fiber.context, scheduler_);  // still runnable: the schedule picks who goes on
     return mine;
   }
 
   [[noreturn]] void fail(const std::string& message) {
     if (error_.empty()) error_ = message;
-    Thread& t = threads_[current_];
-    if (t.wait != Wait::kDone) {
-      t.wait = Wait::kDone;
-      ++done_;
-    }
-    clear_runnable(current_);
-    switch_to(t.fiber.context, scheduler_);
-    std::abort();  // an abandoned fiber is never resumed
+    exit_current();
   }
 
   static void thread_main() {
@@ -175,15 +164,29 @@ class Block {
     } catch (const std::exception& e) {
       b->fail(std::string("thread ") + std::to_string(b->current_) + " raised: " + e.what());
     }
-    Thread& t = b->threads_[b->current_];
-    t.wait = Wait::kDone;
-    ++b->done_;
-    b->clear_runnable(b->current_);
-    switch_to(t.fiber.context, b->scheduler_);
-    std::abort();
+    b->exit_current();
   }
 
  private:
+  // The running thread waits (at a barrier or a collective) until released.
+  void wait_as(Wait wait) {
+    threads_[current_].wait = wait;
+    clear_runnable(current_);
+    switch_to(threads_[current_].fiber.context, scheduler_);
+  }
+
+  // The running thread is done: its fiber is never resumed.
+  [[noreturn]] void exit_current() {
+    Thread& t = threads_[current_];
+    if (t.wait != Wait::kDone) {
+      t.wait = Wait::kDone;
+      ++done_;
+    }
+    clear_runnable(current_);
+    switch_to(t.fiber.context, scheduler_);
+    std::abort();
+  }
+
   void set_runnable(int i) {
     words_[i >> 6] |= 1ull << (i & 63);
     ++runnable_;

@@ -32,27 +32,21 @@ BevBackground parse_background(const std::string& s) {
   return BevBackground::OneMinus;
 }
 
-// The rotation of each yaw, [N, 4] in the boxes' dtype on their device, from
-// the C library's cos and sin in double on the host (those behind the
-// reference's math.cos / math.sin), so that every device and CPU variant
-// rotates by the same numbers. Columns 0, 1: cos and sin of the yaw, rounded
-// once to the dtype (culling). Columns 2, 3: those of the yaw rounded to
-// float32, rounded to float32 (exact in either dtype): the published inside
-// test runs on float32 boxes (bev_faces). A copy of the yaws (one sync) for
-// CUDA boxes.
+// (cos, sin) of each yaw, [N, 2] in the boxes' dtype on their device: the
+// published inside test runs on float32 boxes (bev_faces), so the yaw rounded
+// to float32, its cos and sin in double with the C library's (those behind the
+// reference's math.cos / math.sin) on the host, rounded to float32 (exact in
+// either dtype); every device and CPU variant rotates by the same numbers. A
+// copy of the yaws (one sync) for CUDA boxes.
 at::Tensor yaw_rotations(const at::Tensor& boxes) {
   const auto yaw = boxes.select(1, 4).to(at::kCPU, at::kDouble).contiguous();
-  auto rot = at::empty({boxes.size(0), 4}, yaw.options());
+  auto rot = at::empty({boxes.size(0), 2}, yaw.options());
   const double* y = yaw.const_data_ptr<double>();
   double* r = rot.data_ptr<double>();
-  const bool f32 = boxes.scalar_type() == at::kFloat;
   for (int64_t i = 0; i < boxes.size(0); ++i) {
-    const double c = std::cos(y[i]), s = std::sin(y[i]);
     const double y32 = static_cast<float>(y[i]);
-    r[4 * i] = f32 ? static_cast<float>(c) : c;
-    r[4 * i + 1] = f32 ? static_cast<float>(s) : s;
-    r[4 * i + 2] = static_cast<float>(std::cos(y32));
-    r[4 * i + 3] = static_cast<float>(std::sin(y32));
+    r[2 * i] = static_cast<float>(std::cos(y32));
+    r[2 * i + 1] = static_cast<float>(std::sin(y32));
   }
   return rot.to(boxes.device(), boxes.scalar_type());
 }

@@ -137,17 +137,17 @@ struct BevBox {
   T cy, inner_scale, ring_scale, ry;
 };
 
-// row = (x, y, dx, dy, yaw); cs = bev_masks.cpp's rotation row (cos, sin in T;
-// cos, sin in float32); extend = cell_x * bg_extend_length (0: off). The
-// enlarged box's sizes are dx + extend and dy + extend, in float32.
+// row = (x, y, dx, dy, yaw); cs = (cos, sin) of its yaw in float32
+// (bev_masks.cpp); extend = cell_x * bg_extend_length (0: off). The enlarged
+// box's sizes are dx + extend and dy + extend, in float32.
 template <typename T>
 C10_HOST_DEVICE inline BevBox<T> bev_box(const T* row, const T* cs, T cell_area, T extend) {
   BevBox<T> b;
   const float x = static_cast<float>(row[0]), y = static_cast<float>(row[1]);
   const float dx = static_cast<float>(row[2]), dy = static_cast<float>(row[3]), e = static_cast<float>(extend);
-  const float c32 = static_cast<float>(cs[2]), s32 = static_cast<float>(cs[3]);
-  b.inner = bev_faces(x, y, dx, dy, c32, s32);
-  b.ring = bev_faces(x, y, dx + e, dy + e, c32, s32);
+  const float c = static_cast<float>(cs[0]), s = static_cast<float>(cs[1]);
+  b.inner = bev_faces(x, y, dx, dy, c, s);
+  b.ring = e > 0.0f ? bev_faces(x, y, dx + e, dy + e, c, s) : b.inner;
   b.cy = row[1];
   b.ring_scale = cell_area / (row[2] * row[3]);
   b.inner_scale = sqrt(b.ring_scale);
@@ -217,7 +217,7 @@ C10_HOST_DEVICE inline void bev_finish(T fm, T scale, T bg_scale, BevScale mode,
   *bg = w * b;
 }
 
-// boxes [N, 5] (x, y, dx, dy, yaw), rot [N, 4] (bev_masks.cpp) in the
+// boxes [N, 5] (x, y, dx, dy, yaw), rot [N, 2] (bev_masks.cpp) in the
 // boxes' dtype and on their device, image i's boxes at rows offsets[i] ..
 // offsets[i + 1] (checked by bev_masks.cpp: from 0 to N, non-decreasing);
 // fg, bg [B, H, W] in the boxes' dtype (row = y, column = x).

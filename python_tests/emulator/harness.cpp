@@ -25,9 +25,7 @@ namespace {
 template <auto Kernel, typename... Args>
 void run(const char* name, dim3 grid, dim3 block, size_t smem, Args... args) {
   auto body = [&] { Kernel(args...); };
-  hcam_emu::launch(
-      name, reinterpret_cast<const void*>(Kernel), grid, block, smem,
-      [](void* c) { (*static_cast<decltype(body)*>(c))(); }, &body);
+  hcam_emu::launch(name, reinterpret_cast<const void*>(Kernel), grid, block, smem, body);
 }
 
 // Three block sums in a row through one scratch, as the row kernels chain

@@ -26,7 +26,6 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
     const T* bx = boxes.data_ptr<T>();
     const T* cs = rot.data_ptr<T>();
     const T cell_x = static_cast<T>(p.cell_x), cell_y = static_cast<T>(p.cell_y);
-    const T x_min = static_cast<T>(p.x_min), y_min = static_cast<T>(p.y_min);
     const T extend = cell_x * static_cast<T>(p.extend_length), weight = static_cast<T>(p.extend_weight);
     const bool extend_on = p.extend_length > 0 && p.extend_weight > 0;
     const T cell_area = cell_x * cell_y;
@@ -35,7 +34,7 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
     const float x_min32 = static_cast<float>(p.x_min), y_min32 = static_cast<float>(p.y_min);
     std::vector<BevBox<T>> prepared(static_cast<size_t>(N));
     at::parallel_for(0, N, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) prepared[i] = bev_box<T>(bx + 5 * i, cs + 4 * i, cell_area, extend);
+      for (int64_t i = begin; i < end; ++i) prepared[i] = bev_box<T>(bx + 5 * i, cs + 2 * i, cell_area, extend);
     });
     T* f = fg.data_ptr<T>();
     T* g = bg.data_ptr<T>();
@@ -47,8 +46,8 @@ void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& r
       std::vector<BevBox<T>> row_boxes;
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H, y = r % H;
-        const T py = bev_coord(y_min, y, cell_y);
         const float py32 = bev_coord(y_min32, y, cell_y32);
+        const T py = static_cast<T>(py32);  // culling
         row_boxes.clear();
         for (int64_t i = off[b]; i < off[b + 1]; ++i) {
           if (bev_row_may_hit<T>(prepared[i], py, cell_y)) row_boxes.push_back(prepared[i]);

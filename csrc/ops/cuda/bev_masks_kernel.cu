@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kThreads)
     prepare_kernel(const T* __restrict__ boxes, const T* __restrict__ rot, int64_t N, T cell_area, T extend,
                    BevBox<T>* __restrict__ out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < N) out[i] = bev_box<T>(boxes + 5 * i, rot + 4 * i, cell_area, extend);
+  if (i < N) out[i] = bev_box<T>(boxes + 5 * i, rot + 2 * i, cell_area, extend);
 }
 
 // Blocks [b * per_image, (b + 1) * per_image) cover image b's H * W cells.

@@ -43,9 +43,7 @@ void launch(dim3 grid, dim3 block, size_t dynamic_smem, Args&&... args) {
       block.y, ", ", block.z, ")");
 #ifdef HCAM_OPS_EMULATOR
   auto run = [&] { Kernel(args...); };  // each thread gets its own copies of the parameters
-  hcam_emu::launch(
-      name.c_str(), reinterpret_cast<const void*>(Kernel), grid, block, dynamic_smem,
-      [](void* closure) { (*static_cast<decltype(run)*>(closure))(); }, &run);
+  hcam_emu::launch(name.c_str(), reinterpret_cast<const void*>(Kernel), grid, block, dynamic_smem, run);
 #else
   // A .h file is formatted as C++, which would split the chevrons.
   // clang-format off
