@@ -16,7 +16,7 @@ from hcam_ops import reference as R
 @dataclasses.dataclass
 class Case:
     op: str
-    shape: tuple  # as the issue names it
+    shape: tuple  # the case's shape, as RESULTS.md names it
     label: str  # short text of the shape for tables
     make_inputs: Callable[[torch.device, torch.dtype, torch.Generator], dict]
     impls: dict  # name -> fn(**inputs) -> scalar loss

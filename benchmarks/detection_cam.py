@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from hcam_ops.cam.detection import METHODS, DetCAMModel, DetCAMVisualizer, build_detector
-from hcam_ops.cam.detection.zoo import family
 from hcam_ops.data.synthetic_detection import SyntheticDetection
+from hcam_ops.models.detection import family
 
 
 def parse_args(argv=None):

@@ -24,9 +24,10 @@ from _multilabel_helpers import (  # noqa: E402
 )
 
 import hcam_ops  # noqa: E402
+import hcam_ops.data.plant_pathology  # noqa: E402,F401
 import hcam_ops.models  # noqa: E402,F401
 from hcam_ops.models import PSANFeatureModule, sigmoid_focal_loss  # noqa: E402
-from hcam_ops.models._multilabel import load_backbone  # noqa: E402
+from hcam_ops.models._factory import load_backbone  # noqa: E402
 from hcam_ops.nn import STN, PolarizedSelfAttention  # noqa: E402
 from hcam_ops.nn.psa import SequentialPSA  # noqa: E402
 from hcam_ops.nn.stn import PooledSTN  # noqa: E402
@@ -253,7 +254,7 @@ def test_multilabel_cli_two_tiny_epochs(tmp_path):
             json.dumps(TINY),
         ]
     )
-    assert set(report["per_class"]) == set(hcam_ops.models.LEAF_CLASSES)
+    assert set(report["per_class"]) == set(hcam_ops.data.plant_pathology.LEAF_CLASSES)
     assert 0 <= report["macro"]["f1"] <= 1
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert len(rows) == 2

@@ -15,12 +15,12 @@ from _multilabel_helpers import flush_denormals  # noqa: E402,F401  (autouse)
 from PIL import Image  # noqa: E402
 
 import hcam_ops.models  # noqa: E402,F401
+from hcam_ops import checkpoint  # noqa: E402
 from hcam_ops.cam import class_cams, save_overlays  # noqa: E402
 from hcam_ops.cam.attention_gif import attention_frames, save_attention_gif  # noqa: E402
 from hcam_ops.cam.gradcam import cam_methods, default_target_layer  # noqa: E402
 from hcam_ops.cam.overlay import caption_band  # noqa: E402
-from hcam_ops.models import LEAF_CLASSES  # noqa: E402
-from hcam_ops.train import checkpoint  # noqa: E402
+from hcam_ops.data.plant_pathology import LEAF_CLASSES  # noqa: E402
 
 SWIN = {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
 EVA = {"patch_size": 16, "embed_dim": 48, "depth": 2, "num_heads": 2}

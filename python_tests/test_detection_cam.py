@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hcam_ops._cli import CLIError
 from hcam_ops.cam import detect as detect_cli
 from hcam_ops.cam.detection import (
     GRADIENT_FREE_METHODS,
@@ -29,9 +30,8 @@ from hcam_ops.cam.detection import (
     normalize_in_boxes,
     save_checkpoint,
 )
-from hcam_ops.cam.detection.training import recall, train_on_synthetic
 from hcam_ops.data.synthetic_detection import SyntheticDetection
-from hcam_ops.train.errors import CLIError
+from hcam_ops.train.synthetic_detector import recall, train_on_synthetic
 
 FAMILIES = ["fasterrcnn", "maskrcnn", "retinanet", "fcos"]
 

@@ -1,4 +1,4 @@
-"""python -m hcam_ops.distill.train (docs/distill.md): a teacher alone, FGD
+"""python -m hcam_ops.train distill (docs/distill.md): a teacher alone, FGD
 and DistillBEV students from it, convert, dump, COCO folders and one-line
 errors; 64 px images, two steps of one image per run (the DistillBEV run:
 two epochs, for its false-positive term from the second), for CPU CI."""
@@ -10,15 +10,20 @@ import os
 import pytest
 import torch
 
+from hcam_ops import checkpoint
 from hcam_ops.data.synthetic_detection import SyntheticDetection, to_coco
-from hcam_ops.distill import convert, dump
-from hcam_ops.distill.train import main, parser
-from hcam_ops.nn.fgd import PRESETS
-from hcam_ops.train import build_model, checkpoint
-from hcam_ops.train.distill import DISTILLER_NAME, Distiller
-from hcam_ops.train.distill.detectors import build
-from hcam_ops.train.distill.distiller import uses_heatmaps
+from hcam_ops.models import build_model
+from hcam_ops.models.detection import DISTILLER_NAME, Distiller
+from hcam_ops.models.detection import build_detector as build
+from hcam_ops.nn.fgd_presets import PRESETS, uses_heatmaps
+from hcam_ops.train import cli
+from hcam_ops.train.distill import convert, dump
 from hcam_ops.train.distill.task import DistillTask
+
+
+def main(argv):
+    return cli.main(["distill", *argv])
+
 
 TINY = [
     "--image-size", "64", "--synthetic-size", "2", "--batch-size", "1", "--epochs", "1",
@@ -130,7 +135,7 @@ def test_per_image_img_shape(runs):
 
 def test_ddp_unused_parameters_with_multi_scale_epoch(runs):
     def task(*flags):
-        return DistillTask(parser().parse_args([*TINY, "--out", str(runs["root"] / "unused"), *flags]))
+        return DistillTask(cli.parser().parse_args(["distill", *TINY, "--out", str(runs["root"] / "unused"), *flags]))
 
     teacher = ["--teacher", runs["teacher"]]
     assert not task(*teacher).find_unused_parameters

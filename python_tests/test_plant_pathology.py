@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from hcam_ops.data import plant_pathology  # noqa: E402
-from hcam_ops.models import LEAF_CLASSES  # noqa: E402
+from hcam_ops.data.plant_pathology import LEAF_CLASSES  # noqa: E402
 from hcam_ops.train import main as train_main  # noqa: E402
 from hcam_ops.train.cli import parser  # noqa: E402
 from hcam_ops.train.multilabel.data import SyntheticMultiLabel, duplicate, train_transform  # noqa: E402

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from _train_helpers import TINY_HCAST  # noqa: E402
 
-from hcam_ops.train import Hierarchy, HierarchyMetrics, build_model, checkpoint, main, sync_bn
+from hcam_ops import checkpoint
+from hcam_ops.train import Hierarchy, HierarchyMetrics, build_model, main, sync_bn
 from hcam_ops.train.cli import route
 from hcam_ops.train.hierarchical.data import SyntheticHierarchical, synthetic_hierarchy
 from hcam_ops.train.history import History

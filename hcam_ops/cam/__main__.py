@@ -18,8 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
-from ..train import checkpoint
-from ..train.errors import CLIError, CLIParser, check_file
+from .. import checkpoint, models
+from .._cli import CLIError, CLIParser, check_file
+from ..data.plant_pathology import LEAF_CLASSES
 from .gradcam import cam_methods
 from .overlay import save_overlays
 
@@ -52,12 +53,10 @@ def load_model(args):
     """``(model, task, class names per level, superpixel settings, image size)``."""
     import timm
 
-    from .. import models
-
     ckpt = checkpoint.load(args.checkpoint, "--checkpoint") if args.checkpoint else None
-    if ckpt is not None and checkpoint.is_training_checkpoint(ckpt):
+    if ckpt is not None and checkpoint.is_model_checkpoint(ckpt):
         overrides = {"img_size": args.img_size} if args.img_size else {}
-        model = checkpoint.build_model(ckpt, args.checkpoint, **overrides)
+        model = models.build_model(ckpt, args.checkpoint, **overrides)
         state, size = ckpt["task_state"], args.img_size or ckpt["model_config"].get("img_size", 224)
         if ckpt["task"] == "hierarchical":
             return model, "hierarchical", state["hierarchy"]["names"], state["superpixels"], size
@@ -65,7 +64,7 @@ def load_model(args):
         return model, "multilabel", [names], None, size
     if not args.model:
         raise CLIError("--model is required with a bare state dict or without --checkpoint")
-    names = args.classes.split(",") if args.classes else list(models.LEAF_CLASSES)
+    names = args.classes.split(",") if args.classes else list(LEAF_CLASSES)
     if args.model.startswith(("hcast", "cast")):
         raise CLIError(f"--model {args.model}: hierarchical models need a checkpoint of hcam_ops.train")
     try:

@@ -80,7 +80,7 @@ def save_attention_gif(
 
 
 def main(argv=None) -> list[str]:
-    from ..train.errors import CLIError, CLIParser
+    from .._cli import CLIError, CLIParser
     from .__main__ import load_model, read_image
 
     ap = CLIParser(prog="python -m hcam_ops.cam.attention_gif", description=__doc__)

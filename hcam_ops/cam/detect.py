@@ -22,9 +22,9 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..train.errors import CLIError, CLIParser, check_device, check_file
-from .detection import DETECTOR_NAMES, METHODS, DetCAMInputError, DetCAMModel, DetCAMVisualizer
-from .detection.zoo import load_checkpoint
+from .._cli import CLIError, CLIParser, InputError, check_device, check_file
+from ..models.detection import load_checkpoint
+from .detection import DETECTOR_NAMES, METHODS, DetCAMModel, DetCAMVisualizer
 
 # Library argument -> the flag that sets it.
 FLAGS = {
@@ -84,7 +84,7 @@ def parse_args(argv=None):
     return args
 
 
-def _cli_error(e: DetCAMInputError, args, where: str = "") -> CLIError:
+def _cli_error(e: InputError, args, where: str = "") -> CLIError:
     flag = FLAGS.get(e.argument, f"--{e.argument.replace('_', '-')}")
     value = getattr(args, flag[2:].replace("-", "_"), None)
     shown = " ".join(map(str, value)) if isinstance(value, list) else value
@@ -102,7 +102,7 @@ def load_model(args) -> DetCAMModel:
         if args.classes:
             classes = [c.strip() for c in args.classes.split(",")]
         return DetCAMModel(detector.to(check_device(args.device)), args.score_thr, classes)
-    except DetCAMInputError as e:
+    except InputError as e:
         raise _cli_error(e, args) from None
 
 
@@ -142,7 +142,7 @@ def main(argv=None):
             match_iou_thr=args.match_iou_thr,
             ablation_value=args.ablation_value,
         )
-    except DetCAMInputError as e:
+    except InputError as e:
         raise _cli_error(e, args) from None
     os.makedirs(args.out, exist_ok=True)
     written = 0
@@ -152,7 +152,7 @@ def main(argv=None):
         try:
             ex = vis.explain(image, args.topk, args.aug_smooth, args.eigen_smooth)
             each = vis.explain_each(image, args.topk, args.aug_smooth, args.eigen_smooth) if args.per_box else []
-        except DetCAMInputError as e:
+        except InputError as e:
             raise _cli_error(e, args, f" (image {path})") from None
         pictures = [(f"{stem}_{vis.method}.png", ex)]
         for i, one in enumerate(each):

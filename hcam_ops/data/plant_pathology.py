@@ -20,15 +20,16 @@ training) put that split near 74/13/13, the default here.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 from collections import Counter
 
-from ..models._multilabel import LEAF_CLASSES
-from ..train.errors import CLIError, CLIParser
+from .._cli import CLIError, CLIParser
 
+# The six classes of the Plant Pathology 2021 report (section 2.2), in its
+# one-hot column order: the models' outputs and the label files share it.
+LEAF_CLASSES = ("scab", "healthy", "frog_eye_leaf_spot", "rust", "complex", "powdery_mildew")
 CLASSES = LEAF_CLASSES
 SPLITS = ("train", "val", "test")
 
@@ -141,11 +142,7 @@ def format_counts(info: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    ap = CLIParser(
-        prog="python -m hcam_ops.data.plant_pathology",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = CLIParser(prog="python -m hcam_ops.data.plant_pathology", description=__doc__)
     ap.add_argument("source", help="the Kaggle folder (train.csv, train_images/) or a train.csv")
     ap.add_argument("--out", required=True, help="folder for train.csv, val.csv, test.csv, dataset.json")
     ap.add_argument("--images", help="the image folder (default: train_images next to the CSV)")

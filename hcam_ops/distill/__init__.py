@@ -1,8 +1,8 @@
 """Detector / BEV feature distillation around hcam_ops.fgd_loss: CenterNet
 ground-truth heatmaps, DistillBEV's adaptations, Gaussian foreground and
 false-positive region,
-and (ours) a four-region weighting. The training pipeline is
-``python -m hcam_ops.distill.train``."""
+and (ours) a four-region weighting: the library, below the models. The
+training pipeline is ``python -m hcam_ops.train distill``."""
 
 from .adapters import STUDENT_ADAPTATIONS, TEACHER_ADAPTATIONS, student_adaptation, teacher_adaptation
 from .false_positives import FP_SCALE_MODES, false_positive_masks

@@ -5,7 +5,8 @@ variants (:class:`CASTWithCAM`, returning the intermediates);
 ``arc_psa_swin_tiny``, ``arc_psa_swin_base``, ``arc_psa_swin_base_384`` and the
 baseline ``swin_focal_tiny``."""
 
-from .arc_psa_swin import LEAF_CLASSES, ArcPSASwin, PSAFeatures, SwinFocal, sigmoid_focal_loss
+from ._factory import build_model
+from .arc_psa_swin import ArcPSASwin, PSAFeatures, SwinFocal, sigmoid_focal_loss
 from .cast import (
     CAST,
     CASTWithCAM,
@@ -19,8 +20,8 @@ from .graph_pool import GraphPool, GraphPoolBlock, cast_seeds
 
 __all__ = [
     "CAST",
-    "LEAF_CLASSES",
     "ArcPSASwin",
+    "build_model",
     "CASTWithCAM",
     "ConvStem",
     "GraphPool",
@@ -43,3 +44,9 @@ from .efficientnet import EfficientNetBCE  # noqa: E402
 from .eva_clip import EvaCLIP  # noqa: E402
 
 __all__ += ["EfficientNetBCE", "EvaCLIP", "PSANFeatureModule"]
+
+# Detectors (torchvision's, with random weights) and the distiller, registered
+# with timm on import: hcam_ops.models.detection.
+from . import detection  # noqa: E402
+
+__all__ += ["detection"]

@@ -1,53 +1,12 @@
 """What the multi-label models share: the three faces (``model(x)``,
-``model(x, labels) -> (loss, logits)``, ``model.predict(x)``), their timm
-pretrained configs (no weights anywhere: ``url`` empty, no hub id) and one
-builder that goes through timm's ``build_model_with_cfg`` so every model
-carries ``pretrained_cfg`` like timm's own."""
+``model(x, labels) -> (loss, logits)``, ``model.predict(x)``) and the
+report's loss of its baselines. Their configs and builder are in
+``_factory.py``, the class table in :mod:`hcam_ops.data.plant_pathology`."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg
-
-from ._factory import refuse_pretrained
-
-# The six classes of the Plant Pathology 2021 report (section 2.2), in its
-# one-hot column order.
-LEAF_CLASSES = ("scab", "healthy", "frog_eye_leaf_spot", "rust", "complex", "powdery_mildew")
-
-
-def leaf_cfg(first_conv: str, classifier: str, size: int = 224, **kwargs) -> dict:
-    """A pretrained config without weights: the report normalises every model's
-    input with the ImageNet statistics (section 3.2) and resizes, no crop."""
-    return {
-        "url": "",
-        "num_classes": len(LEAF_CLASSES),
-        "input_size": (3, size, size),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": first_conv,
-        "classifier": classifier,
-        "license": "bsd-3-clause",
-        **kwargs,
-    }
-
-
-def create(cls, variant: str, pretrained: bool, **kwargs):
-    """``cls(**kwargs)`` through timm's builder (so ``model.pretrained_cfg``
-    is set, with the built input size); hub weights refused."""
-    refuse_pretrained(variant, pretrained, "pass checkpoint_path=... (whole model) or backbone_checkpoint=...")
-    model = build_model_with_cfg(cls, variant, pretrained=False, **kwargs)
-    size = getattr(model, "img_size", None)
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else size
-        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, h, w)}
-        model.default_cfg = model.pretrained_cfg
-    return model
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -67,28 +26,3 @@ class MultiLabelFaces:
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x).float())
-
-
-def load_backbone(backbone: torch.nn.Module, path: str, skip: tuple[str, ...] = ()) -> None:
-    """Local weights for a timm backbone (a timm / Hugging Face file or the
-    original authors' format): the backbone module's own
-    ``checkpoint_filter_fn`` converts them, the classifier is dropped, and a
-    file that leaves any backbone parameter unset (other than those starting
-    with ``skip``) is refused (a wrong file must not load silently)."""
-    import importlib
-
-    import timm
-
-    state = timm.models.load_state_dict(path)
-    module = importlib.import_module(type(backbone).__module__)
-    if hasattr(module, "checkpoint_filter_fn"):
-        state = module.checkpoint_filter_fn(state, backbone)
-    own = backbone.state_dict()
-    state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    missing = [n for n, _ in backbone.named_parameters() if n not in state and not n.startswith(skip)]
-    if missing:
-        raise ValueError(
-            f"{path}: does not fit the {type(backbone).__name__} backbone "
-            f"({len(missing)} of its parameters missing or of another shape, e.g. {missing[0]})"
-        )
-    backbone.load_state_dict(state, strict=False)

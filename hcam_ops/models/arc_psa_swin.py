@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from ..data.plant_pathology import LEAF_CLASSES
 from ..nn.arcface import MultiLabelArcFaceLoss
 from ..nn.psa import PolarizedSelfAttention, SequentialPSA
 from ..nn.stn import make_stn
-from ._factory import check_kwargs
-from ._multilabel import LEAF_CLASSES, MultiLabelFaces, create, leaf_cfg, load_backbone
+from ._factory import check_kwargs, create, leaf_cfg, load_backbone
+from ._multilabel import MultiLabelFaces
 
 __all__ = ["LEAF_CLASSES", "ArcPSASwin", "PSAFeatures", "PSANFeatureModule", "SwinFocal", "sigmoid_focal_loss"]
 

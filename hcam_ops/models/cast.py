@@ -300,8 +300,8 @@ class CAST(nn.Module):
 
 
 class CASTWithCAM(CAST):
-    """Seed 000's subclass: ``forward`` returns the intermediates too,
-    ``(out, family_out, manu_out, intermediates)`` (three levels) or
+    """H-CAST's model for the CAM-consistency term: ``forward`` returns the
+    intermediates too, ``(out, family_out, manu_out, intermediates)`` (three levels) or
     ``(out, family_out, intermediates)`` (two); ``intermediates["centroid1"]``
     is what the CAM consistency loss reads."""
 

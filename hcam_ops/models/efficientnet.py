@@ -19,7 +19,9 @@ from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer
 from timm.models.efficientnet import EfficientNet
 from torch import nn
 
-from ._multilabel import LEAF_CLASSES, MultiLabelFaces, bce_loss, create, leaf_cfg, load_backbone
+from ..data.plant_pathology import LEAF_CLASSES
+from ._factory import create, leaf_cfg, load_backbone
+from ._multilabel import MultiLabelFaces, bce_loss
 
 __all__ = ["EfficientNetBCE"]
 

@@ -19,9 +19,10 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models.eva import Eva
 from torch import nn
 
+from ..data.plant_pathology import LEAF_CLASSES
 from ..nn.stn import make_stn
-from ._factory import check_kwargs
-from ._multilabel import LEAF_CLASSES, MultiLabelFaces, bce_loss, create, leaf_cfg, load_backbone
+from ._factory import check_kwargs, create, leaf_cfg, load_backbone
+from ._multilabel import MultiLabelFaces, bce_loss
 
 __all__ = ["EvaCLIP"]
 

@@ -1,8 +1,10 @@
-"""Training (``python -m hcam_ops.train hierarchical|multilabel``, one process
-or several under ``torchrun``): the shared engine (``engine.py``) and one
-package per task."""
+"""Training (``python -m hcam_ops.train hierarchical|multilabel|distill``, one
+process or several under ``torchrun``): the shared engine (``engine.py``), one
+package per task and the tools beside them (``synthetic_detector.py``,
+``distill/convert.py``, ``distill/dump.py``). Every CLI that trains lives
+here, on top of the library."""
 
-from .checkpoint import build_model
+from ..models import build_model
 from .cli import main
 from .hierarchical import Hierarchy, HierarchyMetrics, cam_iou, global_kl, hierarchical_loss
 

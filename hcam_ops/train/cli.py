@@ -1,4 +1,4 @@
-"""``python -m hcam_ops.train hierarchical|multilabel [flags]``.
+"""``python -m hcam_ops.train hierarchical|multilabel|distill [flags]``.
 
 One process: ``python -m hcam_ops.train multilabel --epochs 10``. Several
 (data parallel, one per GPU, or CPU processes on gloo)::
@@ -18,10 +18,10 @@ import sys
 
 import torch
 
+from .._cli import CLIError, CLIParser
 from .engine import AMP_DTYPES, fit
-from .errors import CLIError, CLIParser
 
-TASKS = ("hierarchical", "multilabel")
+TASKS = ("hierarchical", "multilabel", "distill")
 
 
 def _engine_args() -> argparse.ArgumentParser:
@@ -62,14 +62,13 @@ def _engine_args() -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .distill import task as distill
     from .hierarchical import task as hierarchical
     from .multilabel import task as multilabel
 
-    ap = CLIParser(
-        prog="python -m hcam_ops.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = ap.add_subparsers(dest="command", metavar="{hierarchical,multilabel}", required=True, parser_class=CLIParser)
-    for name, module in (("hierarchical", hierarchical), ("multilabel", multilabel)):
+    ap = CLIParser(prog="python -m hcam_ops.train", description=__doc__)
+    sub = ap.add_subparsers(dest="command", metavar="{" + ",".join(TASKS) + "}", required=True, parser_class=CLIParser)
+    for name, module in (("hierarchical", hierarchical), ("multilabel", multilabel), ("distill", distill)):
         # A parent parser per subcommand: argparse shares a parent's option
         # objects with every child, so one task's set_defaults would rewrite
         # the other's.
@@ -78,7 +77,6 @@ def parser() -> argparse.ArgumentParser:
             parents=[_engine_args()],
             help=module.__doc__.splitlines()[0],
             description=module.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_args(p)
     return ap
@@ -111,11 +109,14 @@ def route(argv: list[str]) -> list[str]:
 
 
 def main(argv=None):
-    """Returns the multilabel test report, or the hierarchical best full-path accuracy."""
+    """Returns the multilabel test report, else the best monitored value (the
+    hierarchical full-path accuracy, the distillation student's mAP)."""
     argv = route(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.command == "hierarchical":
         from .hierarchical.task import HierarchicalTask as Task
-    else:
+    elif args.command == "multilabel":
         from .multilabel.task import MultilabelTask as Task
+    else:
+        from .distill.task import DistillTask as Task
     return fit(Task(args), args)

@@ -1,4 +1,4 @@
-"""The training loop both tasks share (``python -m hcam_ops.train hierarchical|multilabel``).
+"""The training loop every task shares (``python -m hcam_ops.train hierarchical|multilabel|distill``).
 
 Data parallel over processes when launched by ``torchrun`` (DDP; NCCL on
 GPUs, gloo on CPUs): every rank reads its own shard of each epoch
@@ -10,9 +10,10 @@ clipping, timm's schedulers (cosine with warm-up, step, plateau), early
 stopping on the task's monitored metric, checkpoints with the model's name and
 config (``checkpoint.py``), resume, ``log.csv`` + TensorBoard + ``history.png``.
 
-A task (``hierarchical/task.py``, ``multilabel/task.py``) supplies the model,
-the data, one training step and the evaluation; this file knows nothing of
-either.
+A task (``hierarchical/task.py``, ``multilabel/task.py``,
+``distill/task.py``; a subclass of :class:`Task`) supplies the model, the
+data, one training step and the evaluation; this file knows nothing of any
+of them.
 """
 
 from __future__ import annotations
@@ -22,42 +23,63 @@ import json
 import os
 import sys
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import checkpoint, distributed, sync_bn
-from .errors import CLIError, check_device
+from .. import checkpoint
+from .._cli import CLIError, check_device
+from . import distributed, sync_bn
 from .history import History
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class Task(Protocol):
+class Task:
+    """What a training task gives the engine. The methods that raise must be
+    written by every task; the others are hooks whose default does nothing."""
+
     name: str
     monitor: str  # the key of evaluate()'s result that is maximised (best checkpoint, early stopping, plateau)
-    find_unused_parameters: bool
+    find_unused_parameters: bool = False
     model_name: str
     model_config: dict
 
-    def build_model(self) -> torch.nn.Module: ...
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
 
-    def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]: ...
+    def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        raise NotImplementedError
 
-    def train_sampler(self, dataset, world: distributed.World, seed: int) -> torch.utils.data.Sampler | None: ...
+    def train_sampler(self, dataset, world: distributed.World, seed: int) -> torch.utils.data.Sampler | None:
+        raise NotImplementedError
 
-    def train_step(self, model, bare, batch, device) -> tuple[dict[str, torch.Tensor], int]: ...
+    def train_step(self, model, bare, batch, device) -> tuple[dict[str, torch.Tensor], int]:
+        raise NotImplementedError
 
-    def evaluate(self, bare, loader, device, world: distributed.World) -> dict[str, float]: ...
+    def evaluate(self, bare, loader, device, world: distributed.World) -> dict[str, float]:
+        raise NotImplementedError
 
-    def state(self) -> dict: ...
+    def state(self) -> dict:
+        """What the task needs to read the outputs (class names, hierarchy),
+        kept in every checkpoint as ``task_state``."""
+        return {}
 
-    # Optional: after_step(bare) after each optimizer step; load_state(task_state)
-    # on resume; train_metrics(world, device) for epoch-level training metrics.
+    def load_state(self, task_state: dict) -> None:
+        """On resume: the counterpart of :meth:`state`."""
 
-    def finish(self, bare, device, world: distributed.World, out_dir: str) -> Any: ...
+    def after_step(self, bare) -> None:
+        """After each optimizer step (e.g. a weight EMA)."""
+
+    def train_metrics(self, world: distributed.World, device) -> dict[str, float]:
+        """Epoch-level training metrics that per-batch sums cannot give (F1, mAP)."""
+        return {}
+
+    def finish(self, bare, device, world: distributed.World, out_dir: str) -> Any:
+        """After the last epoch; what it returns, :func:`fit` returns."""
+        return None
 
 
 def fit(task: Task, args):
@@ -120,8 +142,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt.get("stale", 0)
-        if hasattr(task, "load_state"):  # the counterpart of task.state()
-            task.load_state(ckpt.get("task_state") or {})
+        task.load_state(ckpt.get("task_state") or {})
 
     model = bare
     if world.distributed:
@@ -183,8 +204,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 updates += 1
-                if hasattr(task, "after_step"):  # e.g. a weight EMA
-                    task.after_step(bare)
+                task.after_step(bare)
                 if scheduler is not None:
                     scheduler.step_update(num_updates=updates)
             for k, v in parts.items():
@@ -195,8 +215,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         totals = distributed.sum_across({**sums, "__n": n}, world, device)
         count = max(totals.pop("__n"), 1)
         train = {f"train_{k}": v / count for k, v in totals.items()}
-        if hasattr(task, "train_metrics"):  # epoch metrics that per-batch sums cannot give (F1, mAP)
-            train.update({f"train_{k}": v for k, v in task.train_metrics(world, device).items()})
+        train.update({f"train_{k}": v for k, v in task.train_metrics(world, device).items()})
         with torch.no_grad():
             val = {f"val_{k}": v for k, v in task.evaluate(bare, val_loader, device, world).items()}
         monitored = val[f"val_{task.monitor}"]
@@ -213,13 +232,12 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
             cells = (f"{v:>{w}.5g}" if isinstance(v, float) else f"{v:>{w}}" for v, w in zip(row.values(), widths))
             print(" ".join(cells), flush=True)
             history.append(row)
-            state = dict(
-                format=checkpoint.FORMAT,
+            state = checkpoint.model_checkpoint(
+                task.model_name,
+                task.model_config,
+                _plain_state(bare),
                 task=task.name,
-                model_name=task.model_name,
-                model_config=task.model_config,
                 task_state=task.state(),
-                model=_plain_state(bare),
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
                 scaler=scaler.state_dict(),
@@ -247,8 +265,8 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
 
 def _load_resume(path: str, task: Task) -> dict:
     ckpt = checkpoint.load(path, "--resume")
-    if not checkpoint.is_training_checkpoint(ckpt):
-        raise CLIError(f"--resume {path}: not a checkpoint of hcam_ops.train")
+    if not checkpoint.is_model_checkpoint(ckpt):
+        raise CLIError(f"--resume {path}: not a checkpoint of hcam_ops (no model name and config in it)")
     diffs = checkpoint.config_differences(ckpt, task.name, task.model_name, task.model_config)
     if diffs:
         raise CLIError(f"--resume {path}: the checkpoint was trained with another configuration: {'; '.join(diffs)}")

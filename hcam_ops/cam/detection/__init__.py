@@ -11,6 +11,7 @@ RetinaNet and FCOS, on pytorch-grad-cam.
   pictures. ``python -m hcam_ops.cam.detect`` is the CLI.
 """
 
+from ...models.detection import DETECTOR_NAMES, build_detector, load_checkpoint, save_checkpoint
 from .ablation import FPNAblationLayer, locate
 from .drawing import class_colours, draw_detections, normalize_in_boxes, overlay_cam
 from .errors import DetCAMInputError
@@ -20,7 +21,6 @@ from .model import DetCAMModel, image_to_tensor
 from .reshape import FPNReshapeTransform
 from .targets import DetBoxScoreTarget
 from .visualizer import DetCAMVisualizer, Explanation
-from .zoo import DETECTOR_NAMES, build_detector, load_checkpoint, save_checkpoint
 
 __all__ = [
     "DETECTOR_NAMES",

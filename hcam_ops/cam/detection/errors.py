@@ -3,12 +3,11 @@ argument, in one line (the CLI turns the argument into its flag)."""
 
 from __future__ import annotations
 
+from ..._cli import InputError
 
-class DetCAMInputError(ValueError):
+
+class DetCAMInputError(InputError):
     """``argument: message`` on one line; ``.argument`` is the parameter's
-    name (``image``, ``method``, ``target_layers``, ``score_thr``, ...)."""
-
-    def __init__(self, argument: str, message: str):
-        self.argument = argument
-        self.message = " ".join(str(message).split())
-        super().__init__(f"{argument}: {self.message}")
+    name (``image``, ``method``, ``target_layers``, ``score_thr``, ...).
+    The detectors themselves (:mod:`hcam_ops.models.detection`) raise the
+    base :class:`~hcam_ops._cli.InputError`."""

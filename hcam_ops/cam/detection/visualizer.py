@@ -1,4 +1,4 @@
-"""DetCAMVisualizer (the seed's class of that name): a CAM method by name on a
+"""DetCAMVisualizer (mmdet's class of that name): a CAM method by name on a
 ``DetCAMModel``, the box score target, smoothing, and pictures.
 
 One image at a time: ``explain`` detects (predict mode, ``score_thr``, top
@@ -10,7 +10,7 @@ One image at a time: ``explain`` detects (predict mode, ``score_thr``, top
   ground truth, and back to predict mode afterwards, whatever happens.
 
 pytorch-grad-cam registers its hooks when a method is built; here they live
-only while a CAM is computed (the seed's ``switch_activations_and_grads``,
+only while a CAM is computed (mmdet's ``switch_activations_and_grads``,
 scoped): the detection pass and anything else the model does in between runs
 without them. ``aug_smooth`` is done here rather than by pytorch-grad-cam:
 its flips would move the objects away from the reference boxes, so the boxes

@@ -1,9 +1,7 @@
-"""Detector distillation on the training engine (``python -m
-hcam_ops.distill.train``; docs/distill.md): the detectors (registered with
-timm on import), the :class:`Distiller`, the data and the task."""
-
-from . import detectors  # noqa: F401  (registers the model names with timm)
-from .detectors import DETECTOR_NAMES, DISTILLER_NAME, FeatureTap, score_maps
-from .distiller import Distiller, presets, student_state
-
-__all__ = ["DETECTOR_NAMES", "DISTILLER_NAME", "Distiller", "FeatureTap", "presets", "score_maps", "student_state"]
+"""Detector distillation as a task of the training CLI (``python -m
+hcam_ops.train distill``; docs/distill.md): the data, the task and its
+evaluation, and its tools beside it: ``python -m hcam_ops.train.distill.convert``
+(the student alone) and ``python -m hcam_ops.train.distill.dump`` (what the
+distillation sees, as pictures). The detectors and the Distiller live in
+:mod:`hcam_ops.models.detection`, the losses in :mod:`hcam_ops.nn` and
+:mod:`hcam_ops.distill`."""

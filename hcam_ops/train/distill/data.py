@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import CLIError, check_dir, check_file
+from ..._cli import CLIError, check_dir, check_file
 
 
 class CocoFolder(Dataset):

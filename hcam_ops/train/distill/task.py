@@ -1,4 +1,4 @@
-"""Detector distillation (``python -m hcam_ops.distill.train``): a RetinaNet
+"""Detector distillation (``python -m hcam_ops.train distill``): a RetinaNet
 or FCOS student on a ResNet-18 FPN learns from a frozen ResNet-50 FPN teacher
 of the same head family through FGD (``--preset fgd``) or DistillBEV's terms
 (``--preset distillbev``) on the P3-P7 features, on the synthetic detection
@@ -13,21 +13,31 @@ import os
 
 import torch
 
-from .. import checkpoint
+from ... import checkpoint
+from ..._cli import CLIError, parse_json
+from ...models.detection import DISTILLER_NAME, check_fpn, family
+from ...nn.fgd_presets import has_skipped_levels, presets
 from ..distributed import World
-from ..errors import CLIError, parse_json
+from ..engine import Task
 from . import data as D
-from .detectors import (
-    DETECTOR_NAMES,
-    DISTILLER_NAME,
-    FAMILIES,
-    check_fpn,
-    detector_config,
-    detector_name,
-    family_of,
-)
-from .distiller import has_skipped_levels, presets
 from .evaluation import evaluate
+
+# The detectors of this tool: a ResNet-50 FPN teacher and a ResNet-18 FPN
+# student of one head family, whose P3-P7 levels match one to one.
+FAMILIES = ("retinanet", "fcos")
+SIZES = {"teacher": "resnet50", "student": "resnet18"}
+DETECTOR_NAMES = tuple(f"{f}_{b}_fpn" for f in FAMILIES for b in SIZES.values())
+
+
+def detector_name(family: str, size: str) -> str:
+    """``retinanet``/``fcos`` and ``teacher``/``student`` -> the model name."""
+    return f"{family}_{SIZES[size]}_fpn"
+
+
+def detector_config(num_classes: int, image_size: tuple[int, int]) -> dict:
+    """``model_config`` of a detector: classes with the background, and
+    ``min_size``/``max_size`` set to the image size (no resizing)."""
+    return {"num_classes": int(num_classes), "min_size": min(image_size), "max_size": max(image_size)}
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -76,10 +86,9 @@ class _EpochSampler(torch.utils.data.Sampler):
         self.on_epoch(epoch)
 
 
-class DistillTask:
+class DistillTask(Task):
     name = "distill"
     monitor = "map"
-    find_unused_parameters = False  # True where FGDLoss has multi_scale_epoch > 0 (set in __init__)
 
     def __init__(self, args):
         self.args = args
@@ -104,10 +113,10 @@ class DistillTask:
             self.model_config = config
         else:
             teacher = self._teacher(args)
-            family = family_of(teacher["name"])
+            head = family(teacher["name"])
             self.model_name = DISTILLER_NAME
             self.model_config = {
-                "student": {"name": detector_name(family, "student"), "config": config},
+                "student": {"name": detector_name(head, "student"), "config": config},
                 "teacher": teacher,
                 "preset": args.preset,
                 "distill_weight": float(args.distill_weight),
@@ -154,8 +163,8 @@ class DistillTask:
             raise CLIError("--teacher is required (a checkpoint of a --no-distill run), or give --no-distill")
         path = args.teacher
         ckpt = checkpoint.load(path, "--teacher")
-        if not checkpoint.is_training_checkpoint(ckpt):
-            raise CLIError(f"--teacher {path}: not a checkpoint of hcam_ops.train (no model name and config in it)")
+        if not checkpoint.is_model_checkpoint(ckpt):
+            raise CLIError(f"--teacher {path}: not a checkpoint of hcam_ops (no model name and config in it)")
         name = ckpt.get("model_name")
         if name == DISTILLER_NAME:
             raise CLIError(
@@ -165,8 +174,8 @@ class DistillTask:
             raise CLIError(
                 f"--teacher {path}: holds a {name!r}, not a detector of this tool ({', '.join(DETECTOR_NAMES)})"
             )
-        if args.teacher_arch and family_of(name) != args.teacher_arch:
-            raise CLIError(f"--teacher {path}: a {family_of(name)} detector, but --teacher-arch {args.teacher_arch}")
+        if args.teacher_arch and family(name) != args.teacher_arch:
+            raise CLIError(f"--teacher {path}: a {family(name)} detector, but --teacher-arch {args.teacher_arch}")
         have = int(ckpt["model_config"].get("num_classes", -1))
         if have != self.num_classes:
             raise CLIError(
@@ -180,7 +189,7 @@ class DistillTask:
     def build_model(self) -> torch.nn.Module:
         import timm
 
-        from . import detectors  # noqa: F401  (registers the names with timm)
+        from ... import models  # noqa: F401  (registers the detector names with timm)
 
         model = timm.create_model(self.model_name, **self.model_config)
         if self.teacher_ckpt is not None:
@@ -212,6 +221,3 @@ class DistillTask:
 
     def state(self) -> dict:
         return dict(self.spec)
-
-    def finish(self, bare, device, world: World, out_dir: str):
-        return None

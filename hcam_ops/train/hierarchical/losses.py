@@ -1,4 +1,4 @@
-"""The H-CAST training loss (``deit/engine_hier.py``) with seed 000's CAM term:
+"""The H-CAST training loss (``deit/engine_hier.py``) with the CAM-consistency term (docs/ops/cam.md):
 
     L = sum_levels CE_l + gk_weight * L_gk + cam_weight * L_cons
 
@@ -12,7 +12,7 @@
   mixup, else one-hot).
 - ``L_cons``: CAM consistency on ``centroid1`` (``hcam_ops.cam_kl_loss``),
   each head's argmax class, the coarser map a detached teacher; by default
-  the species/family pair only (seed 000), ``pairs="adjacent"`` for every
+  the species/family pair only (the default), ``pairs="adjacent"`` for every
   adjacent pair.
 """
 
@@ -59,7 +59,7 @@ def cam_consistency(
     pairs: str = "first",
     cam_loss: Callable = ops.hierarchical_cam_kl_loss,
 ) -> torch.Tensor:
-    """Seed 000's ``L_cons`` on ``features`` (``centroid1``), in float32
+    """The CAM-consistency ``L_cons`` on ``features`` (``centroid1``), in float32
     whatever autocast chose for the tokens. ``pairs="first"``: levels 0 and 1
     (species/family); ``"adjacent"``: every adjacent pair, summed."""
     if pairs not in CAM_PAIRS:

@@ -1,6 +1,6 @@
 """H-CAST training (``python -m hcam_ops.train hierarchical``): the published
 CAST with hierarchical heads, trained as ``deit/main_suppix_hier.py`` does,
-with seed 000's CAM consistency term on top.
+with the CAM-consistency term (docs/ops/cam.md) on top.
 
 Data: a synthetic hierarchical set (default, no download), an ImageFolder
 tree with a hierarchy file, or the published CUB-200 / FGVC-Aircraft layouts
@@ -40,8 +40,9 @@ import os
 
 import torch
 
+from ..._cli import CLIError, check_dir, check_file, parse_ints
 from ..distributed import ShardSampler, World, gather_rows, launched_by_torchrun, sum_across
-from ..errors import CLIError, check_dir, check_file, parse_ints
+from ..engine import Task
 from .data import (
     SyntheticHierarchical,
     WithSegments,
@@ -159,12 +160,11 @@ ENGINE_DEFAULTS = dict(
 )
 
 
-class HierarchicalTask:
+class HierarchicalTask(Task):
     name = "hierarchical"
     monitor = "full_path_acc"
     # Every trainable parameter reaches the loss; the last pooling, whose
     # output nothing reads, is frozen (published).
-    find_unused_parameters = False
 
     def __init__(self, args):
         self.args = args

@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from ..._cli import CLIError, check_dir, check_file, parse_json
+from ...data.plant_pathology import LEAF_CLASSES
 from ...metrics import (
     format_table,
     multilabel_report,
@@ -30,9 +32,8 @@ from ...metrics import (
     save_plots,
     search_thresholds,
 )
-from ...models import LEAF_CLASSES
 from ..distributed import ShardSampler, World, gather_rows, sum_across
-from ..errors import CLIError, check_dir, check_file, parse_json
+from ..engine import Task
 from . import preset
 from .data import (
     AUGMENTS,
@@ -117,10 +118,9 @@ def _names(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-class MultilabelTask:
+class MultilabelTask(Task):
     name = "multilabel"
     monitor = "macro_f1"
-    find_unused_parameters = False
 
     def __init__(self, args):
         self.args = args

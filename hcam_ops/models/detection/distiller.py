@@ -1,42 +1,21 @@
 """The Distiller: a student detector trained against a frozen teacher's FPN
-features with :class:`hcam_ops.nn.FGDLoss` (FGD, or DistillBEV's terms)."""
+features with :class:`hcam_ops.nn.FGDLoss` (FGD, or DistillBEV's terms),
+registered with timm beside its class as ``hcam_distiller``."""
 
 from __future__ import annotations
 
 import torch
+from timm.models import register_model
 from torch import nn
 
-from .detectors import NUM_LEVELS, FeatureTap, build, check_fpn, family_of, score_maps
+from ...distill import centernet_heatmaps
+from ...nn import FGDLoss
+from ...nn.fgd_presets import presets, uses_heatmaps
+from .._factory import TIMM_KEYS, refuse_pretrained
+from .builders import build_detector, family
+from .features import NUM_LEVELS, FeatureTap, check_fpn, score_maps
 
-
-def presets() -> tuple[str, ...]:
-    """FGDLoss's preset names (``fgd``, ``distillbev``, and any others it has)."""
-    from ...nn.fgd import PRESETS
-
-    return tuple(PRESETS)
-
-
-def effective_config(preset: str, overrides: dict | None = None) -> dict:
-    """The FGDLoss keywords a run gets: the preset's, then ``--loss-kwargs``."""
-    from ...nn.fgd import PRESETS
-
-    return {**PRESETS[preset], **(overrides or {})}
-
-
-def uses_heatmaps(preset: str, overrides: dict | None = None) -> bool:
-    """Whether the loss reads teacher / ground-truth heatmaps: the effective
-    config (preset + overrides) has a false-positive term (``fp_weight > 0``)
-    or region weights. DistillBEV's published config has ``fp_weight = 0``:
-    no heatmaps unless an override turns the term on."""
-    c = effective_config(preset, overrides)
-    return float(c.get("fp_weight") or 0) > 0 or c.get("region_weights") is not None
-
-
-def has_skipped_levels(preset: str, overrides: dict | None = None) -> bool:
-    """Whether FGDLoss leaves levels out of the first epochs
-    (``multi_scale_epoch > 0``): their parameters get no gradient then, which
-    DDP must be told (``find_unused_parameters``)."""
-    return int(effective_config(preset, overrides).get("multi_scale_epoch", -1)) > 0
+DISTILLER_NAME = "hcam_distiller"
 
 
 class Distiller(nn.Module):
@@ -56,8 +35,6 @@ class Distiller(nn.Module):
         distill_weight: float = 1.0,
         loss_overrides: dict | None = None,
     ):
-        from ...nn import FGDLoss
-
         super().__init__()
         if preset not in presets():
             raise ValueError(f"preset {preset!r}: one of {', '.join(presets())}")
@@ -90,9 +67,9 @@ class Distiller(nn.Module):
         distill_weight: float = 1.0,
         loss_overrides: dict | None = None,
     ) -> Distiller:
-        s = build(student["name"], **student["config"])
-        t = build(teacher["name"], **teacher["config"])
-        if family_of(student["name"]) != family_of(teacher["name"]):
+        s = build_detector(student["name"], **student["config"])
+        t = build_detector(teacher["name"], **teacher["config"])
+        if family(student["name"]) != family(teacher["name"]):
             raise ValueError(f"student {student['name']} and teacher {teacher['name']}: not the same head family")
         return cls(s, t, preset, distill_weight, loss_overrides)
 
@@ -135,8 +112,6 @@ class Distiller(nn.Module):
         batch. With heatmaps (a false-positive term or region weights): the
         teacher's score maps and the ground-truth CenterNet heatmaps, one
         ``[B, H_l, W_l]`` per level, on the padded grid of the feature maps."""
-        from ...distill import centernet_heatmaps
-
         padded = tuple(int(v) for v in x.shape[-2:])
         sizes = [tuple(int(v) for v in s) for s in image_sizes] if image_sizes is not None else None
         boxes = [t["boxes"].float() for t in targets]
@@ -197,3 +172,13 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 def student_state(state: dict) -> dict:
     """The student's entries of a Distiller state dict, without the prefix."""
     return {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
+
+
+@register_model
+def hcam_distiller(pretrained: bool = False, **kwargs) -> nn.Module:
+    """A Distiller from ``student``/``teacher`` ``{"name", "config"}``,
+    ``preset``, ``loss_overrides`` and ``distill_weight``."""
+    refuse_pretrained(DISTILLER_NAME, pretrained, "load a local checkpoint")
+    for k in TIMM_KEYS:
+        kwargs.pop(k, None)
+    return Distiller.from_config(**kwargs)

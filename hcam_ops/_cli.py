@@ -1,5 +1,7 @@
-"""Errors of the command-line tools: one line that names the flag, or the file
-and row, never a traceback from deep inside torch or argparse."""
+"""The command-line kit every CLI of the package shares (training, CAM,
+data preparation, distillation tools): errors of one line that name the flag,
+or the file and row, never a traceback from deep inside torch or argparse;
+the parser whose usage errors are such a line; the checks of common flags."""
 
 from __future__ import annotations
 
@@ -20,9 +22,25 @@ class CLIError(SystemExit):
         super().__init__(f"error: {self.message}")
 
 
+class InputError(ValueError):
+    """Bad input to a library function, named by its argument, in one line:
+    ``argument: message``; ``.argument`` is the parameter's name (a CLI turns
+    it into its flag)."""
+
+    def __init__(self, argument: str, message: str):
+        self.argument = argument
+        self.message = " ".join(str(message).split())
+        super().__init__(f"{argument}: {self.message}")
+
+
 class CLIParser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one ``CLIError`` line too
-    (argparse prints the usage first), for every CLI of the package."""
+    (argparse prints the usage first), for every CLI of the package; the
+    description (a module's docstring) is shown as written."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise CLIError(f"{self.prog}: {message}")
