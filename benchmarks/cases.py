@@ -27,6 +27,16 @@ class Case:
     small: Case | None = None  # the same case at a small shape (test_bench_ops checks it against the reference)
 
 
+def _impls(fused, reference):
+    """The three implementations a case times: fused, reference, torch.compile of the reference."""
+    return {"fused": fused, "reference": reference, "compiled_ref": lambda **kw: compiled(reference)(**kw)}
+
+
+def _case(op, label, inputs, shape, **kw):
+    """A case of ``op`` at ``shape``: ``label`` formatted with it, ``inputs(shape)`` its inputs."""
+    return Case(op=op, shape=shape, label=label.format(*shape), make_inputs=inputs(shape), **kw)
+
+
 def _with_small(build, shape, small_shape):
     """``build(shape)``, its twin ``build(small_shape)`` as ``small``."""
     return dataclasses.replace(build(shape), small=build(small_shape))
@@ -113,11 +123,7 @@ def _cam_kl_case(shape, layout):
         shape=shape,
         label=label,
         make_inputs=_cam_kl_inputs(shape, layout),
-        impls={
-            "fused": _fused_cam_kl,
-            "reference": R.cam_kl_loss,
-            "compiled_ref": lambda **kw: compiled(R.cam_kl_loss)(**kw),
-        },
+        impls=_impls(_fused_cam_kl, R.cam_kl_loss),
         grad_of=("features", "fine_weight"),
         floor_bytes=_cam_kl_floor(shape, layout),
     )
@@ -151,17 +157,9 @@ def _fused_arcface(**kw):
 
 
 def _arcface_case(shape):
-    return Case(
-        op="multilabel_arcface_loss",
-        shape=shape,
-        label="B={} D={} K={}".format(*shape),
-        make_inputs=_arcface_inputs(shape),
-        impls={
-            "fused": _fused_arcface,
-            "reference": R.multilabel_arcface_loss,
-            "compiled_ref": lambda **kw: compiled(R.multilabel_arcface_loss)(**kw),
-        },
-        grad_of=("features", "weight"),
+    impls = _impls(_fused_arcface, R.multilabel_arcface_loss)
+    return _case(
+        "multilabel_arcface_loss", "B={} D={} K={}", _arcface_inputs, shape, impls=impls, grad_of=("features", "weight")
     )
 
 
@@ -213,18 +211,9 @@ def _reference_fgd(**kw):
 
 
 def _fgd_case(shape):
-    return Case(
-        op="fgd_loss",
-        shape=shape,
-        label="B={} C={} H={} W={}".format(*shape),
-        make_inputs=_fgd_inputs(shape),
-        impls={
-            "fused": _fused_fgd,
-            "reference": _reference_fgd,
-            "compiled_ref": lambda **kw: compiled(_reference_fgd)(**kw),
-        },
-        grad_of=("student",),
-        floor_bytes=_fgd_floor(shape),
+    impls, floor = _impls(_fused_fgd, _reference_fgd), _fgd_floor(shape)
+    return _case(
+        "fgd_loss", "B={} C={} H={} W={}", _fgd_inputs, shape, impls=impls, grad_of=("student",), floor_bytes=floor
     )
 
 
@@ -267,15 +256,10 @@ def _reference_bev_masks(**kw):
 
 
 def _bev_masks_case(shape):
-    return Case(
-        op="bev_masks_from_boxes",
-        shape=shape,
-        label="B={} n={} H={} W={}".format(*shape),
-        make_inputs=_bev_masks_inputs(shape),
-        # the reference loops over boxes in Python: no compiled reference
-        impls={"fused": _fused_bev_masks, "reference": _reference_bev_masks},
-        grad_of=(),
-        modes=("fwd",),
+    # the reference loops over boxes in Python: no compiled reference
+    impls = {"fused": _fused_bev_masks, "reference": _reference_bev_masks}
+    return _case(
+        "bev_masks_from_boxes", "B={} n={} H={} W={}", _bev_masks_inputs, shape, impls=impls, grad_of=(), modes=("fwd",)
     )
 
 
@@ -321,33 +305,14 @@ def _fps_inputs(shape):
 
 
 def _segment_mean_case(shape):
-    return Case(
-        op="segment_mean",
-        shape=shape,
-        label="B={} H={} W={} C={} S={}".format(*shape),
-        make_inputs=_segment_mean_inputs(shape),
-        impls={
-            "fused": _fused_segment_mean,
-            "reference": _reference_segment_mean,
-            "compiled_ref": lambda **kw: compiled(_reference_segment_mean)(**kw),
-        },
-        grad_of=("x",),
-    )
+    impls = _impls(_fused_segment_mean, _reference_segment_mean)
+    return _case("segment_mean", "B={} H={} W={} C={} S={}", _segment_mean_inputs, shape, impls=impls, grad_of=("x",))
 
 
 def _fps_case(shape):
-    return Case(
-        op="farthest_point_sample",
-        shape=shape,
-        label="B={} N={} C={} k={}".format(*shape),
-        make_inputs=_fps_inputs(shape),
-        impls={
-            "fused": hcam_ops.farthest_point_sample,
-            "reference": R.farthest_point_sample,
-            "compiled_ref": lambda **kw: compiled(R.farthest_point_sample)(**kw),
-        },
-        grad_of=(),
-        modes=("fwd",),
+    impls = _impls(hcam_ops.farthest_point_sample, R.farthest_point_sample)
+    return _case(
+        "farthest_point_sample", "B={} N={} C={} k={}", _fps_inputs, shape, impls=impls, grad_of=(), modes=("fwd",)
     )
 
 
