@@ -24,6 +24,22 @@ class Case:
     floor_bytes: Callable[[torch.dtype], int] = None  # fewest bytes a fwd+bwd must move
     modes: tuple = ("fwd", "fwd+bwd")  # an op with no gradient has only "fwd"
     on_cpu: bool = False  # in a CPU run even past its first shapes (run.py --max-cases)
+    small: Case | None = None  # the same case at a small shape (test_bench_ops checks it against the reference)
+
+
+def _impls(fused, reference):
+    """The three implementations a case times: fused, reference, torch.compile of the reference."""
+    return {"fused": fused, "reference": reference, "compiled_ref": lambda **kw: compiled(reference)(**kw)}
+
+
+def _case(op, label, inputs, shape, **kw):
+    """A case of ``op`` at ``shape``: ``label`` formatted with it, ``inputs(shape)`` its inputs."""
+    return Case(op=op, shape=shape, label=label.format(*shape), make_inputs=inputs(shape), **kw)
+
+
+def _with_small(build, shape, small_shape):
+    """``build(shape)``, its twin ``build(small_shape)`` as ``small``."""
+    return dataclasses.replace(build(shape), small=build(small_shape))
 
 
 _compiled = {}
@@ -49,6 +65,7 @@ CAM_KL_CHANNELS_FIRST = [
     ("map", (64, 2048, 7, 7, 1000, 100)),  # (B, C, H, W, Kf, Kc): a ResNet-50 [B, C, H, W] map
     ("tokens_t", (64, 196, 768, 200, 37)),  # (B, N, C, Kf, Kc): [B, N, C] viewing a [B, C, N] buffer
 ]
+CAM_KL_SMALL = {"tokens": (3, 10, 16, 7, 5), "map": (3, 16, 4, 5, 7, 5), "tokens_t": (3, 10, 16, 7, 5)}
 
 
 def _cam_kl_dims(shape, layout):
@@ -95,36 +112,31 @@ def _fused_cam_kl(**kw):
     return hcam_ops.cam_kl_loss(**kw, check_index=False)
 
 
-def _cam_kl_case(shape, layout, label):
+def _cam_kl_case(shape, layout):
+    if layout == "map":
+        label = "B={} C={} H={} W={} Kf={} Kc={} map".format(*shape)
+    else:
+        label = "B={} N={} C={} Kf={} Kc={}".format(*shape) + (" transposed" if layout == "tokens_t" else "")
     return Case(
         on_cpu=layout == "map",  # the CPU run covers a [B, C, H, W] map too
         op="cam_kl_loss",
         shape=shape,
         label=label,
         make_inputs=_cam_kl_inputs(shape, layout),
-        impls={
-            "fused": _fused_cam_kl,
-            "reference": R.cam_kl_loss,
-            "compiled_ref": lambda **kw: compiled(R.cam_kl_loss)(**kw),
-        },
+        impls=_impls(_fused_cam_kl, R.cam_kl_loss),
         grad_of=("features", "fine_weight"),
         floor_bytes=_cam_kl_floor(shape, layout),
     )
 
 
 def cam_kl_cases():
-    for shape in CAM_KL_SHAPES:
-        yield _cam_kl_case(shape, "tokens", "B={} N={} C={} Kf={} Kc={}".format(*shape))
-    for layout, shape in CAM_KL_CHANNELS_FIRST:
-        if layout == "map":
-            label = "B={} C={} H={} W={} Kf={} Kc={} map".format(*shape)
-        else:
-            label = "B={} N={} C={} Kf={} Kc={} transposed".format(*shape)
-        yield _cam_kl_case(shape, layout, label)
+    for layout, shape in [("tokens", shape) for shape in CAM_KL_SHAPES] + CAM_KL_CHANNELS_FIRST:
+        yield _with_small(lambda shape: _cam_kl_case(shape, layout), shape, CAM_KL_SMALL[layout])
 
 
 # --- Multi-label ArcFace (docs/ops/multilabel_arcface.md) -------------------------------------------
 ARCFACE_SHAPES = [(32, 512, 6), (256, 512, 10000), (512, 512, 100000)]  # (B, D, K)
+ARCFACE_SMALL = (4, 16, 9)
 
 
 def _arcface_inputs(shape):
@@ -144,24 +156,21 @@ def _fused_arcface(**kw):
     return hcam_ops.multilabel_arcface_loss(**kw, check_inputs=False)
 
 
+def _arcface_case(shape):
+    impls = _impls(_fused_arcface, R.multilabel_arcface_loss)
+    return _case(
+        "multilabel_arcface_loss", "B={} D={} K={}", _arcface_inputs, shape, impls=impls, grad_of=("features", "weight")
+    )
+
+
 def arcface_cases():
     for shape in ARCFACE_SHAPES:
-        yield Case(
-            op="multilabel_arcface_loss",
-            shape=shape,
-            label="B={} D={} K={}".format(*shape),
-            make_inputs=_arcface_inputs(shape),
-            impls={
-                "fused": _fused_arcface,
-                "reference": R.multilabel_arcface_loss,
-                "compiled_ref": lambda **kw: compiled(R.multilabel_arcface_loss)(**kw),
-            },
-            grad_of=("features", "weight"),
-        )
+        yield _with_small(_arcface_case, shape, ARCFACE_SMALL)
 
 
 # --- FGD feature distillation (docs/ops/fgd.md) ---------------------------------------
 FGD_SHAPES = [(2, 256, 100, 152), (4, 384, 128, 128), (8, 256, 180, 180)]  # (B, C, H, W)
+FGD_SMALL = (2, 8, 64, 64)  # the boxes (up to 400 px) cover about a quarter of its 256 x 256 image
 # Every term on, so each implementation computes all of them.
 FGD_WEIGHTS = dict(fg_weight=1e-3, bg_weight=5e-4, attention_weight=1e-3, channel_weight=0.25, spatial_weight=2.5e-3)
 
@@ -201,25 +210,21 @@ def _reference_fgd(**kw):
     return sum(R.fgd_loss(**kw, **FGD_WEIGHTS).values())
 
 
+def _fgd_case(shape):
+    impls, floor = _impls(_fused_fgd, _reference_fgd), _fgd_floor(shape)
+    return _case(
+        "fgd_loss", "B={} C={} H={} W={}", _fgd_inputs, shape, impls=impls, grad_of=("student",), floor_bytes=floor
+    )
+
+
 def fgd_cases():
     for shape in FGD_SHAPES:
-        yield Case(
-            op="fgd_loss",
-            shape=shape,
-            label="B={} C={} H={} W={}".format(*shape),
-            make_inputs=_fgd_inputs(shape),
-            impls={
-                "fused": _fused_fgd,
-                "reference": _reference_fgd,
-                "compiled_ref": lambda **kw: compiled(_reference_fgd)(**kw),
-            },
-            grad_of=("student",),
-            floor_bytes=_fgd_floor(shape),
-        )
+        yield _with_small(_fgd_case, shape, FGD_SMALL)
 
 
 # --- DistillBEV masks on the BEV grid (docs/ops/fgd.md#bev_masks_from_boxes) ----------
 BEV_MASKS_SHAPES = [(4, 60, 128, 128), (8, 120, 180, 180)]  # (B, boxes per image, H, W)
+BEV_MASKS_SMALL = (2, 6, 24, 20)
 BEV_PC, BEV_CELL = (-51.2, -51.2), 0.8  # nuScenes CenterPoint: 0.1 m voxels, out_size_factor 8
 
 
@@ -250,23 +255,23 @@ def _reference_bev_masks(**kw):
     return fg.sum() + bg.sum()
 
 
+def _bev_masks_case(shape):
+    # the reference loops over boxes in Python: no compiled reference
+    impls = {"fused": _fused_bev_masks, "reference": _reference_bev_masks}
+    return _case(
+        "bev_masks_from_boxes", "B={} n={} H={} W={}", _bev_masks_inputs, shape, impls=impls, grad_of=(), modes=("fwd",)
+    )
+
+
 def bev_masks_cases():
     for shape in BEV_MASKS_SHAPES:
-        yield Case(
-            op="bev_masks_from_boxes",
-            shape=shape,
-            label="B={} n={} H={} W={}".format(*shape),
-            make_inputs=_bev_masks_inputs(shape),
-            # the reference loops over boxes in Python: no compiled reference
-            impls={"fused": _fused_bev_masks, "reference": _reference_bev_masks},
-            grad_of=(),
-            modes=("fwd",),
-        )
+        yield _with_small(_bev_masks_case, shape, BEV_MASKS_SMALL)
 
 
 # --- CAST kernels (issue 5): segment_mean and farthest point sampling ------------
 SEGMENT_MEAN_SHAPES = [(64, 28, 28, 384, 196), (32, 28, 28, 768, 196)]  # (B, H, W, C, S)
 FPS_SHAPES = [(64, 197, 384, 64), (64, 64, 384, 32)]  # (B, N, C, k): CAST's first two poolings
+SEGMENT_MEAN_SMALL, FPS_SMALL = (2, 6, 5, 8, 7), (2, 20, 8, 5)
 
 
 def _segment_mean_inputs(shape):
@@ -299,34 +304,23 @@ def _fps_inputs(shape):
     return make
 
 
+def _segment_mean_case(shape):
+    impls = _impls(_fused_segment_mean, _reference_segment_mean)
+    return _case("segment_mean", "B={} H={} W={} C={} S={}", _segment_mean_inputs, shape, impls=impls, grad_of=("x",))
+
+
+def _fps_case(shape):
+    impls = _impls(hcam_ops.farthest_point_sample, R.farthest_point_sample)
+    return _case(
+        "farthest_point_sample", "B={} N={} C={} k={}", _fps_inputs, shape, impls=impls, grad_of=(), modes=("fwd",)
+    )
+
+
 def cast_kernel_cases():
     for shape in SEGMENT_MEAN_SHAPES:
-        yield Case(
-            op="segment_mean",
-            shape=shape,
-            label="B={} H={} W={} C={} S={}".format(*shape),
-            make_inputs=_segment_mean_inputs(shape),
-            impls={
-                "fused": _fused_segment_mean,
-                "reference": _reference_segment_mean,
-                "compiled_ref": lambda **kw: compiled(_reference_segment_mean)(**kw),
-            },
-            grad_of=("x",),
-        )
+        yield _with_small(_segment_mean_case, shape, SEGMENT_MEAN_SMALL)
     for shape in FPS_SHAPES:
-        yield Case(
-            op="farthest_point_sample",
-            shape=shape,
-            label="B={} N={} C={} k={}".format(*shape),
-            make_inputs=_fps_inputs(shape),
-            impls={
-                "fused": hcam_ops.farthest_point_sample,
-                "reference": R.farthest_point_sample,
-                "compiled_ref": lambda **kw: compiled(R.farthest_point_sample)(**kw),
-            },
-            grad_of=(),
-            modes=("fwd",),
-        )
+        yield _with_small(_fps_case, shape, FPS_SMALL)
 
 
 def all_cases():

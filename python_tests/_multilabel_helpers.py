@@ -1,8 +1,11 @@
 """Checks every multi-label model of the Plant Pathology 2021 report passes
 (python_tests/test_arc_psa_swin.py, test_efficientnet.py, test_eva_clip.py):
-its faces, two training steps, and overfitting a handful of images."""
+its faces, two training steps, and overfitting a handful of images
+(``faces_then_training`` and ``fits_a_handful`` run them in the tests' order)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -87,6 +90,24 @@ def overfit(model, x, y, lr: float = 2e-3, max_steps: int = 150, check_every: in
             if right and now < first:
                 return step
     raise AssertionError(f"{type(model).__name__} did not fit {len(x)} images in {max_steps} steps")
+
+
+@contextlib.contextmanager
+def faces_then_training(model, n: int = 4):
+    """``check_faces`` on ``handful(n)``; yields ``(x, y, model(x))`` for the
+    test's own checks of the untrained model, then ``two_steps`` and
+    ``check_reset_classifier``."""
+    x, y = handful(n)
+    out = check_faces(model, x, y)
+    yield x, y, out
+    two_steps(model, x, y)
+    check_reset_classifier(model, x)
+
+
+def fits_a_handful(model, **kw) -> None:
+    """``overfit`` on ``handful(4)`` within its 150 steps."""
+    x, y = handful(4)
+    assert overfit(model, x, y, **kw) <= 150
 
 
 @pytest.fixture(autouse=True)

@@ -15,11 +15,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from _multilabel_helpers import (  # noqa: E402
-    check_faces,
-    check_reset_classifier,
-    flush_denormals,  # noqa: F401  (autouse)
+    faces_then_training,
+    fits_a_handful,
+    flush_denormals,  # noqa: E402,F401  (autouse)
     handful,
-    overfit,
     two_steps,
 )
 
@@ -133,18 +132,14 @@ def test_faces_and_two_steps(name):
     kw = {"window_size": 2} if "v2" in name else {}
     torch.manual_seed(0)
     m = timm.create_model(name, img_size=64, backbone_kwargs={**TINY, **kw})
-    x, y = handful(4)
-    out = check_faces(m, x, y)
-    assert out.shape == ((4, 512) if name.startswith("arc") else (4, 6))  # ArcFace: features, as the report's
-    assert m.pretrained_cfg["architecture"] == name
-    two_steps(m, x, y)
-    check_reset_classifier(m, x)
+    with faces_then_training(m) as (_, _, out):
+        assert out.shape == ((4, 512) if name.startswith("arc") else (4, 6))  # ArcFace: features, as the report's
+        assert m.pretrained_cfg["architecture"] == name
 
 
 @pytest.mark.parametrize("name", ["arc_psa_swin_tiny", "swin_focal_tiny"])
 def test_fits_a_handful_of_images(name):
-    x, y = handful(4)
-    assert overfit(_model(name), x, y) <= 150
+    fits_a_handful(_model(name))
 
 
 def test_focal_baseline_matches_torchvision_and_the_report(gen):
@@ -230,30 +225,10 @@ def test_multilabel_cli_two_tiny_epochs(tmp_path):
     from hcam_ops.train import main
 
     out = tmp_path / "ml"
-    report = main(
-        [
-            "--task",
-            "multilabel",
-            "--img-size",
-            "64",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--synthetic-size",
-            "32",
-            "--oversample",
-            "rust",
-            "--accumulate",
-            "2",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--tta",
-            "--backbone-kwargs",
-            json.dumps(TINY),
-        ]
-    )
+    # The run's configuration, the same for the resumed epoch (oversampling and accumulation included).
+    run = "--img-size 64 --batch-size 8 --synthetic-size 32 --oversample rust --accumulate 2 --no-progress".split()
+    run += ["--backbone-kwargs", json.dumps(TINY), "--out", str(out)]
+    report = main(["--task", "multilabel", *run, "--epochs", "2", "--tta"])
     assert set(report["per_class"]) == set(hcam_ops.data.plant_pathology.LEAF_CLASSES)
     assert 0 <= report["macro"]["f1"] <= 1
     rows = list(csv.DictReader(open(out / "log.csv")))
@@ -264,30 +239,5 @@ def test_multilabel_cli_two_tiny_epochs(tmp_path):
         assert (out / name).exists(), name
     assert {"train_loss", "val_loss", "val_macro_f1", "val_micro_f1", "val_map"} <= set(rows[0])
     # resume one more epoch (the oversampling, accumulation and config as before)
-    main(
-        [
-            "multilabel",
-            "--img-size",
-            "64",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "8",
-            "--synthetic-size",
-            "32",
-            "--oversample",
-            "rust",
-            "--accumulate",
-            "2",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--patience",
-            "0",
-            "--backbone-kwargs",
-            json.dumps(TINY),
-            "--resume",
-            str(out / "last.pth"),
-        ]
-    )
+    main(["multilabel", *run, "--epochs", "3", "--patience", "0", "--resume", str(out / "last.pth")])
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "log.csv"))] == [0, 1, 2]

@@ -20,6 +20,7 @@ from hcam_ops.cam import class_cams, save_overlays  # noqa: E402
 from hcam_ops.cam.attention_gif import attention_frames, save_attention_gif  # noqa: E402
 from hcam_ops.cam.gradcam import cam_methods, default_target_layer  # noqa: E402
 from hcam_ops.cam.overlay import caption_band  # noqa: E402
+from hcam_ops.cam.rollout import attention_maps, attention_rollout, layer_maps  # noqa: E402
 from hcam_ops.data.plant_pathology import LEAF_CLASSES  # noqa: E402
 
 SWIN = {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
@@ -113,6 +114,38 @@ def test_eva_attention_gif_layers_heads_and_rollout(tmp_path, gen):
     assert not any(m._forward_hooks for m in model.modules())
     cams = class_cams(model, _normalise(img), classes=[0])  # Grad-CAM on the tokens works too
     assert cams.shape == (1, 1, 64, 64)
+
+
+def test_layer_maps_are_each_layers_class_token_attention_and_the_gif_frames(gen):
+    """layer_maps: per image and layer, the class token's attention to the
+    patches (the heads fused, or each head), min-max scaled; the GIF's frames
+    are those maps and the rollout, for its one image."""
+    torch.manual_seed(0)
+    model = timm.create_model("eva_clip_stn_bce", img_size=64, backbone_kwargs=EVA).eval()
+    x = torch.cat([_normalise(_leaf(gen)), _normalise(_leaf(gen).flip(-1))])
+    attns = attention_maps(model, x)
+    prefix = model.num_prefix_tokens
+    assert prefix == 1 and len(attns) == 2
+
+    def scaled(rows):  # [..., patches] -> [..., 4, 4], each map min-max scaled
+        lo, hi = rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True)
+        return ((rows - lo) / (hi - lo)).unflatten(-1, (4, 4))
+
+    rows = torch.stack([a[:, :, 0, prefix:] for a in attns.values()], dim=1)  # [B, L, heads, patches]
+    for fusion, want in (("mean", rows.mean(2)), ("max", rows.amax(2)), (None, rows)):
+        got, names = layer_maps(model, x, head_fusion=fusion)
+        assert names == list(attns)
+        torch.testing.assert_close(got, scaled(want), msg=str(fusion))
+    fused, _ = layer_maps(model, x[:1])
+    heads, _ = layer_maps(model, x[:1], head_fusion=None)
+    frames, names = attention_frames(model, x[:1], heads=True)
+    assert names[:3] == ["layer_01", "layer_01_head_1", "layer_01_head_2"] and len(frames) == 7
+    want = [fused[0, 0], *heads[0, 0], fused[0, 1], *heads[0, 1], attention_rollout(model, x[:1])[0]]
+    torch.testing.assert_close(frames, torch.stack(want), rtol=0, atol=0)
+    frames, names = attention_frames(model, x[1:], head_fusion="max", discard_ratio=0.5)
+    want = [layer_maps(model, x[1:], "max")[0][0], attention_rollout(model, x[1:], 0.5, head_fusion="max")]
+    torch.testing.assert_close(frames, torch.cat(want), rtol=0, atol=0)
+    assert names == ["layer_01", "layer_02", "rollout"]
 
 
 def _training_checkpoint(model, name, config, path):

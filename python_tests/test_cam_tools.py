@@ -7,7 +7,7 @@ pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is not inst
 pytest.importorskip("timm", reason="the timm package is not installed here")
 import timm  # noqa: E402
 import torch  # noqa: E402
-from _train_helpers import TINY_HCAST  # noqa: E402
+from _train_helpers import QUICK, TINY_HCAST, TINY_MULTILABEL  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import hcam_ops  # noqa: E402
@@ -117,22 +117,7 @@ def test_cli_reads_training_checkpoints_of_both_tasks(tmp_path, gen):
 
     Image.fromarray((_structured(gen).permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / "img.png")
     run = tmp_path / "h"
-    train_main(
-        [
-            "hierarchical",
-            *TINY_HCAST,
-            "--synthetic-size",
-            "16",
-            "--batch-size",
-            "8",
-            "--epochs",
-            "1",
-            "--no-progress",
-            "--no-tensorboard",
-            "--out",
-            str(run),
-        ]
-    )
+    train_main(["hierarchical", *TINY_HCAST, *QUICK, "--epochs", "1", "--out", str(run)])
     cam_main(
         ["--checkpoint", str(run / "best.pth"), "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "hc")]
     )
@@ -143,28 +128,7 @@ def test_cli_reads_training_checkpoints_of_both_tasks(tmp_path, gen):
     assert levels[0].split("\t")[1].startswith("L0_")
 
     run = tmp_path / "m"
-    tiny = '{"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 2}'
-    train_main(
-        [
-            "multilabel",
-            "--img-size",
-            "64",
-            "--backbone-kwargs",
-            tiny,
-            "--classes",
-            "a,b,c",
-            "--synthetic-size",
-            "16",
-            "--batch-size",
-            "8",
-            "--epochs",
-            "1",
-            "--no-progress",
-            "--no-tensorboard",
-            "--out",
-            str(run),
-        ]
-    )
+    train_main(["multilabel", *TINY_MULTILABEL, "--classes", "a,b,c", *QUICK, "--epochs", "1", "--out", str(run)])
     cam_main(
         ["--checkpoint", str(run / "best.pth"), "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "mc")]
     )

@@ -415,9 +415,33 @@ def test_no_detections_above_the_threshold(detectors, image):
         vis.explain(image)
 
 
-@pytest.mark.parametrize("name", ["gradcam", "GradCAM", "grad-cam++", "GradCAMPlusPlus", "EigenCAM", "featmap_am"])
-def test_method_names(detectors, name):
-    DetCAMVisualizer(DetCAMModel(detectors["fcos"], 0.0), name)
+# Every method under the names people write (registry keys, class names,
+# mmdet's keys), with the pytorch-grad-cam class it must build and whether it
+# explains the losses (gradients) or the detections.
+METHOD_NAMES = [
+    ("gradcam", "gradcam", "GradCAM", True),
+    ("GradCAM", "gradcam", "GradCAM", True),
+    ("grad-cam++", "gradcam++", "GradCAMPlusPlus", True),
+    ("GradCAMPlusPlus", "gradcam++", "GradCAMPlusPlus", True),
+    ("gradcampp", "gradcam++", "GradCAMPlusPlus", True),
+    ("XGradCAM", "xgradcam", "XGradCAM", True),
+    ("eigen_grad_cam", "eigengradcam", "EigenGradCAM", True),
+    ("EigenCAM", "eigencam", "SignedEigenCAM", False),
+    ("AblationCAM", "ablationcam", "AblationCAM", False),
+    ("featmap_am", "featmapam", "FeatmapAM", False),
+]
+
+
+@pytest.mark.parametrize("name, key, cls, gradients", METHOD_NAMES, ids=[m[0] for m in METHOD_NAMES])
+def test_method_names(detectors, name, key, cls, gradients):
+    vis = DetCAMVisualizer(DetCAMModel(detectors["fcos"], 0.0), name)
+    assert (vis.method, type(vis.cam).__name__, vis.needs_grad) == (key, cls, gradients)
+    assert (vis.ablation_layer is not None) == (cls == "AblationCAM")
+
+
+def test_method_names_cover_every_method():
+    assert {key for _, key, _, _ in METHOD_NAMES} == set(METHODS)
+    assert {key for _, key, _, gradients in METHOD_NAMES if not gradients} == set(GRADIENT_FREE_METHODS)
 
 
 def test_unknown_method_and_missing_layer(detectors):

@@ -9,12 +9,10 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _multilabel_helpers import (  # noqa: E402
-    check_faces,
-    check_reset_classifier,
-    flush_denormals,  # noqa: F401  (autouse)
+    faces_then_training,
+    fits_a_handful,
+    flush_denormals,  # noqa: E402,F401  (autouse)
     handful,
-    overfit,
-    two_steps,
 )
 from timm.models.efficientnet import EfficientNet  # noqa: E402
 
@@ -52,13 +50,10 @@ def test_grouped_variant_is_the_reports():
 @pytest.mark.parametrize("name", ["efficientnet_b0_bce", "efficientnet_b0_g16_bce"])
 def test_faces_loss_and_two_steps(name):
     m = _model(name, backbone_kwargs=SMALL)
-    x, y = handful(4)
-    logits = check_faces(m, x, y)
-    assert logits.shape == (4, 6)  # model(x): the logits, as the report's
-    loss, out = m(x, y)
-    torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(out, y))
-    two_steps(m, x, y)
-    check_reset_classifier(m, x)
+    with faces_then_training(m) as (x, y, logits):
+        assert logits.shape == (4, 6)  # model(x): the logits, as the report's
+        loss, out = m(x, y)
+        torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(out, y))
 
 
 # Depthwise convolutions train slowly on CPUs: the baseline goes narrower
@@ -67,9 +62,8 @@ def test_faces_loss_and_two_steps(name):
     "name, width", [("efficientnet_b0_bce", 0.25), ("efficientnet_b0_g16_bce", SMALL["channel_multiplier"])]
 )
 def test_fits_a_handful_of_images(name, width):
-    x, y = handful(4)
     m = _model(name, backbone_kwargs={**SMALL, "channel_multiplier": width}, drop_rate=0.0, drop_path_rate=0.0)
-    assert overfit(m, x, y, lr=1e-2) <= 150
+    fits_a_handful(m, lr=1e-2)
 
 
 def test_weights_are_local_only(tmp_path):

@@ -8,12 +8,10 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _multilabel_helpers import (  # noqa: E402
-    check_faces,
-    check_reset_classifier,
-    flush_denormals,  # noqa: F401  (autouse)
+    faces_then_training,
+    fits_a_handful,
+    flush_denormals,  # noqa: E402,F401  (autouse)
     handful,
-    overfit,
-    two_steps,
 )
 from timm.models.eva import Eva  # noqa: E402
 
@@ -60,20 +58,16 @@ def test_stn_starts_as_the_identity():
 @pytest.mark.parametrize("name", ["eva_clip_bce", "eva_clip_stn_bce"])
 def test_faces_loss_and_two_steps(name):
     m = _model(name)
-    x, y = handful(4)
-    logits = check_faces(m, x, y)
-    assert logits.shape == (4, 6)
-    loss, out = m(x, y)
-    torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(out, y))
-    assert m.forward_features(x).shape == (4, 1 + 16, 48)  # class token + 4 x 4 patches
-    two_steps(m, x, y)
-    check_reset_classifier(m, x)
+    with faces_then_training(m) as (x, y, logits):
+        assert logits.shape == (4, 6)
+        loss, out = m(x, y)
+        torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(out, y))
+        assert m.forward_features(x).shape == (4, 1 + 16, 48)  # class token + 4 x 4 patches
 
 
 @pytest.mark.parametrize("name", ["eva_clip_bce", "eva_clip_stn_bce"])
 def test_fits_a_handful_of_images(name):
-    x, y = handful(4)
-    assert overfit(_model(name, drop_rate=0.0), x, y) <= 150
+    fits_a_handful(_model(name, drop_rate=0.0))
 
 
 def test_weights_are_local_only(tmp_path):

@@ -8,16 +8,7 @@ import pytest
 pytest.importorskip("torchmetrics", reason="the torchmetrics package is not installed here")
 import torch  # noqa: E402
 
-from hcam_ops.metrics import (  # noqa: E402
-    format_table,
-    multilabel_report,
-    parse_views,
-    predict_tta,
-    read_log,
-    save_history_curves,
-    save_plots,
-    search_thresholds,
-)
+from hcam_ops import metrics  # noqa: E402
 
 
 def test_threshold_search_picks_the_f1_optimum():
@@ -28,7 +19,7 @@ def test_threshold_search_picks_the_f1_optimum():
     # 0 from 0.3 up.
     probs = torch.tensor([[0.6, 0.3], [0.7, 0.3], [0.65, 0.3], [0.2, 0.35], [0.55, 0.1], [0.3, 0.05]])
     labels = torch.tensor([[1, 1], [1, 1], [1, 1], [0, 0], [0, 0], [0, 0]])
-    t = search_thresholds(probs, labels)
+    t = metrics.search_thresholds(probs, labels)
     torch.testing.assert_close(t, torch.tensor([0.55, 0.1]))
 
 
@@ -37,7 +28,7 @@ def test_report_values(tmp_path, gen):
     labels = (torch.rand(40, 3, generator=gen) < 0.4).int()
     labels[0] = 1  # each class has a positive
     thr = torch.tensor([0.5, 0.3, 0.7])
-    rep = multilabel_report(probs, labels, thr, ["a", "b", "c"])
+    rep = metrics.multilabel_report(probs, labels, thr, ["a", "b", "c"])
     pred = (probs > thr).int()
     tp = (pred & labels).sum(0).float()
     prec, rec = tp / pred.sum(0).clamp_min(1), tp / labels.sum(0)
@@ -50,8 +41,8 @@ def test_report_values(tmp_path, gen):
     micro_p = float(tp.sum() / pred.sum())
     assert rep["micro"]["precision"] == pytest.approx(micro_p, abs=1e-6)
     assert rep["macro"]["recall"] == pytest.approx(float(rec.mean()), abs=1e-6)
-    assert "macro" in format_table(rep)
-    paths = save_plots(rep, str(tmp_path), prefix="test_")
+    assert "macro" in metrics.format_table(rep)
+    paths = metrics.save_plots(rep, str(tmp_path), prefix="test_")
     names = sorted(p.rsplit("/", 1)[-1] for p in paths)
     per_metric = [f"test_{m}_per_class.png" for m in ("precision", "recall", "f1", "ap", "auc", "accuracy")]
     want = ["test_all_metrics.png", "test_averages.png", "test_metrics.csv", "test_metrics_heatmap.png", *per_metric]
@@ -77,12 +68,12 @@ def test_tta_averages_the_logits_over_the_views(gen):
     m, x = _Scores(), torch.randn(2, 3, 8, 8, generator=gen)
     views = [x, x.flip(3), x.flip(2), torch.rot90(x, 1, (2, 3))]
     want = torch.sigmoid(torch.stack([m.logits(v) for v in views]).mean(0))
-    torch.testing.assert_close(predict_tta(m, x, "hflip,vflip,rot90"), want)
-    torch.testing.assert_close(predict_tta(m, x, True), torch.sigmoid((m.logits(x) + m.logits(x.flip(3))) / 2))
-    torch.testing.assert_close(predict_tta(m, x, ()), m.predict(x))
-    assert parse_views("") == () and parse_views(True) == ("hflip",)
+    torch.testing.assert_close(metrics.predict_tta(m, x, "hflip,vflip,rot90"), want)
+    torch.testing.assert_close(metrics.predict_tta(m, x, True), torch.sigmoid((m.logits(x) + m.logits(x.flip(3))) / 2))
+    torch.testing.assert_close(metrics.predict_tta(m, x, ()), m.predict(x))
+    assert metrics.parse_views("") == () and metrics.parse_views(True) == ("hflip",)
     with pytest.raises(ValueError, match="unknown test-time view 'flop'"):
-        parse_views("hflip,flop")
+        metrics.parse_views("hflip,flop")
 
 
 def test_history_curves(tmp_path):
@@ -94,10 +85,10 @@ def test_history_curves(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    back = read_log(str(tmp_path / "log.csv"))
+    back = metrics.read_log(str(tmp_path / "log.csv"))
     assert back == [{k: float(v) for k, v in r.items()} for r in rows]
-    paths = save_history_curves(back, str(tmp_path / "curves"), classes=["a"])
+    paths = metrics.save_history_curves(back, str(tmp_path / "curves"), classes=["a"])
     # The map curve has its validation half only (no train_map column); nothing for the F1 panel.
     names = [p.rsplit("/", 1)[-1] for p in paths]
     assert names == ["loss_curve.png", "map_curve.png", "training_curves.png", "class_accuracy_curves.png"]
-    assert save_history_curves(back, str(tmp_path / "none"), classes=["b"])[-1].endswith("training_curves.png")
+    assert metrics.save_history_curves(back, str(tmp_path / "none"), classes=["b"])[-1].endswith("training_curves.png")

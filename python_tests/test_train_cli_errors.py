@@ -1,41 +1,17 @@
 """Bad input to the training and CAM CLIs ends in one line that names the flag,
 or the file and row, never a traceback from inside torch or argparse."""
 
-import json
-
 import pytest
 
 pytest.importorskip("timm", reason="the timm package is not installed here")
 pytest.importorskip("skimage", reason="the skimage package is not installed here")
 import torch  # noqa: E402
-from _train_helpers import TINY_HCAST  # noqa: E402
+from _train_helpers import QUICK, TINY_HCAST, TINY_MULTILABEL  # noqa: E402
 
 from hcam_ops.train import main  # noqa: E402
 
-TINY_H = [
-    "hierarchical",
-    *TINY_HCAST,
-    "--synthetic-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--no-progress",
-    "--no-tensorboard",
-]
-TINY_SWIN = json.dumps({"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 2})
-TINY_M = [
-    "multilabel",
-    "--img-size",
-    "64",
-    "--backbone-kwargs",
-    TINY_SWIN,
-    "--synthetic-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--no-progress",
-    "--no-tensorboard",
-]
+TINY_H = ["hierarchical", *TINY_HCAST, *QUICK]
+TINY_M = ["multilabel", *TINY_MULTILABEL, *QUICK]
 
 
 def _fails(argv, *expected):

@@ -20,7 +20,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from .overlay import save_overlays
-from .rollout import HEAD_FUSIONS, attention_maps, fuse_heads, prefix_tokens, rollout, token_grid
+from .rollout import HEAD_FUSIONS, _normalise, attention_maps, class_token_maps, prefix_tokens, rollout, token_grid
 
 MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -40,22 +40,20 @@ def attention_frames(
         raise ValueError(f"attention_frames: one image at a time, got a batch of {x.shape[0]}")
     attns = list(attention_maps(model, x).values())
     prefix = prefix_tokens(model, None)
-    h, w = token_grid(model, attns[0].shape[-1] - prefix)
+    grid = token_grid(model, attns[0].shape[-1] - prefix)
+    fused = class_token_maps(attns, grid, prefix, head_fusion)[0]  # [L, h, w]
+    per_head = class_token_maps(attns, grid, prefix, None)[0] if heads else None  # [L, heads, h, w]
     frames, names = [], []
-    for i, attn in enumerate(attns, start=1):
-        per_head = attn[0, :, 0, prefix:].float()  # the class token's row, [heads, patches]
-        fused = fuse_heads(attn.float(), head_fusion)[0, 0, prefix:]
-        frames.append(fused)
+    for i, layer in enumerate(fused, start=1):
+        frames.append(layer)
         names.append(f"layer_{i:02d}")
         if heads:
-            frames.extend(per_head)
-            names.extend(f"layer_{i:02d}_head_{j + 1}" for j in range(per_head.shape[0]))
-    frames.append(rollout(attns, discard_ratio, head_fusion, prefix)[0])
+            frames.extend(per_head[i - 1])
+            names.extend(f"layer_{i:02d}_head_{j + 1}" for j in range(per_head.shape[1]))
+    rel = rollout(attns, discard_ratio, head_fusion, prefix)
+    frames.append(_normalise(rel.reshape(1, *grid))[0])
     names.append("rollout")
-    maps = torch.stack(frames).reshape(-1, h, w)
-    lo = maps.flatten(1).amin(1).view(-1, 1, 1)
-    hi = maps.flatten(1).amax(1).view(-1, 1, 1)
-    return (maps - lo) / (hi - lo).clamp_min(1e-12), names
+    return torch.stack(frames), names
 
 
 def save_attention_gif(

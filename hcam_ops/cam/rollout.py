@@ -133,6 +133,23 @@ def attention_rollout(
     return _normalise(rel.reshape(-1, h, w))
 
 
+def class_token_maps(
+    attentions: list[torch.Tensor], grid: tuple[int, int], num_prefix_tokens: int = 1, head_fusion: str | None = "mean"
+) -> torch.Tensor:
+    """Per layer of ``attentions`` (``[B, heads, N, N]`` each), the class
+    token's attention to the patches laid on ``grid``, each map in [0, 1]:
+    ``[B, L, h, w]`` with the heads fused as ``head_fusion``, or
+    ``[B, L, heads, h, w]`` with the heads kept apart (``head_fusion=None``)."""
+    h, w = grid
+    out = []
+    for attn in attentions:
+        a = attn.float() if head_fusion is None else fuse_heads(attn.float(), head_fusion).unsqueeze(1)
+        row = a[:, :, 0, num_prefix_tokens:]  # [B, heads or 1, patches]
+        out.append(_normalise(row.reshape(-1, h, w)).reshape(row.shape[0], row.shape[1], h, w))
+    stacked = torch.stack(out, dim=1)
+    return stacked[:, :, 0] if head_fusion is not None else stacked
+
+
 def layer_maps(
     model: nn.Module,
     images: torch.Tensor,
@@ -142,14 +159,10 @@ def layer_maps(
     """Per layer, the class token's attention to the patches, each map in
     [0, 1]: ``([B, L, h, w], layer names)`` with the heads fused as
     ``head_fusion``, or ``([B, L, heads, h, w], names)`` with the heads kept
-    apart (``head_fusion=None``)."""
+    apart (``head_fusion=None``); :func:`class_token_maps` of the model's
+    attention."""
     maps = attention_maps(model, images)
+    attns = list(maps.values())
     prefix = prefix_tokens(model, num_prefix_tokens)
-    out = []
-    for attn in maps.values():
-        a = attn.float() if head_fusion is None else fuse_heads(attn.float(), head_fusion).unsqueeze(1)
-        row = a[:, :, 0, prefix:]  # [B, heads or 1, patches]
-        h, w = token_grid(model, row.shape[-1])
-        out.append(_normalise(row.reshape(-1, h, w)).reshape(row.shape[0], row.shape[1], h, w))
-    stacked = torch.stack(out, dim=1)
-    return (stacked[:, :, 0] if head_fusion is not None else stacked), list(maps)
+    grid = token_grid(model, attns[0].shape[-1] - prefix)
+    return class_token_maps(attns, grid, prefix, head_fusion), list(maps)

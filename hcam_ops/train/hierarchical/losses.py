@@ -28,10 +28,6 @@ from ... import ops
 CAM_PAIRS = ("first", "adjacent")
 
 
-def one_hot_targets(labels: Sequence[torch.Tensor], num_classes: Sequence[int]) -> list[torch.Tensor]:
-    return [F.one_hot(y, n).float() for y, n in zip(labels, num_classes)]
-
-
 def global_kl(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
     """H-CAST's ``L_gk``: every level's logits and targets concatenated,
     coarsest level first (as published; the value does not depend on the
