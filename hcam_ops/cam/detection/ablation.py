@@ -1,4 +1,4 @@
-"""The ablation layer for FPN outputs (the seed's DetAblationLayer), on
+"""The ablation layer for FPN outputs (mmdet's DetAblationLayer), on
 pytorch-grad-cam's ``AblationLayer``.
 
 AblationCAM swaps the target layer for this one and scores the model once per
@@ -6,7 +6,7 @@ ablated channel. Channels are numbered over the concatenation the FPN reshape
 transform makes (level 0's channels first); ``locate`` maps such an index to
 ``(level, channel)`` by cumulative channel counts and bisection, so levels of
 any widths work (pytorch-grad-cam's ``AblationLayerFasterRCNN`` assumes five
-levels of 256). The ablated channel is set to ``value`` (the seed's -1000: FPN
+levels of 256). The ablated channel is set to ``value`` (mmdet's -1000: FPN
 outputs are not post-ReLU, so zero would not remove them). The container the
 layer returns has the target layer's type and keys: torchvision's heads read
 FPN levels by name (``MultiScaleRoIAlign`` wants ``'0'..'3'``).

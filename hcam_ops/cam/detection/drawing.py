@@ -13,8 +13,8 @@ import numpy as np
 
 def class_colours(num_labels: int) -> np.ndarray:
     """``[num_labels, 3]`` uint8 RGB, indexed by label: hues a golden-ratio
-    step apart (neighbouring labels differ most), the same on every run (the
-    seed draws them at random, so colours change between pictures)."""
+    step apart (neighbouring labels differ most), the same on every run (mmdet's
+    det_cam_visualizer draws them at random, so colours change between pictures)."""
     colours = []
     for label in range(num_labels):
         hue = (label * 0.618033988749895) % 1.0
@@ -33,10 +33,10 @@ def box_region(box: Sequence[float], height: int, width: int) -> tuple[int, int,
 
 
 def normalize_in_boxes(cam: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-    """The seed's ``with_norm_in_bboxes``: ``cam`` min-max normalised inside
+    """mmdet's ``with_norm_in_bboxes``: ``cam`` min-max normalised inside
     each box (0 outside every box), the boxes' maps merged by maximum, then
     normalised again. Each box's maximum is 1 (unless the map is constant in
-    it), so weak and strong detections show alike. (The seed's code passes a
+    it), so weak and strong detections show alike. (mmdet's code passes a
     2-D crop to ``scale_cam_image``, which normalises it row by row; here the
     whole crop is normalised.)"""
     cam = np.asarray(cam, dtype=np.float32)

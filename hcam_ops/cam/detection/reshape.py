@@ -1,15 +1,15 @@
-"""The FPN reshape transform (the seed's ``reshape_transform``): what a target
+"""The FPN reshape transform (mmdet's ``reshape_transform``): what a target
 layer returns (one map, or FPN levels as a dict/list) as the single
 ``[B, C_total, h, w]`` map pytorch-grad-cam weights.
 
 Every level is ``abs()``-ed, resized bilinearly to a common ``(h, w)`` and
 concatenated over channels in the levels' order (the order the FPN ablation
-layer maps channel indices back by). The size rule is the seed's:
+layer maps channel indices back by). The size rule is mmdet's:
 ``(min(max level h, max_shape[0]), min(max level w, max_shape[1]))``, or the
 largest level's size when ``max_shape`` holds ``-1``.
 
 Gradient methods take activations and gradients through the same transform;
-the seed refuses several levels there (a gradient hook can only sit on one
+mmdet refuses several levels there (a gradient hook can only sit on one
 tensor), and so does this, with an error naming the layer. For them the
 ``abs()`` is skipped too: it would flip the sign of negative gradients, which
 GradCAM's weights (signed means) depend on.

@@ -1,4 +1,4 @@
-"""The box score target (the seed's DetBoxScoreTarget): the scalar a CAM
+"""The box score target (mmdet's DetBoxScoreTarget): the scalar a CAM
 method explains, from what ``DetCAMModel`` returns for one image.
 
 - Loss mode (a dict of ``loss_*`` tensors; gradient methods): the sum of the
@@ -9,10 +9,10 @@ method explains, from what ``DetCAMModel`` returns for one image.
   box's score, plus the Dice coefficient of the two masks where both exist.
   A reference box without such a match adds 0.
 
-The match is taken among same-label predictions (the seed takes the best
+The match is taken among same-label predictions (mmdet takes the best
 overlap of any label, then drops it if the label differs, so a bigger
 neighbour of another class can hide a match). Dice is ``2|A.B| / (|A| + |B|)``
-on the predicted mask probabilities (the seed's formula lacks the 2).
+on the predicted mask probabilities (mmdet's formula lacks the 2).
 """
 
 from __future__ import annotations
