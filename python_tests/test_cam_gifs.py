@@ -18,7 +18,8 @@ import hcam_ops.models  # noqa: E402,F401
 from hcam_ops import checkpoint  # noqa: E402
 from hcam_ops.cam import class_cams, save_overlays  # noqa: E402
 from hcam_ops.cam.attention_gif import attention_frames, save_attention_gif  # noqa: E402
-from hcam_ops.cam.gradcam import cam_methods, default_target_layer  # noqa: E402
+from hcam_ops.cam.classifier import default_target_layer  # noqa: E402
+from hcam_ops.cam.methods import cam_methods  # noqa: E402
 from hcam_ops.cam.overlay import caption_band  # noqa: E402
 from hcam_ops.cam.rollout import attention_maps, attention_rollout, layer_maps  # noqa: E402
 from hcam_ops.data.plant_pathology import LEAF_CLASSES  # noqa: E402

@@ -2,8 +2,8 @@
 pytorch-grad-cam, GAP-CAM through hcam_ops.cam_gather, attention rollout,
 overlays; ``python -m hcam_ops.cam`` is the CLI."""
 
+from .classifier import CosineLogits, class_cams, swin_reshape_transform
 from .gap_cam import gap_cam
-from .gradcam import CosineLogits, class_cams, swin_reshape_transform
 from .overlay import overlay, save_overlays
 from .rollout import attention_rollout
 

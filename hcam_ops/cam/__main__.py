@@ -21,7 +21,7 @@ from torchvision import transforms
 from .. import checkpoint, models
 from .._cli import CLIError, CLIParser, check_file
 from ..data.plant_pathology import LEAF_CLASSES
-from .gradcam import cam_methods
+from .methods import cam_methods
 from .overlay import save_overlays
 
 MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -106,7 +106,7 @@ def main(argv=None):
         paths = save_overlays(image, cams[0], labels, args.out)
         lines = [f"level {l}\t{names[l][int(k)]}\t{float(probs[l][0, k]):.4f}" for l, k in enumerate(classes[0])]
     else:
-        from .gradcam import class_cams
+        from .classifier import class_cams
 
         cams = class_cams(model, x, method=args.method, target_layer=args.target)[0]
         probs = model.predict(x)[0].tolist()

@@ -7,9 +7,11 @@ any model from a checkpoint of the package."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg
+from timm.models import PretrainedCfg, build_model_with_cfg
 
 from ..data.plant_pathology import LEAF_CLASSES
 
@@ -50,10 +52,22 @@ def build_model(ckpt: dict, path: str = "checkpoint", **overrides):
     return model
 
 
-def leaf_cfg(first_conv: str, classifier: str, size: int = 224, **kwargs) -> dict:
+@dataclass
+class LeafPretrainedCfg(PretrainedCfg):
+    """timm's pretrained config plus where a CAM looks: module paths, as timm's
+    ``first_conv`` and ``classifier`` (read by
+    ``hcam_ops.cam.classifier.default_target_layer``, which documents them).
+    timm's own dataclass takes no other keys, hence the subclass."""
+
+    cam_layer: str | tuple[str, ...] | None = None
+    cam_reshape: str | None = None
+    cam_neck_layer: str | tuple[str, ...] | None = None
+
+
+def leaf_cfg(first_conv: str, classifier: str, size: int = 224, **kwargs) -> LeafPretrainedCfg:
     """A pretrained config without weights: the report normalises every model's
     input with the ImageNet statistics (section 3.2) and resizes, no crop."""
-    return {
+    cfg = {
         "url": "",
         "num_classes": len(LEAF_CLASSES),
         "input_size": (3, size, size),
@@ -67,6 +81,7 @@ def leaf_cfg(first_conv: str, classifier: str, size: int = 224, **kwargs) -> dic
         "license": "bsd-3-clause",
         **kwargs,
     }
+    return LeafPretrainedCfg(**cfg)
 
 
 def create(cls, variant: str, pretrained: bool, **kwargs):

@@ -23,7 +23,7 @@ from ..nn.stn import make_stn
 from ._factory import check_kwargs, create, leaf_cfg, load_backbone
 from ._multilabel import MultiLabelFaces
 
-__all__ = ["LEAF_CLASSES", "ArcPSASwin", "PSAFeatures", "PSANFeatureModule", "SwinFocal", "sigmoid_focal_loss"]
+__all__ = ["ArcPSASwin", "PSAFeatures", "PSANFeatureModule", "SwinFocal", "sigmoid_focal_loss"]
 
 
 class PSANFeatureModule(nn.Module):
@@ -283,14 +283,23 @@ _SWIN = {
     "v2_base_384": "swinv2_base_window12to24_192to384",
 }
 
-_ARC = dict(first_conv="backbone.patch_embed.proj", classifier="arcface_loss")
+# CAM layers: the report's last Swin block (NHWC), and the feature module's
+# map after PSA for target="neck" (PSANFeatureModule's relu2, PSAFeatures'
+# expand, whichever neck was built).
+_SWIN_CAM = dict(cam_layer="backbone.layers.-1.blocks.-1", cam_reshape="nhwc")
+_ARC = dict(
+    first_conv="backbone.patch_embed.proj",
+    classifier="arcface_loss",
+    cam_neck_layer=("feature_module.relu2", "feature_module.expand"),
+    **_SWIN_CAM,
+)
 default_cfgs = generate_default_cfgs(
     {
         "arc_psa_swin_tiny": leaf_cfg(**_ARC),
         "arc_psa_swin_base": leaf_cfg(**_ARC),
         "arc_psa_swin_base_384": leaf_cfg(size=384, **_ARC),
         "arc_psa_swinv2_base_384": leaf_cfg(size=384, **_ARC),
-        "swin_focal_tiny": leaf_cfg(first_conv="backbone.patch_embed.proj", classifier="fc"),
+        "swin_focal_tiny": leaf_cfg(first_conv="backbone.patch_embed.proj", classifier="fc", **_SWIN_CAM),
     }
 )
 

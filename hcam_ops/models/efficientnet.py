@@ -95,7 +95,8 @@ def _create(
     return model
 
 
-_CFG = dict(first_conv="conv_stem", classifier="classifier")
+# cam_layer: the report's Grad-CAM layer, the head convolution.
+_CFG = dict(first_conv="conv_stem", classifier="classifier", cam_layer="conv_head")
 default_cfgs = generate_default_cfgs(
     {"efficientnet_b0_bce": leaf_cfg(**_CFG), "efficientnet_b0_g16_bce": leaf_cfg(**_CFG)}
 )

@@ -92,7 +92,14 @@ class EvaCLIP(MultiLabelFaces, nn.Module):
         return logits if labels is None else (bce_loss(logits, labels), logits)
 
 
-_CFG = dict(first_conv="base_model.patch_embed.proj", classifier="classifier.1")
+# cam_layer: the tower's last block's input norm, its tokens laid back on the
+# patch grid.
+_CFG = dict(
+    first_conv="base_model.patch_embed.proj",
+    classifier="classifier.1",
+    cam_layer="base_model.blocks.-1.norm1",
+    cam_reshape="tokens",
+)
 default_cfgs = generate_default_cfgs({"eva_clip_bce": leaf_cfg(**_CFG), "eva_clip_stn_bce": leaf_cfg(**_CFG)})
 
 

@@ -7,20 +7,22 @@ RetinaNet and FCOS, on pytorch-grad-cam.
 - ``FPNReshapeTransform``: FPN levels -> one map (abs, resize, concatenate).
 - ``FPNAblationLayer``: AblationCAM across FPN levels.
 - ``DetBoxScoreTarget``: losses, or IoU + score (+ mask Dice) of matched boxes.
-- ``DetCAMVisualizer``: methods by name, smoothing, per-box normalisation,
-  pictures. ``python -m hcam_ops.cam.detect`` is the CLI.
+- ``DetCAMVisualizer``: methods by name (``METHODS``: the detector tools'
+  part of hcam_ops.cam.methods), smoothing, per-box normalisation, pictures.
+  ``python -m hcam_ops.cam.detect`` is the CLI.
 """
 
 from ...models.detection import DETECTOR_NAMES, build_detector, load_checkpoint, save_checkpoint
+from ..methods import DETECTOR_METHODS as METHODS
+from ..methods import GRADIENT_FREE_METHODS, GRADIENT_METHODS, FeatmapAM
 from .ablation import FPNAblationLayer, locate
 from .drawing import class_colours, draw_detections, normalize_in_boxes, overlay_cam
 from .errors import DetCAMInputError
 from .layers import default_target_layers, resolve_target_layers
-from .methods import GRADIENT_FREE_METHODS, GRADIENT_METHODS, METHODS, FeatmapAM, canonical_method
 from .model import DetCAMModel, image_to_tensor
 from .reshape import FPNReshapeTransform
 from .targets import DetBoxScoreTarget
-from .visualizer import DetCAMVisualizer, Explanation
+from .visualizer import DetCAMVisualizer, Explanation, canonical_method
 
 __all__ = [
     "DETECTOR_NAMES",

@@ -13,8 +13,8 @@ import numpy as np
 
 def class_colours(num_labels: int) -> np.ndarray:
     """``[num_labels, 3]`` uint8 RGB, indexed by label: hues a golden-ratio
-    step apart (neighbouring labels differ most), the same on every run (the
-    seed draws them at random, so colours change between pictures)."""
+    step apart (neighbouring labels differ most), the same on every run (mmdet's
+    det_cam_visualizer draws them at random, so colours change between pictures)."""
     colours = []
     for label in range(num_labels):
         hue = (label * 0.618033988749895) % 1.0

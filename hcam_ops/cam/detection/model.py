@@ -1,5 +1,5 @@
 """DetCAMModel: a torchvision detector as pytorch-grad-cam sees a model (mmdet's
-DetCAMModel).
+det_cam_visualizer DetCAMModel).
 
 ``forward`` takes the batch tensor a CAM method passes (``[B, 3, H, W]`` in
 [0, 1], RGB) and hands the detector a list of images: the detector does its

@@ -9,7 +9,7 @@ layer maps channel indices back by). The size rule is mmdet's:
 largest level's size when ``max_shape`` holds ``-1``.
 
 Gradient methods take activations and gradients through the same transform;
-mmdet's det_cam_visualizer refuses several levels there (a gradient hook can only sit on one
+mmdet refuses several levels there (a gradient hook can only sit on one
 tensor), and so does this, with an error naming the layer. For them the
 ``abs()`` is skipped too: it would flip the sign of negative gradients, which
 GradCAM's weights (signed means) depend on.

@@ -9,7 +9,7 @@ method explains, from what ``DetCAMModel`` returns for one image.
   box's score, plus the Dice coefficient of the two masks where both exist.
   A reference box without such a match adds 0.
 
-The match is taken among same-label predictions (mmdet's det_cam_visualizer takes the best
+The match is taken among same-label predictions (mmdet takes the best
 overlap of any label, then drops it if the label differs, so a bigger
 neighbour of another class can hide a match). Dice is ``2|A.B| / (|A| + |B|)``
 on the predicted mask probabilities (mmdet's formula lacks the 2).

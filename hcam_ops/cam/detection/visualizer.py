@@ -1,4 +1,5 @@
-"""DetCAMVisualizer (mmdet's class of that name): a CAM method by name on a
+"""DetCAMVisualizer (mmdet's det_cam_visualizer class of that name): a CAM
+method by name (the detector tools' part of hcam_ops.cam.methods) on a
 ``DetCAMModel``, the box score target, smoothing, and pictures.
 
 One image at a time: ``explain`` detects (predict mode, ``score_thr``, top
@@ -28,11 +29,11 @@ from pytorch_grad_cam import AblationCAM
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 
+from ..methods import DETECTOR_METHODS, GRADIENT_METHODS, normalise
 from .ablation import FPNAblationLayer
 from .drawing import class_colours, draw_detections, normalize_in_boxes, overlay_cam
 from .errors import DetCAMInputError
 from .layers import default_target_layers, resolve_target_layers
-from .methods import METHODS, canonical_method, needs_gradients
 from .model import DetCAMModel, image_to_tensor
 from .reshape import FPNReshapeTransform, normalize_max_shape
 from .targets import DetBoxScoreTarget
@@ -41,6 +42,17 @@ from .targets import DetBoxScoreTarget
 # brightness factors.
 AUG_FLIPS = (False, True)
 AUG_FACTORS = (0.9, 1.0, 1.1)
+
+
+def canonical_method(name: str) -> str:
+    """The registry key for ``name`` (any spelling hcam_ops.cam.methods'
+    ``normalise`` accepts), one of the detector tools' methods."""
+    if not isinstance(name, str):
+        raise DetCAMInputError("method", f"expected a name, got {type(name).__name__}")
+    key = normalise(name)
+    if key not in DETECTOR_METHODS:
+        raise DetCAMInputError("method", f"unknown method {name!r}; choose one of {', '.join(DETECTOR_METHODS)}")
+    return key
 
 
 @dataclass
@@ -55,7 +67,7 @@ class Explanation:
 
 
 class DetCAMVisualizer:
-    """``method``: a name of ``METHODS``; ``target_layers``: names (see
+    """``method``: a name of ``DETECTOR_METHODS``; ``target_layers``: names (see
     ``layers``) or modules, default by method; ``max_shape``: the FPN reshape
     size rule; ``batch_size`` and ``ratio_channels_to_ablate``: AblationCAM's;
     ``match_iou_thr``: the box score target's."""
@@ -75,7 +87,7 @@ class DetCAMVisualizer:
             raise DetCAMInputError("model", f"expected a DetCAMModel, got {type(model).__name__}")
         self.model = model
         self.method = canonical_method(method)
-        self.needs_grad = needs_gradients(self.method)
+        self.needs_grad = self.method in GRADIENT_METHODS
         if batch_size < 1:
             raise DetCAMInputError("batch_size", f"must be >= 1, got {batch_size}")
         if not 0.0 < ratio_channels_to_ablate <= 1.0:
@@ -96,7 +108,7 @@ class DetCAMVisualizer:
             valid_region=model.valid_fraction,
             layer_name=" / ".join(repr(n) for n in self.target_layer_names),
         )
-        cls = METHODS[self.method]
+        cls = DETECTOR_METHODS[self.method]
         if cls is AblationCAM:
             self.ablation_layer = FPNAblationLayer(ablation_value)
             self.cam = AblationCAM(
