@@ -112,7 +112,18 @@ def _swin(name: str, img_size: int, in_chans: int, checkpoint_path: str | None, 
     return backbone
 
 
-class ArcPSASwin(MultiLabelFaces, nn.Module):
+class _SwinFaces(MultiLabelFaces):
+    """What both Swin models add to the multi-label faces: the backbone's map
+    ``[B, C, H, W]`` and the pooled features before the classifier."""
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x), pre_logits=True)
+
+
+class ArcPSASwin(_SwinFaces, nn.Module):
     """Swin backbone (classifier removed; its last NHWC map permuted to NCHW),
     the feature module, and a :class:`MultiLabelArcFaceLoss` head.
 
@@ -189,12 +200,6 @@ class ArcPSASwin(MultiLabelFaces, nn.Module):
         f = self.feature_module(x)
         return f if pre_logits else self.arcface_loss.logits(f.float())
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), pre_logits=True)
-
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         f = self.features(x)
         return f if labels is None else self.arcface_loss(f.float(), labels)
@@ -216,7 +221,7 @@ def sigmoid_focal_loss(
     return (w * (1 - pt) ** gamma * ce).mean()
 
 
-class SwinFocal(MultiLabelFaces, nn.Module):
+class SwinFocal(_SwinFaces, nn.Module):
     """The report's baseline (section 6.6): Swin with a linear multi-label
     head and focal loss. ``model(x)`` returns the logits (the report applies
     its focal criterion to the model's output), ``model(x, labels)``
@@ -259,12 +264,6 @@ class SwinFocal(MultiLabelFaces, nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         f = x.mean((2, 3))
         return f if pre_logits else self.fc(f)
-
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), pre_logits=True)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         logits = self.logits(x)
