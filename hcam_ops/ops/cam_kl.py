@@ -17,8 +17,8 @@ from ._layout import empty_features_grad, positions
 from ._reduce import reduce_rows
 
 
-@torch.library.register_fake("hcam_ops::cam_kl_forward")
-def _cam_kl_forward_fake(features, weights, indices, temperature, eps, direction):
+@torch.library.register_fake("hcam_ops::cam_kl")
+def _cam_kl_fake(features, weights, indices, temperature, eps, direction):
     B, N, L = features.shape[0], positions(features), len(weights)
     torch._check(2 <= L <= MAX_LEVELS, lambda: f"cam_kl_loss: needs 2 to {MAX_LEVELS} levels, got {L}")
     return features.new_empty((B,)), features.new_empty((B, L - 1, N), dtype=acc_dtype(features.dtype))
@@ -58,7 +58,7 @@ def _backward(ctx, grad_kl, _grad_coef):
     return grad_features, [*grad_weights, None], [None] * L, None, None, None
 
 
-torch.library.register_autograd("hcam_ops::cam_kl_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("hcam_ops::cam_kl", _backward, setup_context=_setup_context)
 
 
 def hierarchical_cam_kl_loss(
@@ -111,7 +111,7 @@ def hierarchical_cam_kl_loss(
     features, *weights = _checks.promote_floats(
         op, {"features": features, **{f"weights[{l}]": w for l, w in enumerate(weights)}}
     )
-    kl, _ = torch.ops.hcam_ops.cam_kl_forward(features, weights, list(indices), temperature, eps, direction)
+    kl, _ = torch.ops.hcam_ops.cam_kl(features, weights, list(indices), temperature, eps, direction)
     return reduce_rows(kl, reduction, op)
 
 

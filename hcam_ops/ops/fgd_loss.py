@@ -24,7 +24,7 @@ TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial",
 SPATIAL_ATTENTION = ("teacher", "combined", "student_mix")
 
 
-@torch.library.register_fake("hcam_ops::fgd_loss_forward")
+@torch.library.register_fake("hcam_ops::fgd_loss")
 def _forward_fake(
     student,
     teacher,
@@ -104,7 +104,7 @@ def _backward(ctx, grad_terms, _col, _row, _sample):
     return (grad_student,) + (None,) * (ctx.n_inputs - 1)
 
 
-torch.library.register_autograd("hcam_ops::fgd_loss_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("hcam_ops::fgd_loss", _backward, setup_context=_setup_context)
 
 
 def _as_mask(mask, student: torch.Tensor, name: str) -> torch.Tensor:
@@ -244,7 +244,7 @@ def fgd_loss(
     fg = _as_mask(fg_mask, student, "fg_mask")
     bg = _as_mask(bg_mask, student, "bg_mask")
     fp = None if fp_mask is None else _as_mask(fp_mask, student, "fp_mask").detach()
-    terms, _, _, _ = torch.ops.hcam_ops.fgd_loss_forward(
+    terms, _, _, _ = torch.ops.hcam_ops.fgd_loss(
         student,
         teacher.detach(),
         fg.detach(),
