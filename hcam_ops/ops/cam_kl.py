@@ -6,6 +6,7 @@ features plus a deterministic per-class reduction for the weight gradients."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -115,19 +116,20 @@ def hierarchical_cam_kl_loss(
     return reduce_rows(kl, reduction, op)
 
 
-def cam_kl_loss(
-    features: torch.Tensor,
-    fine_weight: torch.Tensor,
-    coarse_weight: torch.Tensor,
-    fine_index: torch.Tensor,
-    coarse_index: torch.Tensor,
-    temperature: float = 1.0,
-    eps: float = 1e-6,
-    direction: str = "fine_to_coarse",
-    reduction: str = "batchmean",
-    *,
-    check_index: bool = True,
-) -> torch.Tensor:
+def two_level_signature(hierarchical) -> inspect.Signature:
+    """The signature of the two-level form of a hierarchical CAM-KL loss: its
+    (weights, indices) as (fine_weight, coarse_weight, fine_index,
+    coarse_index), its other parameters and defaults as they are."""
+    sig = inspect.signature(hierarchical)
+    features, _weights, _indices, *options = sig.parameters.values()
+    pair = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="torch.Tensor")
+        for name in ("fine_weight", "coarse_weight", "fine_index", "coarse_index")
+    ]
+    return sig.replace(parameters=[features, *pair, *options])
+
+
+def cam_kl_loss(features, fine_weight, coarse_weight, fine_index, coarse_index, *options, **keywords) -> torch.Tensor:
     """Hierarchical CAM-consistency loss between a fine and a coarse head.
 
     Args:
@@ -143,12 +145,9 @@ def cam_kl_loss(
     the loss is in that dtype, each gradient in its input's dtype.
     """
     return hierarchical_cam_kl_loss(
-        features,
-        [fine_weight, coarse_weight],
-        [fine_index, coarse_index],
-        temperature,
-        eps,
-        direction,
-        reduction,
-        check_index=check_index,
+        features, [fine_weight, coarse_weight], [fine_index, coarse_index], *options, **keywords
     )
+
+
+# temperature, eps, direction, reduction and check_index: hierarchical_cam_kl_loss's, defaults and all.
+cam_kl_loss.__signature__ = two_level_signature(hierarchical_cam_kl_loss)
