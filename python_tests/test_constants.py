@@ -19,9 +19,7 @@ def _fgd_inputs(B=2, C=3, H=4, W=5):
 def _cam_kl(levels):
     x = torch.randn(2, 4, 3)
     idx = torch.zeros(2, dtype=torch.int64)
-    return torch.ops.hcam_ops.cam_kl(
-        x, [torch.randn(2, 3)] * levels, [idx] * levels, 1.0, 1e-6, "fine_to_coarse"
-    )
+    return torch.ops.hcam_ops.cam_kl(x, [torch.randn(2, 3)] * levels, [idx] * levels, 1.0, 1e-6, "fine_to_coarse")
 
 
 def test_max_levels():
@@ -33,9 +31,7 @@ def test_max_levels():
 def test_fgd_num_terms():
     s, t, fg, bg = _fgd_inputs()
     with pytest.raises(RuntimeError, match=f"weights must hold {K.FGD_NUM_TERMS} values"):
-        torch.ops.hcam_ops.fgd_loss(
-            s, t, fg, bg, None, 1.0, 0.5, [1.0] * (K.FGD_NUM_TERMS - 1), 0, 0.5, False, False
-        )
+        torch.ops.hcam_ops.fgd_loss(s, t, fg, bg, None, 1.0, 0.5, [1.0] * (K.FGD_NUM_TERMS - 1), 0, 0.5, False, False)
     terms, *_ = torch.ops.hcam_ops.fgd_loss(s, t, fg, bg, None, *FGD_ARGS)
     assert terms.shape == (K.FGD_NUM_TERMS,)
 
