@@ -11,40 +11,14 @@ from . import (  # noqa: E402
     _C,  # noqa: F401  (registers torch.ops.hcam_ops.*)
     distill,
     nn,
+    ops,
     reference,
 )
-from .ops import (
-    arcface_logits,
-    bev_masks_from_boxes,
-    cam_gather,
-    cam_kl_loss,
-    farthest_point_sample,
-    fgd_loss,
-    fgd_masks_from_boxes,
-    hierarchical_cam_kl_loss,
-    minmax_normalize,
-    multilabel_arcface_loss,
-    segment_mean,
-    softmax_kl,
-)
 
-__all__ = [
-    "arcface_logits",
-    "bev_masks_from_boxes",
-    "cam_gather",
-    "cam_kl_loss",
-    "farthest_point_sample",
-    "fgd_loss",
-    "fgd_masks_from_boxes",
-    "hierarchical_cam_kl_loss",
-    "minmax_normalize",
-    "multilabel_arcface_loss",
-    "segment_mean",
-    "softmax_kl",
-    "distill",
-    "nn",
-    "reference",
-]
+# The ops: hcam_ops.ops's list (its __all__) is the one list of them.
+from .ops import *  # noqa: E402, F403
+
+__all__ = [*ops.__all__, "distill", "nn", "reference"]
 
 
 def cpu_capability() -> str:

@@ -29,7 +29,7 @@ def cam_kl_args(device, gen):
     x = torch.randn(2, 5, 6, generator=gen).to(device)
     weights = [torch.randn(4, 6, generator=gen).to(device), torch.randn(3, 6, generator=gen).to(device)]
     indices = [torch.tensor([0, 3], device=device), torch.tensor([2, 1], device=device)]
-    _, coef = ops.cam_kl_forward(x, weights, indices, 1.0, 1e-6, "fine_to_coarse")
+    _, coef = ops.cam_kl(x, weights, indices, 1.0, 1e-6, "fine_to_coarse")
     return dict(grad=torch.ones(2, device=device), features=x, weights=weights, indices=indices, coef=coef)
 
 
@@ -42,7 +42,7 @@ def softmax_kl_args(device, gen):
 def segment_mean_args(device, gen):
     x = torch.randn(2, 3, 4, 5, generator=gen).to(device)
     segments = torch.randint(0, 6, (2, 3, 4), generator=gen).to(device)
-    _, counts = ops.segment_mean_forward(x, segments, 6)
+    _, counts = ops.segment_mean(x, segments, 6)
     return dict(grad=torch.randn(2, 6, 5, generator=gen).to(device), x=x, segments=segments, counts=counts)
 
 
@@ -52,7 +52,7 @@ def fgd_args(device, gen):
     fg = torch.rand(2, 4, 5, generator=gen).to(device)
     bg = 1 - fg
     fp = torch.rand(2, 1, 4, 5, generator=gen).to(device)
-    _, col, row, sample = ops.fgd_loss_forward(s, t, fg, bg, fp, *FGD_ARGS)
+    _, col, row, sample = ops.fgd_loss(s, t, fg, bg, fp, *FGD_ARGS)
     return dict(
         grad=torch.rand(6, generator=gen).to(device),
         student=s,

@@ -168,17 +168,13 @@ def test_gradcheck(direction, layout, gen):
 
 def test_opcheck(gen):
     x, wf, wc, fi, ci = _inputs(3, 12, 7, 4, 3, "tokens", torch.float32, "cpu", gen)
-    torch.library.opcheck(
-        torch.ops.hcam_ops.cam_kl_forward.default, (x, [wf, wc], [fi, ci], 1.0, 1e-6, "fine_to_coarse")
-    )
+    torch.library.opcheck(torch.ops.hcam_ops.cam_kl.default, (x, [wf, wc], [fi, ci], 1.0, 1e-6, "fine_to_coarse"))
     xm = make_features(2, 12, 7, "map_cl", torch.float32, "cpu", gen)
     torch.library.opcheck(
-        torch.ops.hcam_ops.cam_kl_forward.default,
+        torch.ops.hcam_ops.cam_kl.default,
         (xm, [wf, wc, wc], [fi[:2], ci[:2], ci[:2]], 0.5, 1e-6, "coarse_to_fine"),
     )
-    kl, coef = torch.ops.hcam_ops.cam_kl_forward(
-        x.detach(), [wf.detach(), wc.detach()], [fi, ci], 1.0, 1e-6, "fine_to_coarse"
-    )
+    kl, coef = torch.ops.hcam_ops.cam_kl(x.detach(), [wf.detach(), wc.detach()], [fi, ci], 1.0, 1e-6, "fine_to_coarse")
     for output_mask in ([True, True], [True, False], [False, True]):
         torch.library.opcheck(
             torch.ops.hcam_ops.cam_kl_backward.default,

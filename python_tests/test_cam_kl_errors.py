@@ -71,11 +71,11 @@ def test_cpu_kernel_checks_indices_itself(good):
 def test_direct_op_call_checks_shapes(good):
     x, wf, wc, fi, ci = good
     with pytest.raises(RuntimeError, match=r"features must be \[B, N, C\]"):
-        torch.ops.hcam_ops.cam_kl_forward(x[0], [wf, wc], [fi, ci], 1.0, 1e-6, "fine_to_coarse")
+        torch.ops.hcam_ops.cam_kl(x[0], [wf, wc], [fi, ci], 1.0, 1e-6, "fine_to_coarse")
     with pytest.raises(RuntimeError, match="direction must be"):
-        torch.ops.hcam_ops.cam_kl_forward(x, [wf, wc], [fi, ci], 1.0, 1e-6, "sideways")
+        torch.ops.hcam_ops.cam_kl(x, [wf, wc], [fi, ci], 1.0, 1e-6, "sideways")
     with pytest.raises(RuntimeError, match="needs 2 to 5 levels"):
-        torch.ops.hcam_ops.cam_kl_forward(x, [wf], [fi], 1.0, 1e-6, "fine_to_coarse")
+        torch.ops.hcam_ops.cam_kl(x, [wf], [fi], 1.0, 1e-6, "fine_to_coarse")
 
 
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "none"])

@@ -231,8 +231,8 @@ def test_opcheck(spatial_mode, with_fp, gen):
     fg, bg = fg.float(), bg.float()
     fp = _fp(fg, gen).float() if with_fp else None
     args = (0.5, 0.7, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], spatial_mode, 0.8, True, spatial_mode != 1)
-    torch.library.opcheck(torch.ops.hcam_ops.fgd_loss_forward.default, (s, t, fg, bg, fp, *args))
-    _, col, row, sample = torch.ops.hcam_ops.fgd_loss_forward(s.detach(), t, fg, bg, fp, *args)
+    torch.library.opcheck(torch.ops.hcam_ops.fgd_loss.default, (s, t, fg, bg, fp, *args))
+    _, col, row, sample = torch.ops.hcam_ops.fgd_loss(s.detach(), t, fg, bg, fp, *args)
     torch.library.opcheck(
         torch.ops.hcam_ops.fgd_loss_backward.default,
         (torch.rand(6), s.detach(), t, fg, bg, fp, col, row, sample, *args),

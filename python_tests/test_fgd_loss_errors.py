@@ -92,7 +92,7 @@ def test_kernel_checks_reach_cpp(gen):
     ]
     for args, match in cases:
         with pytest.raises(RuntimeError, match=match):
-            torch.ops.hcam_ops.fgd_loss_forward(*args)
+            torch.ops.hcam_ops.fgd_loss(*args)
 
 
 @real_cuda_only

@@ -206,7 +206,7 @@ def test_opcheck(gen):
         ("sum", [True, False], True),
     ]:
         torch.library.opcheck(
-            torch.ops.hcam_ops.multilabel_arcface_forward.default,
+            torch.ops.hcam_ops.multilabel_arcface.default,
             (f, w, y, 30.0, 0.5, False, reduction, grad_mask, logits, 3),
         )
     for output_mask in ([True, True], [True, False], [False, True]):

@@ -84,7 +84,7 @@ def test_backward_ops_leave_out_the_gradients_not_asked_for(device):
     assert ops.cam_gather_backward(grad, x, w, idx, [False, False]) == (None, None)
 
     ci = torch.randint(0, 4, (3,), generator=gen).to(device)
-    _, coef = ops.cam_kl_forward(x, [w, w], [ci, ci], 1.0, 1e-6, "fine_to_coarse")
+    _, coef = ops.cam_kl(x, [w, w], [ci, ci], 1.0, 1e-6, "fine_to_coarse")
     g = torch.rand(3, generator=gen).to(device)
     dx, dws = ops.cam_kl_backward(g, x, [w, w], [ci, ci], coef, [True, False])
     assert dws == [] and dx is not None
@@ -98,5 +98,5 @@ def test_backward_ops_leave_out_the_gradients_not_asked_for(device):
     gf, gw = ops.multilabel_arcface_backward(g, x[:, 0], w, y, 30.0, 0.5, False, 0, [False, True])
     assert gf is None and gw.shape == (4, 5)
     # The forward's gradients for "mean"/"sum": an unasked one is empty.
-    _, gf, gw, _ = ops.multilabel_arcface_forward(x[:, 0], w, y, 30.0, 0.5, False, "mean", [True, False], False, 0)
+    _, gf, gw, _ = ops.multilabel_arcface(x[:, 0], w, y, 30.0, 0.5, False, "mean", [True, False], False, 0)
     assert gf.shape == (3, 5) and gw.numel() == 0

@@ -90,7 +90,7 @@ def test_gradcheck(gen):
 def test_opcheck(gen):
     x = torch.randn(2, 3, 5, 4, generator=gen, requires_grad=True)
     seg = _segments(2, 3, 5, 6, gen)
-    torch.library.opcheck(torch.ops.hcam_ops.segment_mean_forward.default, (x, seg, 6))
+    torch.library.opcheck(torch.ops.hcam_ops.segment_mean.default, (x, seg, 6))
     _, counts = hcam_ops.segment_mean(x, seg, 6)
     torch.library.opcheck(
         torch.ops.hcam_ops.segment_mean_backward.default, (torch.randn(2, 6, 4), x.detach(), seg, counts)

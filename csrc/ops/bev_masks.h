@@ -13,8 +13,6 @@
 #include <tuple>
 #include <type_traits>
 
-#include "cpu/isa.h"
-
 namespace hcam_ops {
 
 // How the per-cell scales weight the masks (DistillBEV's scale_mask), and how
@@ -221,13 +219,6 @@ C10_HOST_DEVICE inline void bev_finish(T fm, T scale, T bg_scale, BevScale mode,
 // boxes' dtype and on their device, image i's boxes at rows offsets[i] ..
 // offsets[i + 1] (checked by bev_masks.cpp: from 0 to N, non-decreasing);
 // fg, bg [B, H, W] in the boxes' dtype (row = y, column = x).
-namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
-template <Isa>
-void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
-               const at::Tensor& fg, const at::Tensor& bg);
-}  // namespace cpu
-
 struct BevMasksKernels {
   void (*masks)(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
                 const at::Tensor& fg, const at::Tensor& bg);

@@ -6,7 +6,6 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/string_view.h>
 
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -97,20 +96,5 @@ bool parse_direction(c10::string_view direction, const char* op);
 // Rows handled per block or task along a reduced dimension of `rows`, so that
 // about `target` pieces of work exist in all.
 int64_t rows_per_split(int64_t rows, int64_t units, int64_t target, int64_t min_rows);
-
-// The feature passes one device supplies to the drivers of cam_gather and
-// cam_kl (contract: cpu/cam_passes.h).
-struct CamPasses {
-  void (*cam_pass)(const FeatureView& v, const Levels& levels, const at::Tensor& cams);
-  at::Tensor (*grad_pass)(const FeatureView& v, const Levels& levels, const at::Tensor& coef,
-                          const std::optional<at::Tensor>& scale, const at::Tensor& dx_rows);
-  void (*class_reduce)(const at::Tensor& partial, const Levels& levels, int64_t l0, int64_t l1, const at::Tensor& dw);
-  // The index-range policy, a property of the device (not of where the
-  // tensors are: an emulated CUDA run has them on the host). The CPU checks
-  // every class index before its passes (host memory: the check is free);
-  // CUDA's passes write NaN for an index out of range instead, since a check
-  // would cost a device sync (the Python face makes it unless check_index=False).
-  bool checks_index_range;
-};
 
 }  // namespace hcam_ops

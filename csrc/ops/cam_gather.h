@@ -1,5 +1,5 @@
 // cam_gather: the device-independent driver (cam_gather.cpp) the CPU and CUDA
-// kernels register with their feature passes (cam_features.h, CamPasses).
+// kernels register with their feature passes (cam_passes.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,7 +7,7 @@
 #include <array>
 #include <tuple>
 
-#include "cam_features.h"
+#include "cam_passes.h"
 
 namespace hcam_ops {
 

@@ -10,9 +10,9 @@
 
 namespace hcam_ops {
 
-std::tuple<at::Tensor, at::Tensor> cam_kl_forward(const CamKlKernels* kernels, const at::Tensor& features,
-                                                  at::TensorList weights, at::TensorList indices, double temperature,
-                                                  double eps, c10::string_view direction) {
+std::tuple<at::Tensor, at::Tensor> cam_kl(const CamKlKernels* kernels, const at::Tensor& features,
+                                          at::TensorList weights, at::TensorList indices, double temperature,
+                                          double eps, c10::string_view direction) {
   const char* op = "cam_kl_loss";
   const bool f2c = parse_direction(direction, op);
   const c10::DeviceGuard guard(features.device());
@@ -24,9 +24,9 @@ std::tuple<at::Tensor, at::Tensor> cam_kl_forward(const CamKlKernels* kernels, c
   auto kl = at::empty({B}, features.options());
   auto coef = at::empty({B, L - 1, N}, features.options().dtype(acc_type_of(features.scalar_type())));
   if (B == 0) return {kl, coef};
-  if (kernels->passes.checks_index_range) check_index_range(lv, B, op);
+  if (kernels->passes->checks_index_range) check_index_range(lv, B, op);
   auto cams = at::empty({B, L, N}, coef.options());
-  kernels->passes.cam_pass(v, lv, cams);
+  kernels->passes->cam_pass(v, lv, cams);
   kernels->kl_rows(cams, temperature, eps, f2c, kl, coef);
   return {kl, coef};
 }
@@ -57,10 +57,10 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cam_kl_backward(const CamKlKerne
     for (int64_t l = 0; l + 1 < L; ++l) dws.push_back(at::zeros_like(lv.weights[l]));
   }
   if (v.B == 0) return {dx, dws};
-  if (kernels->passes.checks_index_range) check_index_range(lv, v.B, op);
+  if (kernels->passes->checks_index_range) check_index_range(lv, v.B, op);
   const auto partial =
-      kernels->passes.grad_pass(v, lv, coef.contiguous(), grad_kl.to(features.scalar_type()).contiguous(), dx_rows);
-  for (size_t l = 0; l < dws.size(); ++l) kernels->passes.class_reduce(partial, lv, l, l + 1, dws[l]);
+      kernels->passes->grad_pass(v, lv, coef.contiguous(), grad_kl.to(features.scalar_type()).contiguous(), dx_rows);
+  for (size_t l = 0; l < dws.size(); ++l) kernels->passes->class_reduce(partial, lv, l, l + 1, dws[l]);
   return {dx, dws};
 }
 
@@ -69,7 +69,7 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // adjacent pairs [B] and the backward's coefficients d KL / d CAM of every
   // level but the coarsest [B, L-1, N] (accumulation dtype).
   m.def(
-      "cam_kl_forward(Tensor features, Tensor[] weights, Tensor[] indices, float temperature,"
+      "cam_kl(Tensor features, Tensor[] weights, Tensor[] indices, float temperature,"
       " float eps, str direction) -> (Tensor, Tensor)");
   // Gradients of features and of weights[0 .. L-2]; the coarsest level is the
   // detached teacher and gets none. output_mask: (d features, d weights); one

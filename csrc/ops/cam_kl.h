@@ -9,12 +9,12 @@
 #include <tuple>
 #include <vector>
 
-#include "cam_features.h"
+#include "cam_passes.h"
 
 namespace hcam_ops {
 
 struct CamKlKernels {
-  CamPasses passes;
+  const CamPasses* passes;
   // Per sample b, over its CAMs cams[b] [L, N] (accumulation dtype) of the
   // levels fine to coarse: kl[b] (the features' dtype) = the KL summed over
   // adjacent (fine, coarse) pairs, coef[b] [L-1, N] = d KL / d fine CAM.
@@ -22,9 +22,9 @@ struct CamKlKernels {
                   const at::Tensor& coef);
 };
 
-std::tuple<at::Tensor, at::Tensor> cam_kl_forward(const CamKlKernels* kernels, const at::Tensor& features,
-                                                  at::TensorList weights, at::TensorList indices, double temperature,
-                                                  double eps, c10::string_view direction);
+std::tuple<at::Tensor, at::Tensor> cam_kl(const CamKlKernels* kernels, const at::Tensor& features,
+                                          at::TensorList weights, at::TensorList indices, double temperature,
+                                          double eps, c10::string_view direction);
 
 // output_mask: which of (d features, d weights) to return; one not asked for
 // is an undefined tensor (None in Python), or an empty list for the weights.

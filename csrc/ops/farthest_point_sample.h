@@ -8,8 +8,6 @@
 
 #include <optional>
 
-#include "cpu/isa.h"
-
 namespace hcam_ops {
 
 // The pick rule both devices share: the larger distance wins, and on a tie
@@ -33,12 +31,6 @@ C10_HOST_DEVICE inline int64_t fps_first(const bool* mask, int64_t N, int64_t st
 // points [B, N, C] contiguous; mask [B, N] bool contiguous or undefined;
 // idx [B, k] int64. Squared Euclidean distances accumulated in float32
 // (float64 for float64 points).
-namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
-template <Isa>
-void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
-}  // namespace cpu
-
 struct FarthestPointSampleKernels {
   void (*sample)(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
 };

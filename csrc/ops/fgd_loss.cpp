@@ -87,18 +87,29 @@ FgdParams make_params(double spatial_temperature, double channel_temperature, at
   return p;
 }
 
+// What both drivers start from: the parameters, checked first, and the inputs.
+std::pair<FgdInputs, FgdParams> prepare(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
+                                        const at::Tensor& bg_mask, const std::optional<at::Tensor>& fp_mask,
+                                        double spatial_temperature, double channel_temperature,
+                                        at::ArrayRef<double> weights, int64_t spatial_mode,
+                                        double spatial_student_ratio, bool spatial_mask, bool channel_mask) {
+  auto p = make_params(spatial_temperature, channel_temperature, weights, spatial_mode, spatial_student_ratio,
+                       spatial_mask, channel_mask, student.size(0));
+  auto in = make_inputs(student, teacher, fg_mask, bg_mask, fp_mask);
+  p.has_fp = in.fp.defined();
+  return {std::move(in), p};
+}
+
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss(
     const FgdLossKernels* kernels, const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
     const at::Tensor& bg_mask, const std::optional<at::Tensor>& fp_mask, double spatial_temperature,
     double channel_temperature, at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
     bool spatial_mask, bool channel_mask) {
-  auto p = make_params(spatial_temperature, channel_temperature, weights, spatial_mode, spatial_student_ratio,
-                       spatial_mask, channel_mask, student.size(0));
   const c10::DeviceGuard guard(student.device());
-  const auto in = make_inputs(student, teacher, fg_mask, bg_mask, fp_mask);
-  p.has_fp = in.fp.defined();
+  const auto [in, p] = prepare(student, teacher, fg_mask, bg_mask, fp_mask, spatial_temperature, channel_temperature,
+                               weights, spatial_mode, spatial_student_ratio, spatial_mask, channel_mask);
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   const auto acc = student.options().dtype(acc_type_of(student.scalar_type()));
   auto col = at::empty({B, kNumCol, HW}, acc);
@@ -121,11 +132,9 @@ at::Tensor fgd_loss_backward(const FgdLossKernels* kernels, const at::Tensor& gr
                              const at::Tensor& sample, double spatial_temperature, double channel_temperature,
                              at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,
                              bool spatial_mask, bool channel_mask) {
-  auto p = make_params(spatial_temperature, channel_temperature, weights, spatial_mode, spatial_student_ratio,
-                       spatial_mask, channel_mask, student.size(0));
   const c10::DeviceGuard guard(student.device());
-  const auto in = make_inputs(student, teacher, fg_mask, bg_mask, fp_mask);
-  p.has_fp = in.fp.defined();
+  const auto [in, p] = prepare(student, teacher, fg_mask, bg_mask, fp_mask, spatial_temperature, channel_temperature,
+                               weights, spatial_mode, spatial_student_ratio, spatial_mask, channel_mask);
   const int64_t B = in.student.size(0), C = in.student.size(1), HW = in.student.size(2);
   TORCH_CHECK(grad.numel() == kNumTerms, kOp, "_backward: grad must hold ", int(kNumTerms), " values, got shape ",
               grad.sizes());
@@ -153,7 +162,7 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // statistics the backward needs: col [B, 4, HW], row [B, 4, C], sample
   // [B, 10] (accumulation dtype).
   m.def(
-      "fgd_loss_forward(Tensor student, Tensor teacher, Tensor fg_mask, Tensor bg_mask, Tensor? fp_mask,"
+      "fgd_loss(Tensor student, Tensor teacher, Tensor fg_mask, Tensor bg_mask, Tensor? fp_mask,"
       " float spatial_temperature, float channel_temperature, float[] weights, int spatial_mode,"
       " float spatial_student_ratio, bool spatial_mask, bool channel_mask) -> (Tensor, Tensor, Tensor, Tensor)");
   // d student for the upstream gradient of the six terms. The teacher and the

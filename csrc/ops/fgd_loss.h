@@ -10,8 +10,6 @@
 
 #include "fgd_math.h"
 
-#include "cpu/isa.h"
-
 namespace hcam_ops {
 
 // Contiguous views the kernels work on.
@@ -21,20 +19,10 @@ struct FgdInputs {
   at::Tensor fp;                // [B, HW], accumulation dtype; undefined without an fp mask
 };
 
-// fgd_forward fills col [B, 4, HW], row [B, 4, C], sample [B, 10] and
+// forward fills col [B, 4, HW], row [B, 4, C], sample [B, 10] and
 // per_sample [B, 6] (each sample's terms times p.scale; accumulation dtype).
-// fgd_backward writes d student [B, C, HW] for the upstream gradients g [6]
+// backward writes d student [B, C, HW] for the upstream gradients g [6]
 // (accumulation dtype, on the device).
-namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
-template <Isa>
-void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
-                 const at::Tensor& sample, const at::Tensor& per_sample);
-template <Isa>
-void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
-                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
-}  // namespace cpu
-
 struct FgdLossKernels {
   void (*forward)(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
                   const at::Tensor& sample, const at::Tensor& per_sample);
@@ -42,7 +30,7 @@ struct FgdLossKernels {
                    const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fgd_loss(
     const FgdLossKernels* kernels, const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& fg_mask,
     const at::Tensor& bg_mask, const std::optional<at::Tensor>& fp_mask, double spatial_temperature,
     double channel_temperature, at::ArrayRef<double> weights, int64_t spatial_mode, double spatial_student_ratio,

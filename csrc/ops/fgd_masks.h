@@ -11,8 +11,6 @@
 #include <limits>
 #include <tuple>
 
-#include "cpu/isa.h"
-
 namespace hcam_ops {
 
 // One box in feature cells: inclusive ranges as computed (x_min = floor(x1 /
@@ -57,13 +55,6 @@ C10_HOST_DEVICE inline BoxCells<T> box_cells(const T* box, T img_h, T img_w, int
 // boxes [N, 4] (x1, y1, x2, y2), image i's boxes at rows offsets[i] ..
 // offsets[i + 1]; img_shapes [B, 2] (h, w) in the boxes' dtype; fg, bg
 // [B, H, W] in the boxes' dtype.
-namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
-template <Isa>
-void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
-               const at::Tensor& bg);
-}  // namespace cpu
-
 struct FgdMasksKernels {
   void (*masks)(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
                 const at::Tensor& bg);

@@ -17,7 +17,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -69,47 +68,6 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w, const at::Tensor& la
               labels.device());
 }
 
-// CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
-// falls back to a scalar loop there, 20x slower than float32 at B=256,
-// K=10000), and the kernels accumulate in float32 anyway: on CPU
-// (ArcFaceKernels::half_as_float32) the op runs on float32 copies (but for
-// cpu_bf16_gemm's gradient products) and rounds its outputs once.
-bool cpu_half_precision(const ArcFaceKernels& k, const at::Tensor& t) {
-  return k.half_as_float32 && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
-}
-
-// Whether this CPU's oneDNN has bfloat16 matrix products (AVX-512 or AMX;
-// torch's own test, asked once). There the two gradient products run in
-// bfloat16 (2.4x faster here than float32): their outputs are bfloat16 anyway
-// and they accumulate in float32, while the cosines, which the margin and the
-// loss read, still come from a float32 product.
-bool cpu_bf16_gemm() {
-  static const bool fast = [] {
-    const auto op = c10::Dispatcher::singleton().findOp({"mkldnn::_is_mkldnn_bf16_supported", ""});
-    return op.has_value() && op->typed<bool()>().call();
-  }();
-  return fast;
-}
-
-at::Tensor float_labels(const at::Tensor& labels) {
-  return labels.scalar_type() == at::kBool ? labels : labels.to(at::kFloat);
-}
-
-// The operands run() gets: the inputs themselves, or for float16 / bfloat16
-// on CPU float32 copies (cpu_half_precision), plus the bfloat16 originals for
-// the gradient products where cpu_bf16_gemm.
-struct Operands {
-  at::Tensor features, weight, labels, half_features, half_weight;
-};
-
-Operands cpu_operands(const ArcFaceKernels& k, const at::Tensor& features, const at::Tensor& weight,
-                      const at::Tensor& labels) {
-  if (!cpu_half_precision(k, features)) return {features, weight, labels, {}, {}};
-  const bool bf16 = features.scalar_type() == at::kBFloat16 && cpu_bf16_gemm();
-  return {features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), bf16 ? features : at::Tensor(),
-          bf16 ? weight : at::Tensor()};
-}
-
 struct Outputs {
   at::Tensor loss_rows, loss, logits, grad_features, grad_weight;
 };
@@ -117,8 +75,8 @@ struct Outputs {
 // The chunk loop. grad: the upstream [B, K] gradient ("none" backward) or
 // undefined; want_grads: which input gradients (features, weight) to
 // accumulate; grad_scale: scales them (1 / (B*K) for "mean").
-// half_features / half_weight: when defined (bfloat16 on a CPU with
-// cpu_bf16_gemm), the bfloat16 inputs of which features / weight are float32
+// half_features / half_weight: when defined (ArcFaceOperands: bfloat16 on a
+// CPU with bfloat16 products), the bfloat16 inputs of which features / weight are float32
 // copies; the gradient products then run in bfloat16 on them and on d loss /
 // d cos rounded to bfloat16, and the weight gradient comes back in bfloat16.
 Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
@@ -191,13 +149,13 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface(
     const ArcFaceKernels* kernels, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
     double scale, double margin, bool easy_margin, c10::string_view reduction, std::array<bool, 2> grad_mask,
     bool return_logits, int64_t chunk_size) {
   check_inputs(features, weight, labels);
   const auto t = features.scalar_type();
-  const auto [f, w, y, hf, hw] = cpu_operands(*kernels, features, weight, labels);
+  const auto [f, w, y, hf, hw] = kernels->operands(features, weight, labels);
   const auto p = make_params(scale, margin, easy_margin);
   const bool none = reduction == "none", mean = reduction == "mean";
   TORCH_CHECK(none || mean || reduction == "sum", kOp, ": reduction must be 'mean', 'sum' or 'none', got '",
@@ -221,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor> multilabel_arcface_backward(const ArcFaceKern
   check_inputs(features, weight, labels);
   TORCH_CHECK(grad.sizes() == labels.sizes(), kOp, "_backward: grad must be [B, K], got ", grad.sizes());
   const auto t = features.scalar_type();
-  const auto [f, w, y, hf, hw] = cpu_operands(*kernels, features, weight, labels);
+  const auto [f, w, y, hf, hw] = kernels->operands(features, weight, labels);
   const auto p = make_params(scale, margin, easy_margin);
   auto out = run(*kernels, f, w, y, p, grad.to(f.scalar_type()).contiguous(), false, false, false, output_mask, 1.0,
                  chunk_size, hf, hw);
@@ -236,7 +194,7 @@ TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // grad_mask asks for (else empty); the training logits if return_logits
   // (else empty).
   m.def(
-      "multilabel_arcface_forward(Tensor features, Tensor weight, Tensor labels, float scale,"
+      "multilabel_arcface(Tensor features, Tensor weight, Tensor labels, float scale,"
       " float margin, bool easy_margin, str reduction, bool[2] grad_mask, bool return_logits,"
       " int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
   // chunk_size: classes per chunk, 0 to choose from the sizes (chunk_columns).

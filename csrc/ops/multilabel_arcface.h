@@ -10,8 +10,6 @@
 
 #include "arcface_math.h"
 
-#include "cpu/isa.h"
-
 namespace hcam_ops {
 
 // One chunk of classes [k0, k0 + n) for all B samples.
@@ -33,31 +31,30 @@ struct ArcFaceChunk {
 // project: dst[r] = scale * (src[r] - (src[r] . x^_r) x^_r), x^_r = x_r / ||x_r||,
 // the gradient through the normalisation; a row whose norm is clamped (<= 1e-12)
 // is scaled only. dst may be src. Same contract on both devices.
-namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
-template <Isa>
-at::Tensor arcface_inv_norms(const at::Tensor& x);
-template <Isa>
-void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p);
-template <Isa>
-void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
-}  // namespace cpu
+// What the driver's products and kernels run on: features, weight and labels,
+// and, where they are float32 copies of bfloat16 inputs whose gradient
+// products run in bfloat16, those inputs (half_features, half_weight; else
+// undefined).
+struct ArcFaceOperands {
+  at::Tensor features, weight, labels, half_features, half_weight;
+};
 
 struct ArcFaceKernels {
   at::Tensor (*inv_norms)(const at::Tensor& x);
   void (*chunk)(const ArcFaceChunk& c, const ArcFaceParams& p);
   void (*project)(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
-  // Whether float16 / bfloat16 inputs run on float32 copies (the CPU: its
-  // BLAS has no fast half-precision product) rather than in their own dtype
-  // (CUDA: cuBLAS). A property of the device's kernels, not of where the
-  // tensors are: an emulated CUDA run has them on the host.
-  bool half_as_float32;
+  // The device's precision policy: the operands the driver runs on for the
+  // inputs, float32 copies of float16 / bfloat16 ones on the CPU (its BLAS
+  // has no fast half-precision product: cpu/arcface_precision.h), the inputs
+  // themselves on CUDA (cuBLAS). A property of the device's kernels, not of
+  // where the tensors are: an emulated CUDA run has them on the host.
+  ArcFaceOperands (*operands)(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels);
 };
 
 // grad_mask (forward) and output_mask (backward): which of (d features,
 // d weight) to compute; one not asked for costs nothing and comes back empty
 // (forward) or undefined (backward, None in Python).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multilabel_arcface(
     const ArcFaceKernels* kernels, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels,
     double scale, double margin, bool easy_margin, c10::string_view reduction, std::array<bool, 2> grad_mask,
     bool return_logits, int64_t chunk_size);

@@ -27,8 +27,8 @@ void check_segments(const at::Tensor& x, const at::Tensor& segments) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const SegmentMeanKernels* kernels, const at::Tensor& x,
-                                                        const at::Tensor& segments, int64_t num_segments) {
+std::tuple<at::Tensor, at::Tensor> segment_mean(const SegmentMeanKernels* kernels, const at::Tensor& x,
+                                                const at::Tensor& segments, int64_t num_segments) {
   TORCH_CHECK(x.dim() == 4, kOp, ": x must be [B, H, W, C], got shape ", x.sizes());
   check_float_type(x, kOp, "x");
   TORCH_CHECK(num_segments > 0, kOp, ": num_segments must be positive, got ", num_segments);
@@ -73,7 +73,7 @@ at::Tensor segment_mean_backward(const SegmentMeanKernels* kernels, const at::Te
 
 TORCH_LIBRARY_FRAGMENT(hcam_ops, m) {
   // x [B, H, W, C], segments [B, H, W] -> (mean [B, S, C], counts [B, S] int64).
-  m.def("segment_mean_forward(Tensor x, Tensor segments, int num_segments) -> (Tensor, Tensor)");
+  m.def("segment_mean(Tensor x, Tensor segments, int num_segments) -> (Tensor, Tensor)");
   m.def("segment_mean_backward(Tensor grad, Tensor x, Tensor segments, Tensor counts) -> Tensor");
 }
 

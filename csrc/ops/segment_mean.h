@@ -7,8 +7,6 @@
 
 #include <tuple>
 
-#include "cpu/isa.h"
-
 namespace hcam_ops {
 
 // x [B, P, C] contiguous (P = H * W pixels), segments [B, P] int32 or int64;
@@ -17,23 +15,13 @@ namespace hcam_ops {
 // backward writes dx [B, P, C] = grad[b, seg(p)] / counts[b, seg(p)] (grad
 // [B, S, C] with any strides; 0 for a
 // pixel in no segment). Sums run over pixels in order: deterministic.
-namespace cpu {
-// One specialisation per compiled level (cpu/isa.h); cpu/<op>_kernel.cpp registers the active one.
-template <Isa>
-void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
-                          const at::Tensor& counts);
-template <Isa>
-void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
-                           const at::Tensor& dx);
-}  // namespace cpu
-
 struct SegmentMeanKernels {
   void (*forward)(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean, const at::Tensor& counts);
   void (*backward)(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts, const at::Tensor& dx);
 };
 
-std::tuple<at::Tensor, at::Tensor> segment_mean_forward(const SegmentMeanKernels* kernels, const at::Tensor& x,
-                                                        const at::Tensor& segments, int64_t num_segments);
+std::tuple<at::Tensor, at::Tensor> segment_mean(const SegmentMeanKernels* kernels, const at::Tensor& x,
+                                                const at::Tensor& segments, int64_t num_segments);
 at::Tensor segment_mean_backward(const SegmentMeanKernels* kernels, const at::Tensor& grad, const at::Tensor& x,
                                  const at::Tensor& segments, const at::Tensor& counts);
 

@@ -11,6 +11,8 @@ from .multilabel_arcface import arcface_logits, multilabel_arcface_loss
 from .segment_mean import segment_mean
 from .softmax_kl import softmax_kl
 
+# The op list, the one there is: hcam_ops exports it, and hcam_ops.reference
+# holds a function of the same name for each.
 __all__ = [
     "farthest_point_sample",
     "segment_mean",

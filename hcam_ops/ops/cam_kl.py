@@ -6,6 +6,7 @@ features plus a deterministic per-class reduction for the weight gradients."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -17,8 +18,8 @@ from ._layout import empty_features_grad, positions
 from ._reduce import reduce_rows
 
 
-@torch.library.register_fake("hcam_ops::cam_kl_forward")
-def _cam_kl_forward_fake(features, weights, indices, temperature, eps, direction):
+@torch.library.register_fake("hcam_ops::cam_kl")
+def _cam_kl_fake(features, weights, indices, temperature, eps, direction):
     B, N, L = features.shape[0], positions(features), len(weights)
     torch._check(2 <= L <= MAX_LEVELS, lambda: f"cam_kl_loss: needs 2 to {MAX_LEVELS} levels, got {L}")
     return features.new_empty((B,)), features.new_empty((B, L - 1, N), dtype=acc_dtype(features.dtype))
@@ -58,7 +59,7 @@ def _backward(ctx, grad_kl, _grad_coef):
     return grad_features, [*grad_weights, None], [None] * L, None, None, None
 
 
-torch.library.register_autograd("hcam_ops::cam_kl_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("hcam_ops::cam_kl", _backward, setup_context=_setup_context)
 
 
 def hierarchical_cam_kl_loss(
@@ -111,23 +112,24 @@ def hierarchical_cam_kl_loss(
     features, *weights = _checks.promote_floats(
         op, {"features": features, **{f"weights[{l}]": w for l, w in enumerate(weights)}}
     )
-    kl, _ = torch.ops.hcam_ops.cam_kl_forward(features, weights, list(indices), temperature, eps, direction)
+    kl, _ = torch.ops.hcam_ops.cam_kl(features, weights, list(indices), temperature, eps, direction)
     return reduce_rows(kl, reduction, op)
 
 
-def cam_kl_loss(
-    features: torch.Tensor,
-    fine_weight: torch.Tensor,
-    coarse_weight: torch.Tensor,
-    fine_index: torch.Tensor,
-    coarse_index: torch.Tensor,
-    temperature: float = 1.0,
-    eps: float = 1e-6,
-    direction: str = "fine_to_coarse",
-    reduction: str = "batchmean",
-    *,
-    check_index: bool = True,
-) -> torch.Tensor:
+def two_level_signature(hierarchical) -> inspect.Signature:
+    """The signature of the two-level form of a hierarchical CAM-KL loss: its
+    (weights, indices) as (fine_weight, coarse_weight, fine_index,
+    coarse_index), its other parameters and defaults as they are."""
+    sig = inspect.signature(hierarchical)
+    features, _weights, _indices, *options = sig.parameters.values()
+    pair = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="torch.Tensor")
+        for name in ("fine_weight", "coarse_weight", "fine_index", "coarse_index")
+    ]
+    return sig.replace(parameters=[features, *pair, *options])
+
+
+def cam_kl_loss(features, fine_weight, coarse_weight, fine_index, coarse_index, *options, **keywords) -> torch.Tensor:
     """Hierarchical CAM-consistency loss between a fine and a coarse head.
 
     Args:
@@ -143,12 +145,9 @@ def cam_kl_loss(
     the loss is in that dtype, each gradient in its input's dtype.
     """
     return hierarchical_cam_kl_loss(
-        features,
-        [fine_weight, coarse_weight],
-        [fine_index, coarse_index],
-        temperature,
-        eps,
-        direction,
-        reduction,
-        check_index=check_index,
+        features, [fine_weight, coarse_weight], [fine_index, coarse_index], *options, **keywords
     )
+
+
+# temperature, eps, direction, reduction and check_index: hierarchical_cam_kl_loss's, defaults and all.
+cam_kl_loss.__signature__ = two_level_signature(hierarchical_cam_kl_loss)

@@ -11,6 +11,7 @@ two is a few ``[B, HW]`` and ``[B, C]`` vectors, never a map.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 
@@ -22,22 +23,33 @@ _OP = "fgd_loss"
 TERMS = ("loss_fg", "loss_bg", "loss_attention", "loss_channel", "loss_spatial", "loss_fp")
 # The kernel's spatial_mode index is the position here (csrc/ops/fgd_math.h FgdSpatialMode).
 SPATIAL_ATTENTION = ("teacher", "combined", "student_mix")
+# The loss's options and their defaults, the one source of fgd_loss's signature
+# (and so of its reference's, hcam_ops.reference.fgd_loss) and of
+# hcam_ops.nn.FGDLoss's: FGD's FeatureLoss defaults (yzd-v/FGD,
+# mmdet/distillation/losses/fgd.py: temp 0.5, alpha_fgd 1e-3, beta_fgd 5e-4,
+# gamma_fgd 1e-3), the DistillBEV-only terms off, and DistillBEV's switches
+# (its config: a student ratio of 1.0, both masks on).
+FGD_LOSS_DEFAULTS = MappingProxyType(
+    {
+        "spatial_temperature": 0.5,
+        "channel_temperature": 0.5,
+        "fg_weight": 1e-3,
+        "bg_weight": 5e-4,
+        "attention_weight": 1e-3,
+        "channel_weight": 0.0,
+        "spatial_weight": 0.0,
+        "spatial_attention": "teacher",
+        "spatial_student_ratio": 1.0,
+        "spatial_mask": True,
+        "channel_mask": True,
+        "fp_weight": 0.0,
+    }
+)
 
 
-@torch.library.register_fake("hcam_ops::fgd_loss_forward")
+@torch.library.register_fake("hcam_ops::fgd_loss")
 def _forward_fake(
-    student,
-    teacher,
-    fg_mask,
-    bg_mask,
-    fp_mask,
-    spatial_temperature,
-    channel_temperature,
-    weights,
-    spatial_mode,
-    spatial_student_ratio,
-    spatial_mask,
-    channel_mask,
+    student, teacher, fg_mask, bg_mask, fp_mask, spatial_temperature, channel_temperature, weights, *options
 ):
     B, C, H, W = student.shape
     torch._check(
@@ -54,24 +66,7 @@ def _forward_fake(
 
 
 @torch.library.register_fake("hcam_ops::fgd_loss_backward")
-def _backward_fake(
-    grad,
-    student,
-    teacher,
-    fg_mask,
-    bg_mask,
-    fp_mask,
-    col,
-    row,
-    sample,
-    spatial_temperature,
-    channel_temperature,
-    weights,
-    spatial_mode,
-    spatial_student_ratio,
-    spatial_mask,
-    channel_mask,
-):
+def _backward_fake(grad, student, teacher, fg_mask, bg_mask, fp_mask, col, row, sample, *options):
     for t, name in ((grad, "grad"), (col, "col"), (row, "row"), (sample, "sample")):
         _checks.check_same_device_fake(t, name, student, "student", "fgd_loss_backward")
     B, C, H, W = student.shape
@@ -104,7 +99,7 @@ def _backward(ctx, grad_terms, _col, _row, _sample):
     return (grad_student,) + (None,) * (ctx.n_inputs - 1)
 
 
-torch.library.register_autograd("hcam_ops::fgd_loss_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("hcam_ops::fgd_loss", _backward, setup_context=_setup_context)
 
 
 def _as_mask(mask, student: torch.Tensor, name: str) -> torch.Tensor:
@@ -153,19 +148,19 @@ def fgd_loss(
     fg_mask: torch.Tensor,
     bg_mask: torch.Tensor,
     *,
-    spatial_temperature: float = 0.5,
-    channel_temperature: float = 0.5,
-    fg_weight: float = 1e-3,
-    bg_weight: float = 5e-4,
-    attention_weight: float = 1e-3,
-    channel_weight: float = 0.0,
-    spatial_weight: float = 0.0,
-    spatial_attention: str = "teacher",
-    spatial_student_ratio: float = 1.0,
-    spatial_mask: bool = True,
-    channel_mask: bool = True,
+    spatial_temperature: float = FGD_LOSS_DEFAULTS["spatial_temperature"],
+    channel_temperature: float = FGD_LOSS_DEFAULTS["channel_temperature"],
+    fg_weight: float = FGD_LOSS_DEFAULTS["fg_weight"],
+    bg_weight: float = FGD_LOSS_DEFAULTS["bg_weight"],
+    attention_weight: float = FGD_LOSS_DEFAULTS["attention_weight"],
+    channel_weight: float = FGD_LOSS_DEFAULTS["channel_weight"],
+    spatial_weight: float = FGD_LOSS_DEFAULTS["spatial_weight"],
+    spatial_attention: str = FGD_LOSS_DEFAULTS["spatial_attention"],
+    spatial_student_ratio: float = FGD_LOSS_DEFAULTS["spatial_student_ratio"],
+    spatial_mask: bool = FGD_LOSS_DEFAULTS["spatial_mask"],
+    channel_mask: bool = FGD_LOSS_DEFAULTS["channel_mask"],
     fp_mask: torch.Tensor | None = None,
-    fp_weight: float = 0.0,
+    fp_weight: float = FGD_LOSS_DEFAULTS["fp_weight"],
     check_finite: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The FGD / DistillBEV feature-distillation terms (docs/ops/fgd.md#fgd_loss), fused.
@@ -244,7 +239,7 @@ def fgd_loss(
     fg = _as_mask(fg_mask, student, "fg_mask")
     bg = _as_mask(bg_mask, student, "bg_mask")
     fp = None if fp_mask is None else _as_mask(fp_mask, student, "fp_mask").detach()
-    terms, _, _, _ = torch.ops.hcam_ops.fgd_loss_forward(
+    terms, _, _, _ = torch.ops.hcam_ops.fgd_loss(
         student,
         teacher.detach(),
         fg.detach(),

@@ -21,7 +21,7 @@ from . import _checks
 _OP = "multilabel_arcface_loss"
 
 
-@torch.library.register_fake("hcam_ops::multilabel_arcface_forward")
+@torch.library.register_fake("hcam_ops::multilabel_arcface")
 def _forward_fake(
     features, weight, labels, scale, margin, easy_margin, reduction, grad_mask, return_logits, chunk_size
 ):
@@ -76,7 +76,7 @@ def _backward(ctx, grad_loss, _gf, _gw, _logits):
     return gf, gw, None, None, None, None, None, None, None, None
 
 
-torch.library.register_autograd("hcam_ops::multilabel_arcface_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("hcam_ops::multilabel_arcface", _backward, setup_context=_setup_context)
 
 
 def _check(features, weight, labels, scale, margin, reduction, check_inputs):
@@ -170,7 +170,7 @@ def multilabel_arcface_loss(
     # weight-gradient products.
     grad_enabled = torch.is_grad_enabled()
     grad_mask = [grad_enabled and features.requires_grad, grad_enabled and weight.requires_grad]
-    loss, _, _, logits = torch.ops.hcam_ops.multilabel_arcface_forward(
+    loss, _, _, logits = torch.ops.hcam_ops.multilabel_arcface(
         features,
         weight,
         labels,

@@ -10,7 +10,7 @@ from . import _checks
 _OP = "segment_mean"
 
 
-@torch.library.register_fake("hcam_ops::segment_mean_forward")
+@torch.library.register_fake("hcam_ops::segment_mean")
 def _forward_fake(x, segments, num_segments):
     B, _, _, C = x.shape
     return x.new_empty((B, num_segments, C)), x.new_empty((B, num_segments), dtype=torch.int64)
@@ -40,7 +40,7 @@ def _backward(ctx, grad_mean, _grad_counts):
     return torch.ops.hcam_ops.segment_mean_backward(grad_mean, x, segments, counts), None, None
 
 
-torch.library.register_autograd("hcam_ops::segment_mean_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("hcam_ops::segment_mean", _backward, setup_context=_setup_context)
 
 
 def segment_mean(
@@ -73,4 +73,4 @@ def segment_mean(
         raise ValueError(f"{_OP}: num_segments must be positive, got {num_segments}")
     if check_segments:
         _checks.check_index_range(segments, S, _OP, "segments", what="id")
-    return torch.ops.hcam_ops.segment_mean_forward(x, segments, S)
+    return torch.ops.hcam_ops.segment_mean(x, segments, S)

@@ -1,28 +1,20 @@
 """Plain-PyTorch versions of every hcam_ops op, with the same signatures: the
-contract the fused kernels are tested against, and the benchmarks' baseline."""
+contract the fused kernels are tested against, and the benchmarks' baseline.
 
-from .bev_masks import bev_masks_from_boxes
-from .cam_gather import cam_gather
-from .cam_kl import cam_kl_loss, hierarchical_cam_kl_loss
-from .farthest_point_sample import farthest_point_sample
-from .fgd_loss import fgd_loss
-from .fgd_masks import fgd_masks_from_boxes
-from .minmax_normalize import minmax_normalize
-from .multilabel_arcface import arcface_logits, multilabel_arcface_loss
-from .segment_mean import segment_mean
-from .softmax_kl import softmax_kl
+The op list is hcam_ops.ops's (its __all__): the reference of an op is the
+function of the same name in the module of the same name here
+(hcam_ops.ops.cam_kl.cam_kl_loss -> hcam_ops.reference.cam_kl.cam_kl_loss);
+importing this package fails for an op that has none."""
 
-__all__ = [
-    "farthest_point_sample",
-    "segment_mean",
-    "fgd_loss",
-    "fgd_masks_from_boxes",
-    "bev_masks_from_boxes",
-    "arcface_logits",
-    "cam_gather",
-    "cam_kl_loss",
-    "hierarchical_cam_kl_loss",
-    "minmax_normalize",
-    "multilabel_arcface_loss",
-    "softmax_kl",
-]
+import importlib
+
+from .. import ops as _ops
+
+
+def _reference_of(name: str):
+    module = getattr(_ops, name).__module__.rpartition(".")[2]
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+globals().update({name: _reference_of(name) for name in _ops.__all__})
+__all__ = list(_ops.__all__)

@@ -16,6 +16,12 @@
 
 namespace hcam_ops::cpu {
 
+// The entry points, declared for every level (isa.h): this file's compilation
+// at CPU_CAPABILITY defines that level's, the baseline one registers the active one.
+template <Isa>
+void bev_masks(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets, const BevParams& p,
+               const at::Tensor& fg, const at::Tensor& bg);
+
 template <>
 void bev_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& rot, const at::Tensor& offsets,
                                     const BevParams& p, const at::Tensor& fg, const at::Tensor& bg) {

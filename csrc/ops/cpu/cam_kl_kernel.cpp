@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "convert.h"
-#include "../cam_features.h"
 #include "../cam_kl.h"
 #include "../cam_math.h"
 #include "cam_passes.h"
@@ -99,7 +98,7 @@ math_t pair_kl(const acc_t* f, const acc_t* c, int64_t N, math_t inv_t, math_t e
 void cam_kl_rows(const at::Tensor& cams, double temperature, double eps, bool f2c, const at::Tensor& kl,
                  const at::Tensor& coef) {
   const int64_t B = cams.size(0), L = cams.size(1), N = cams.size(2);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, kl.scalar_type(), "cam_kl_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, kl.scalar_type(), "cam_kl", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* cp = cams.data_ptr<acc_t>();
     acc_t* gp = coef.data_ptr<acc_t>();
@@ -128,7 +127,7 @@ CamKlKernels cam_kl_kernels();
 
 template <>
 CamKlKernels cam_kl_kernels<Isa::CPU_CAPABILITY>() {
-  return {CPU_CAPABILITY::kCamPasses, &CPU_CAPABILITY::cam_kl_rows};
+  return {cam_passes<Isa::CPU_CAPABILITY>(), &CPU_CAPABILITY::cam_kl_rows};
 }
 
 #if defined(CPU_CAPABILITY_DEFAULT)
@@ -138,7 +137,7 @@ const CamKlKernels kKernels = HCAM_CPU_DISPATCH(cam_kl_kernels)();
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("cam_kl_forward", device_entry<&hcam_ops::cam_kl_forward, &kKernels>);
+  m.impl("cam_kl", device_entry<&hcam_ops::cam_kl, &kKernels>);
   m.impl("cam_kl_backward", device_entry<&hcam_ops::cam_kl_backward, &kKernels>);
 }
 #endif

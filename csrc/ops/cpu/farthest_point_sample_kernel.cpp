@@ -18,6 +18,11 @@
 
 namespace hcam_ops::cpu {
 
+// The entry points, declared for every level (isa.h): this file's compilation
+// at CPU_CAPABILITY defines that level's, the baseline one registers the active one.
+template <Isa>
+void farthest_point_sample(const at::Tensor& points, const at::Tensor& mask, int64_t start, const at::Tensor& idx);
+
 namespace CPU_CAPABILITY {
 namespace {
 

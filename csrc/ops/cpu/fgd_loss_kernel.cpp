@@ -22,6 +22,15 @@
 
 namespace hcam_ops::cpu {
 
+// The entry points, declared for every level (isa.h): this file's compilation
+// at CPU_CAPABILITY defines that level's, the baseline one registers the active one.
+template <Isa>
+void fgd_forward(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, const at::Tensor& row,
+                 const at::Tensor& sample, const at::Tensor& per_sample);
+template <Isa>
+void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, const at::Tensor& col,
+                  const at::Tensor& row, const at::Tensor& sample, const at::Tensor& grad_student);
+
 namespace {
 
 using namespace CPU_CAPABILITY;  // vec.h, at this file's level
@@ -377,7 +386,7 @@ const FgdLossKernels kKernels{HCAM_CPU_DISPATCH(fgd_forward), HCAM_CPU_DISPATCH(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("fgd_loss_forward", device_entry<&hcam_ops::fgd_loss_forward, &kKernels>);
+  m.impl("fgd_loss", device_entry<&hcam_ops::fgd_loss, &kKernels>);
   m.impl("fgd_loss_backward", device_entry<&hcam_ops::fgd_loss_backward, &kKernels>);
 }
 #endif

@@ -14,6 +14,12 @@
 
 namespace hcam_ops::cpu {
 
+// The entry points, declared for every level (isa.h): this file's compilation
+// at CPU_CAPABILITY defines that level's, the baseline one registers the active one.
+template <Isa>
+void fgd_masks(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes, const at::Tensor& fg,
+               const at::Tensor& bg);
+
 template <>
 void fgd_masks<Isa::CPU_CAPABILITY>(const at::Tensor& boxes, const at::Tensor& offsets, const at::Tensor& img_shapes,
                                     const at::Tensor& fg, const at::Tensor& bg) {

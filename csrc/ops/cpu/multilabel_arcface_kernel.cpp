@@ -14,10 +14,20 @@
 
 #include "../common.h"
 #include "../multilabel_arcface.h"
+#include "arcface_precision.h"
 #include "isa.h"
 #include "vec.h"
 
 namespace hcam_ops::cpu {
+
+// The entry points, declared for every level (isa.h): this file's compilation
+// at CPU_CAPABILITY defines that level's, the baseline one registers the active one.
+template <Isa>
+at::Tensor arcface_inv_norms(const at::Tensor& x);
+template <Isa>
+void arcface_chunk(const ArcFaceChunk& c, const ArcFaceParams& p);
+template <Isa>
+void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, const at::Tensor& dst);
 
 namespace {
 
@@ -168,11 +178,11 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
 namespace {
 // The active level's kernels (isa.h), chosen when the library is loaded.
 const ArcFaceKernels kKernels{HCAM_CPU_DISPATCH(arcface_inv_norms), HCAM_CPU_DISPATCH(arcface_chunk),
-                              HCAM_CPU_DISPATCH(arcface_project), /*half_as_float32=*/true};
+                              HCAM_CPU_DISPATCH(arcface_project), &arcface_operands};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("multilabel_arcface_forward", device_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>);
+  m.impl("multilabel_arcface", device_entry<&hcam_ops::multilabel_arcface, &kKernels>);
   m.impl("multilabel_arcface_backward", device_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>);
 }
 #endif

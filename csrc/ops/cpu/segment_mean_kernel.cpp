@@ -18,6 +18,15 @@
 
 namespace hcam_ops::cpu {
 
+// The entry points, declared for every level (isa.h): this file's compilation
+// at CPU_CAPABILITY defines that level's, the baseline one registers the active one.
+template <Isa>
+void segment_mean_forward(const at::Tensor& x, const at::Tensor& segments, const at::Tensor& mean,
+                          const at::Tensor& counts);
+template <Isa>
+void segment_mean_backward(const at::Tensor& grad, const at::Tensor& segments, const at::Tensor& counts,
+                           const at::Tensor& dx);
+
 namespace {
 
 using namespace CPU_CAPABILITY;  // vec.h, at this file's level
@@ -140,7 +149,7 @@ const SegmentMeanKernels kKernels{HCAM_CPU_DISPATCH(segment_mean_forward), HCAM_
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
-  m.impl("segment_mean_forward", device_entry<&hcam_ops::segment_mean_forward, &kKernels>);
+  m.impl("segment_mean", device_entry<&hcam_ops::segment_mean, &kKernels>);
   m.impl("segment_mean_backward", device_entry<&hcam_ops::segment_mean_backward, &kKernels>);
 }
 #endif

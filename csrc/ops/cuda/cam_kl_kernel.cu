@@ -50,7 +50,7 @@ __global__ void cam_kl_rows_kernel(const acc_t* __restrict__ cams, int64_t L, in
 void cam_kl_rows(const at::Tensor& cams, double temperature, double eps, bool f2c, const at::Tensor& kl,
                  const at::Tensor& coef) {
   const int64_t B = cams.size(0), L = cams.size(1), N = cams.size(2);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, kl.scalar_type(), "cam_kl_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, kl.scalar_type(), "cam_kl", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch<cam_kl_rows_kernel<scalar_t, acc_t, math_t>>(checked_grid(B), row_threads(N), 0, cams.data_ptr<acc_t>(), L,
                                                         N, 1.0 / temperature, eps, f2c, kl.data_ptr<scalar_t>(),
@@ -58,12 +58,12 @@ void cam_kl_rows(const at::Tensor& cams, double temperature, double eps, bool f2
   });
 }
 
-constexpr CamKlKernels kKernels{kCamPasses, &cam_kl_rows};
+constexpr CamKlKernels kKernels{&kCamPasses, &cam_kl_rows};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("cam_kl_forward", cuda_entry<&hcam_ops::cam_kl_forward, &kKernels>());
+  m.impl("cam_kl", cuda_entry<&hcam_ops::cam_kl, &kKernels>());
   m.impl("cam_kl_backward", cuda_entry<&hcam_ops::cam_kl_backward, &kKernels>());
 }
 

@@ -386,7 +386,7 @@ constexpr FgdLossKernels kKernels{&fgd_forward, &fgd_backward};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("fgd_loss_forward", cuda_entry<&hcam_ops::fgd_loss_forward, &kKernels>());
+  m.impl("fgd_loss", cuda_entry<&hcam_ops::fgd_loss, &kKernels>());
   m.impl("fgd_loss_backward", cuda_entry<&hcam_ops::fgd_loss_backward, &kKernels>());
 }
 

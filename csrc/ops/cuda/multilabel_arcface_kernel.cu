@@ -148,11 +148,16 @@ void arcface_project(const at::Tensor& src, const at::Tensor& x, double scale, c
 }
 
 namespace {
-constexpr ArcFaceKernels kKernels{&arcface_inv_norms, &arcface_chunk, &arcface_project, /*half_as_float32=*/false};
+// cuBLAS multiplies float16 / bfloat16 in their own dtype: the op runs on the inputs as given.
+ArcFaceOperands as_given(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels) {
+  return {features, weight, labels, {}, {}};
+}
+
+constexpr ArcFaceKernels kKernels{&arcface_inv_norms, &arcface_chunk, &arcface_project, &as_given};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("multilabel_arcface_forward", cuda_entry<&hcam_ops::multilabel_arcface_forward, &kKernels>());
+  m.impl("multilabel_arcface", cuda_entry<&hcam_ops::multilabel_arcface, &kKernels>());
   m.impl("multilabel_arcface_backward", cuda_entry<&hcam_ops::multilabel_arcface_backward, &kKernels>());
 }
 

@@ -128,7 +128,7 @@ constexpr SegmentMeanKernels kKernels{&segment_mean_forward, &segment_mean_backw
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CUDA, m) {
-  m.impl("segment_mean_forward", cuda_entry<&hcam_ops::segment_mean_forward, &kKernels>());
+  m.impl("segment_mean", cuda_entry<&hcam_ops::segment_mean, &kKernels>());
   m.impl("segment_mean_backward", cuda_entry<&hcam_ops::segment_mean_backward, &kKernels>());
 }
 

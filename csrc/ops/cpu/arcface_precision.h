@@ -1,0 +1,16 @@
+// The CPU's precision policy for multi-label ArcFace (ArcFaceKernels::operands,
+// ../multilabel_arcface.h), defined in arcface_precision.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "../multilabel_arcface.h"
+
+namespace hcam_ops::cpu {
+
+// float16 / bfloat16 inputs as float32 copies (labels other than bool too),
+// with the bfloat16 originals for the gradient products where this CPU has
+// bfloat16 matrix products; other dtypes as they are.
+ArcFaceOperands arcface_operands(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels);
+
+}  // namespace hcam_ops::cpu
