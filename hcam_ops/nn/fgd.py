@@ -22,12 +22,12 @@ from ..distill.false_positives import FP_SCALE_MODES
 from ..distill.gaussian_foreground import FOREGROUND_VARIANTS, RADIUS_FUNCS
 from ..ops import _checks
 from ..ops.bev_masks import BACKGROUNDS
-from ..ops.fgd_loss import SPATIAL_ATTENTION, fgd_loss
+from ..ops.fgd_loss import FGD_LOSS_DEFAULTS, SPATIAL_ATTENTION, fgd_loss
 from ._fgd_levels import _levels, _per_level
 from .fgd_level import FGDLevel
 from .fgd_maps import level_maps
 from .fgd_masks import FGDMasks
-from .fgd_presets import PRESETS
+from .fgd_presets import GLOBAL_WEIGHT, PRESETS
 
 MASKS = ("fgd", "bev")
 SCALE_MASKS = ("combine_gt", "separate_gt", "combine_extend", "separate_extend", "bg_only", "none")
@@ -86,18 +86,18 @@ class FGDLoss(FGDMasks, nn.Module):
         student_channels: int | Sequence[int],
         teacher_channels: int | Sequence[int],
         *,
-        spatial_temperature: float = 0.5,
-        channel_temperature: float = 0.5,
-        fg_weight: float | Sequence[float] = 1e-3,
-        bg_weight: float | Sequence[float] = 5e-4,
-        attention_weight: float | Sequence[float] = 1e-3,
-        global_weight: float | Sequence[float] = 5e-6,
-        channel_weight: float | Sequence[float] = 0.0,
-        spatial_weight: float | Sequence[float] = 0.0,
-        spatial_attention: str = "teacher",
-        spatial_student_ratio: float = 1.0,
-        spatial_mask: bool = True,
-        channel_mask: bool = True,
+        spatial_temperature: float = FGD_LOSS_DEFAULTS["spatial_temperature"],
+        channel_temperature: float = FGD_LOSS_DEFAULTS["channel_temperature"],
+        fg_weight: float | Sequence[float] = FGD_LOSS_DEFAULTS["fg_weight"],
+        bg_weight: float | Sequence[float] = FGD_LOSS_DEFAULTS["bg_weight"],
+        attention_weight: float | Sequence[float] = FGD_LOSS_DEFAULTS["attention_weight"],
+        global_weight: float | Sequence[float] = GLOBAL_WEIGHT,
+        channel_weight: float | Sequence[float] = FGD_LOSS_DEFAULTS["channel_weight"],
+        spatial_weight: float | Sequence[float] = FGD_LOSS_DEFAULTS["spatial_weight"],
+        spatial_attention: str = FGD_LOSS_DEFAULTS["spatial_attention"],
+        spatial_student_ratio: float = FGD_LOSS_DEFAULTS["spatial_student_ratio"],
+        spatial_mask: bool = FGD_LOSS_DEFAULTS["spatial_mask"],
+        channel_mask: bool = FGD_LOSS_DEFAULTS["channel_mask"],
         spatial_adapter: bool = False,
         student_adaptation: str = "auto",
         upsample_factor: int = 4,
@@ -113,7 +113,7 @@ class FGDLoss(FGDMasks, nn.Module):
         radius_func: str = "gaussian_radius",
         bg_extend_length: float = 0.0,
         bg_extend_weight: float = 0.0,
-        fp_weight: float = 0.0,
+        fp_weight: float = FGD_LOSS_DEFAULTS["fp_weight"],
         output_threshold: float = 0.1,
         groundtruth_threshold: float | None = None,
         fp_scale_mode: str = "average",

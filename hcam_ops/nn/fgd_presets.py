@@ -3,18 +3,24 @@ what a configuration implies for a training run."""
 
 from __future__ import annotations
 
-# FGD: the class defaults of the published FeatureLoss, then the published
-# configs' values for RetinaNet and FCOS. DistillBEV: its main published
-# config (CenterPoint -> BEVDepth4D), which leaves the FP term and the
-# multi-scale levels off (turn them on with overrides).
-_FGD = dict(
-    spatial_temperature=0.5,
-    channel_temperature=0.5,
-    fg_weight=1e-3,
-    bg_weight=5e-4,
-    attention_weight=1e-3,
-    global_weight=5e-6,
-)
+from ..ops.fgd_loss import FGD_LOSS_DEFAULTS
+
+# FGD's relation term (``lambda_fgd`` of the published FeatureLoss): the one
+# default of FGDLoss the fused op does not take (the GcBlocks are modules).
+GLOBAL_WEIGHT = 5e-6
+
+# FGD: the class defaults of the published FeatureLoss (the op's defaults,
+# written once in hcam_ops.ops.fgd_loss), then the published configs' values
+# for RetinaNet and FCOS. DistillBEV: its main published config (CenterPoint
+# -> BEVDepth4D), which leaves the FP term and the multi-scale levels off
+# (turn them on with overrides).
+_FGD = {
+    **{
+        k: FGD_LOSS_DEFAULTS[k]
+        for k in ("spatial_temperature", "channel_temperature", "fg_weight", "bg_weight", "attention_weight")
+    },
+    "global_weight": GLOBAL_WEIGHT,
+}
 PRESETS = {
     "fgd": _FGD,
     "fgd-retinanet": {**_FGD, "attention_weight": 5e-4},

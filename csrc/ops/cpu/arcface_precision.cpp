@@ -1,7 +1,6 @@
 // The CPU's precision policy for multi-label ArcFace (arcface_precision.h).
 // CPU BLAS libraries have no fast float16/bfloat16 GEMM on most CPUs (PyTorch
-// falls back to a scalar loop there, 20x slower than float32 at B=256,
-// K=10000), and the kernels accumulate in float32 anyway: on CPU the op runs
+// falls back to a scalar loop there), and the kernels accumulate in float32 anyway: on CPU the op runs
 // on float32 copies (but for the bfloat16 gradient products below) and rounds
 // its outputs once. Compiled once, at the baseline level: it only calls ATen.
 #include "arcface_precision.h"
@@ -14,7 +13,7 @@ namespace {
 
 // Whether this CPU's oneDNN has bfloat16 matrix products (AVX-512 or AMX;
 // torch's own test, asked once). There the two gradient products run in
-// bfloat16 (2.4x faster here than float32): their outputs are bfloat16 anyway
+// bfloat16 (twice the products per instruction of float32): their outputs are bfloat16 anyway
 // and they accumulate in float32, while the cosines, which the margin and the
 // loss read, still come from a float32 product.
 bool bf16_gemm() {

@@ -59,10 +59,10 @@ std::vector<const at::opmath_type<scalar_t>*> acc_weight_rows(const Levels& lv, 
 
 // Register blocks. Tokens: one feature row (position) at a time against
 // kCols levels, the channels split over kSplit vectors so that the
-// accumulators are independent (one per dot product waits out the FMA
-// latency: 2x slower). One row at a time keeps the reads one sequential
-// stream: blocks of 4 rows read side by side were 1.5x slower (the hardware
-// prefetcher loses them). Maps: kRows vectors of positions against kCols
+// accumulators are independent (one per dot product would wait out the
+// FMA latency). One row at a time keeps the reads one sequential
+// stream (blocks of rows read side by side lose the hardware
+// prefetcher). Maps: kRows vectors of positions against kCols
 // levels, each channel's row read once for all levels.
 constexpr int kRows = 4, kCols = 2, kSplit = 4;
 

@@ -35,7 +35,7 @@ constexpr int64_t kPoints = 4;
 // C), vectorised over channels; masked points keep their distance. The
 // accumulators are named registers and the rows' pointers are set up once:
 // an array of accumulators indexed in the loop was kept on the stack and
-// stored every step (2x slower).
+// stored every step.
 template <int64_t np, typename scalar_t, typename acc_t>
 inline void update_distances(const scalar_t* q, const acc_t* last, int64_t C, const bool* live, acc_t* d) {
   static_assert(np == 1 || np == 4, "points per sweep: 1 or 4");

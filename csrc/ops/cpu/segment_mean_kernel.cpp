@@ -33,7 +33,7 @@ using namespace CPU_CAPABILITY;  // vec.h, at this file's level
 
 // Channels per task: whole rows where the samples alone give every thread
 // work, so each task reads its pixels as one sequential stream (slices of
-// rows read side by side lose the hardware prefetcher: 1.4x slower), else
+// rows read side by side lose the hardware prefetcher), else
 // the rows split into blocks of a multiple of 64 channels.
 int64_t channel_block(int64_t B, int64_t C) {
   const int64_t want = 2 * at::get_num_threads();
