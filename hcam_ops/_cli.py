@@ -47,46 +47,29 @@ class CLIParser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}")
 
 
-def _number(kind, text: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+def _bounded(kind, low, strict: bool = False):
+    """An argparse ``type=``: ``kind`` (int or float) of the text, finite
+    and >= ``low`` (> ``low`` when ``strict``); otherwise a usage error that
+    argparse prints as one line naming the flag."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{value:g} must be {'>' if strict else '>='} {low}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse ``type=``: an integer >= 0 (a usage error of one line otherwise)."""
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse ``type=``: an integer >= 1."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def finite_non_negative_float(text: str) -> float:
-    """argparse ``type=``: a finite number >= 0 (nan and inf are refused)."""
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be >= 0")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse ``type=``: a finite number > 0."""
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be > 0")
-    return value
+non_negative_int = _bounded(int, 0)
+finite_non_negative_float = _bounded(float, 0)
+positive_float = _bounded(float, 0, strict=True)
 
 
 def check_device(text: str) -> torch.device:

@@ -263,7 +263,8 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
             if bad:
                 where = f"epoch {epoch}, step {i}"
                 if args.on_nonfinite == "stop":
-                    raise CLIError(_nonfinite_message(task, train_set, order, i, args, problem, where, world))
+                    message = _nonfinite_message(task, train_set, order, i, args, problem, where, world)
+                    raise CLIError(message) if world.main else SystemExit(1)  # one line, rank 0's
                 optimizer.zero_grad(set_to_none=True)  # the micro-batches accumulated so far go too
                 _restore_buffers(bare, buffers)  # BatchNorm statistics the bad batch updated
                 skipped += 1
@@ -288,7 +289,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         train = {f"train_{k}": v / count for k, v in totals.items()}
         train.update({f"train_{k}": v for k, v in task.train_metrics(world, device).items()})
         if args.on_nonfinite == "skip":
-            train["train_skipped"] = int(distributed.sum_across({"s": skipped}, world, device)["s"])
+            train["train_skipped"] = skipped  # the ranks skip together: the same count on each
         with torch.no_grad():
             val = {f"val_{k}": v for k, v in task.evaluate(bare, val_loader, device, world).items()}
         monitored = val[f"val_{task.monitor}"]
