@@ -379,3 +379,15 @@ def test_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, mo
     last = out / "last.pth"
     _one_line(lambda: _fit(Tiny(), tmp_path), f"no space left writing {last}", "the previous file is kept")
     assert sorted(p for p in os.listdir(out) if ".tmp" in p) == [] and _epoch(last) == 0
+
+
+def test_nan_image_stops_the_student_alone_run(tmp_path, monkeypatch):
+    """``distill --student-alone`` used to write a NaN last.pth and exit 0."""
+    from hcam_ops.data.synthetic_detection import SyntheticDetection
+
+    _nan_item(monkeypatch, SyntheticDetection, 1, from_call=0)
+    out = tmp_path / "s"
+    argv = ["distill", "--student-alone", "--image-size", "64", "--synthetic-size", "2", "--batch-size", "1"]
+    argv += ["--epochs", "1", "--no-tensorboard", "--no-progress", "--out", str(out)]
+    _one_line(lambda: main(argv), "non-finite loss", "samples 1")
+    assert not (out / "last.pth").exists()
