@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 import torch
@@ -44,6 +45,31 @@ class CLIParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise CLIError(f"{self.prog}: {message}")
+
+
+def _bounded(kind, low, strict: bool = False):
+    """An argparse ``type=``: ``kind`` (int or float) of the text, finite
+    and >= ``low`` (> ``low`` when ``strict``); otherwise a usage error that
+    argparse prints as one line naming the flag."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{value:g} must be {'>' if strict else '>='} {low}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+non_negative_int = _bounded(int, 0)
+finite_non_negative_float = _bounded(float, 0)
+positive_float = _bounded(float, 0, strict=True)
 
 
 def check_device(text: str) -> torch.device:

@@ -21,6 +21,7 @@ Files of the two earlier formats, ``hcam_ops.train/1`` (the same layout) and
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -42,15 +43,38 @@ def model_checkpoint(model_name: str, model_config: dict, model: dict, **extra: 
 def save(obj: dict[str, Any], path: str) -> None:
     """Writes ``obj`` to a temporary file in the same folder (made if
     missing), then renames it: a run killed while saving leaves the previous
-    file whole, and a reader never sees half a file."""
+    file whole, and a reader never sees half a file. Whatever stops the
+    write (an error, ``KeyboardInterrupt``, ``SystemExit``) removes the
+    temporary file; a full disk, which torch reports as ``unexpected pos``
+    without a file name, is one :class:`~hcam_ops._cli.CLIError` line that
+    names the file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        reason = _write_failure(e)
+        if reason is None:
+            raise
+        kept = "the previous file is kept" if os.path.exists(path) else "nothing was written"
+        raise CLIError(f"{reason} writing {path}; {kept}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _write_failure(e: Exception) -> str | None:
+    """What stopped a write, in words; None for an error that is no write failure."""
+    if isinstance(e, OSError):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left"
+        return f"{e.strerror or type(e).__name__}"
+    text = str(e)
+    # torch's zip writer on a short write (a full disk): "... inline_container.cc:672] . unexpected pos ..."
+    if "unexpected pos" in text or "file write failed" in text:
+        return "no space left"
+    return None
 
 
 def read(path: str, argument: str = "checkpoint") -> dict[str, Any]:

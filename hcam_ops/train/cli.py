@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from .._cli import CLIError, CLIParser
+from .._cli import CLIError, CLIParser, finite_non_negative_float, non_negative_int, positive_float
 from .engine import AMP_DTYPES, fit
 
 TASKS = ("hierarchical", "multilabel", "distill")
@@ -27,30 +27,32 @@ TASKS = ("hierarchical", "multilabel", "distill")
 def _engine_args() -> argparse.ArgumentParser:
     ap = CLIParser(add_help=False)
     g = ap.add_argument_group("training (shared by the tasks)")
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--epochs", type=non_negative_int)
     g.add_argument("--batch-size", type=int, help="per process")
     g.add_argument("--opt", default="adamw", help="a timm optimizer name (adamw, adam, sgd, lamb, ...)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float, default=0.9, help="for sgd")
-    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--lr", type=finite_non_negative_float)
+    g.add_argument("--momentum", type=finite_non_negative_float, default=0.9, help="for sgd")
+    g.add_argument("--weight-decay", type=finite_non_negative_float, default=0.05)
     g.add_argument(
         "--sched",
         default="cosine",
         choices=["cosine", "step", "plateau", "none"],
         help="cosine (per update, with warm-up), step (every --decay-epochs), plateau (on the monitored metric)",
     )
-    g.add_argument("--warmup-epochs", type=int, default=1)
-    g.add_argument("--warmup-lr", type=float, default=1e-6)
-    g.add_argument("--min-lr", type=float, default=0.0)
-    g.add_argument("--decay-epochs", type=float, default=30, help="step: epochs between decays")
-    g.add_argument("--decay-rate", type=float, default=0.1, help="step and plateau: the lr factor")
-    g.add_argument("--plateau-patience", type=int, default=2, help="plateau: epochs without improvement")
+    g.add_argument("--warmup-epochs", type=non_negative_int, default=1)
+    g.add_argument("--warmup-lr", type=finite_non_negative_float, default=1e-6)
+    g.add_argument("--min-lr", type=finite_non_negative_float, default=0.0)
+    g.add_argument("--decay-epochs", type=positive_float, default=30, help="step: epochs between decays")
+    g.add_argument("--decay-rate", type=positive_float, default=0.1, help="step and plateau: the lr factor")
+    g.add_argument("--plateau-patience", type=non_negative_int, default=2, help="plateau: epochs without improvement")
     g.add_argument("--amp", action="store_true", help="mixed precision (float16 + scaler on CUDA, bfloat16 on CPU)")
     g.add_argument("--amp-dtype", choices=sorted(AMP_DTYPES), help="override the autocast dtype")
     g.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
-    g.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
-    g.add_argument("--patience", type=int, help="early stopping: epochs without a better monitored metric (0: off)")
-    g.add_argument("--workers", type=int, default=0, help="data-loading processes per training process")
+    g.add_argument("--clip-grad", type=finite_non_negative_float, default=1.0, help="max gradient norm (0: off)")
+    g.add_argument(
+        "--patience", type=non_negative_int, help="early stopping: epochs without a better monitored metric (0: off)"
+    )
+    g.add_argument("--workers", type=non_negative_int, default=0, help="data-loading processes per training process")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--out", help="folder for log.csv, tb/, history.png, args.json, last.pth, best.pth")
     g.add_argument("--resume", help="a last.pth of the same configuration to continue from")
@@ -58,6 +60,19 @@ def _engine_args() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when not a TTY)")
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process")
+    g.add_argument(
+        "--on-nonfinite",
+        default="stop",
+        choices=["stop", "skip"],
+        help="a loss or gradient that is NaN or Inf: stop the run (one line naming the epoch, step and samples), "
+        "or skip that optimizer step (counted in log.csv's train_skipped)",
+    )
+    g.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        default=300.0,
+        help="several processes: seconds a collective waits for a rank before the run stops, naming the rank",
+    )
     return ap
 
 

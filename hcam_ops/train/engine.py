@@ -10,6 +10,15 @@ clipping, timm's schedulers (cosine with warm-up, step, plateau), early
 stopping on the task's monitored metric, checkpoints with the model's name and
 config (``checkpoint.py``), resume, ``log.csv`` + TensorBoard + ``history.png``.
 
+Faults (docs/faults.md): a NaN or Inf loss or gradient stops the run with one
+line naming the epoch, the step and the batch's samples, or with
+``--on-nonfinite skip`` skips that step (``train_skipped`` in log.csv); a
+checkpoint is never written from non-finite weights and ``best`` compares
+finite metrics only; ``--resume`` restores every random state and the log,
+so a resumed run equals the uninterrupted one; SIGTERM and SIGINT end the
+run with one line, no half-written file; a collective that waits past
+``--dist-timeout`` names the rank that stopped answering.
+
 A task (``hierarchical/task.py``, ``multilabel/task.py``,
 ``distill/task.py``; a subclass of :class:`Task`) supplies the model, the
 data, one training step and the evaluation; this file knows nothing of any
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -31,7 +41,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from .._cli import CLIError, check_device
-from . import distributed, sync_bn
+from . import distributed, rng, signals, sync_bn
 from .history import History
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -81,6 +91,15 @@ class Task:
         """After the last epoch; what it returns, :func:`fit` returns."""
         return None
 
+    def sample_ids(self, dataset, indices: list[int]) -> list:
+        """How an error names the training samples at ``indices`` of
+        ``dataset`` (the training set): by default the indices themselves."""
+        return list(indices)
+
+
+class NonFinite(Exception):
+    """A non-finite loss or gradient, or non-finite weights before a save."""
+
 
 def fit(task: Task, args):
     """Trains ``task`` as ``args`` say; returns what the task's ``finish``
@@ -90,11 +109,28 @@ def fit(task: Task, args):
         raise CLIError(f"--accumulate {args.accumulate}: must be >= 1")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
-    world, device = distributed.init(device)
+    world, device = distributed.init(device, getattr(args, "dist_timeout", None))
     try:
-        return _fit(task, args, world, device)
+        with signals.interruptible():
+            return _fit(task, args, world, device)
+    except signals.Interrupted as e:
+        _interrupted(e.signum, args, world)
+    except RuntimeError as e:  # torch.distributed.DistBackendError is one
+        if world.distributed and distributed.timed_out(e):
+            raise CLIError(distributed.timeout_message(world, args.dist_timeout)) from None
+        raise
     finally:
         distributed.shutdown(world)
+
+
+def _interrupted(signum: int, args, world: distributed.World):
+    """One line (rank 0's), and the shell's status for a process a signal ended."""
+    if world.main:
+        last = os.path.join(args.out or ".", "last.pth")
+        kept = f"; {last} holds the last finished epoch" if os.path.exists(last) else ""
+        name = signals.Interrupted(signum).args[0]
+        print(f"error: stopped by {name}; no checkpoint was left half-written{kept}", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
 
 
 def _fit(task: Task, args, world: distributed.World, device: torch.device) -> float:
@@ -114,10 +150,11 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
     if sampler is None:
         sampler = torch.utils.data.DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=args.seed)
     per_rank = len(sampler)
+    order = _Recorder(sampler)  # which samples each batch holds, for the error that names them
     train_loader = torch.utils.data.DataLoader(
         train_set,
         args.batch_size,
-        sampler=sampler,
+        sampler=order,
         num_workers=args.workers,
         drop_last=per_rank > args.batch_size,
         pin_memory=device.type == "cuda",
@@ -152,6 +189,18 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
             find_unused_parameters=task.find_unused_parameters,
         )
 
+    if ckpt is not None:
+        states = ckpt.get("rng") or []
+        if len(states) == world.size:
+            rng.restore(states[world.rank], sampler)
+        elif world.main:
+            print(
+                f"--resume {args.resume}: no random states for {world.size} process(es) in it; "
+                "the run continues re-seeded (not bit-identical to an uninterrupted one)",
+                file=sys.stderr,
+                flush=True,
+            )
+
     history = None
     if world.main:
         os.makedirs(args.out, exist_ok=True)
@@ -166,7 +215,9 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         }
         with open(os.path.join(args.out, "args.json"), "w") as f:
             json.dump(record, f, indent=1, default=str)
-        history = History(args.out, resume=ckpt is not None, tensorboard=not args.no_tensorboard)
+        history = History(
+            args.out, resume=ckpt is not None, tensorboard=not args.no_tensorboard, upto=start - 1 if ckpt else None
+        )
         print(
             f"hcam_ops.train {task.name}: device {device}, world size {world.size}"
             f"{f' ({world.backend})' if world.distributed else ''}, model {task.model_name} "
@@ -184,22 +235,43 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         model.train()
-        sums, n = {}, 0
+        sums, n, skipped = {}, 0, 0
         optimizer.zero_grad(set_to_none=True)
         bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not show_bar, dynamic_ncols=True)
         last = len(train_loader) - 1
         for i, batch in enumerate(bar):
             step_now = (i + 1) % args.accumulate == 0 or i == last
+            buffers = _float_buffers(bare) if args.on_nonfinite == "skip" else None
             # Gradients are all-reduced only on the micro-batch that steps.
             sync = model.no_sync() if world.distributed and not step_now else contextlib.nullcontext()
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
-                    parts, size = task.train_step(model, bare, batch, device)
-                scaler.scale(parts["loss"] / args.accumulate).backward()
-            if step_now:
+                    parts, size, problem = _train_step(task, model, bare, batch, device)
+                bad = distributed.any_across(problem is not None, world, device)
+                if not bad:
+                    scaler.scale(parts["loss"] / args.accumulate).backward()
+            if not bad and step_now:
+                norm = None
                 if args.clip_grad:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(bare.parameters(), args.clip_grad)
+                    norm = torch.nn.utils.clip_grad_norm_(bare.parameters(), args.clip_grad)
+                elif not scaler.is_enabled():
+                    norm = _grad_norm(bare)
+                # With float16's scaler an Inf gradient is routine: the scaler skips that step itself.
+                if norm is not None and not scaler.is_enabled() and not bool(torch.isfinite(norm)):
+                    bad, problem = True, f"non-finite gradient norm ({float(norm)})"
+            if bad:
+                where = f"epoch {epoch}, step {i}"
+                if args.on_nonfinite == "stop":
+                    message = _nonfinite_message(task, train_set, order, i, args, problem, where, world)
+                    raise CLIError(message) if world.main else SystemExit(1)  # one line, rank 0's
+                optimizer.zero_grad(set_to_none=True)  # the micro-batches accumulated so far go too
+                _restore_buffers(bare, buffers)  # BatchNorm statistics the bad batch updated
+                skipped += 1
+                if world.main:
+                    print(f"--on-nonfinite skip: skipped {where}", file=sys.stderr, flush=True)
+                continue
+            if step_now:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -216,14 +288,24 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         count = max(totals.pop("__n"), 1)
         train = {f"train_{k}": v / count for k, v in totals.items()}
         train.update({f"train_{k}": v for k, v in task.train_metrics(world, device).items()})
+        if args.on_nonfinite == "skip":
+            train["train_skipped"] = skipped  # the ranks skip together: the same count on each
         with torch.no_grad():
             val = {f"val_{k}": v for k, v in task.evaluate(bare, val_loader, device, world).items()}
         monitored = val[f"val_{task.monitor}"]
         if scheduler is not None:
             scheduler.step(epoch + 1, monitored)
-        improved = monitored > best
+        improved = math.isfinite(monitored) and monitored > best  # a NaN never becomes the best
         best, stale = (monitored, 0) if improved else (best, stale + 1)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train, **val, "seconds": time.time() - t0}
+        weights = _plain_state(bare)
+        broken = _non_finite_keys(weights)
+        if distributed.any_across(bool(broken), world, device):
+            raise CLIError(
+                f"epoch {epoch} left non-finite weights ({', '.join(broken[:3]) or 'on another rank'}); "
+                f"no checkpoint written from them, {os.path.join(args.out, 'last.pth')} keeps the previous epoch"
+            )
+        states = distributed.gather_objects(rng.capture(sampler), world)
         if world.main:
             widths = [max(12, len(c)) for c in row]  # whole names: loss_fg and loss_fp must not read alike
             if not printed_header:
@@ -235,7 +317,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
             state = checkpoint.model_checkpoint(
                 task.model_name,
                 task.model_config,
-                _plain_state(bare),
+                weights,
                 task=task.name,
                 task_state=task.state(),
                 optimizer=optimizer.state_dict(),
@@ -245,6 +327,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
                 best=best,
                 stale=stale,
                 metrics={**train, **val},
+                rng=states,
             )
             checkpoint.save(state, os.path.join(args.out, "last.pth"))
             if improved:
@@ -261,6 +344,78 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         bare.load_state_dict(checkpoint.load(best_path, "best checkpoint")["model"])
     result = task.finish(bare, device, world, args.out)
     return best if result is None else result
+
+
+def _train_step(task: Task, model, bare, batch, device):
+    """The task's step, and what is not finite about it (None: all is).
+    The package's ops check their own inputs and terms (FGDLoss: "... not
+    finite", the multi-label ArcFace loss: "... NaN or Inf") and raise
+    ValueError; that becomes the same report as a NaN loss, which names the
+    batch."""
+    try:
+        parts, size = task.train_step(model, bare, batch, device)
+    except ValueError as e:
+        if "not finite" not in str(e) and "NaN or Inf" not in str(e):
+            raise
+        return None, 0, str(e).splitlines()[0]
+    loss = parts["loss"].detach()
+    if not bool(torch.isfinite(loss).all()):
+        return parts, size, f"non-finite loss ({float(loss)})"
+    return parts, size, None
+
+
+def _nonfinite_message(task: Task, train_set, order, i, args, problem, where, world) -> str:
+    b = args.batch_size
+    mine = task.sample_ids(train_set, order.order[i * b : (i + 1) * b])
+    seen = distributed.gather_objects((problem, mine), world)
+    culprits = [(r, p, ids) for r, (p, ids) in enumerate(seen) if p is not None] or list(
+        (r, problem, ids) for r, (_, ids) in enumerate(seen)
+    )
+    samples = "; ".join(
+        f"{f'rank {r} ' if world.distributed else ''}samples {', '.join(map(str, ids))}" for r, _, ids in culprits
+    )
+    return (
+        f"{culprits[0][1]} in {where} ({samples}); stopped, no checkpoint written from it "
+        "(--on-nonfinite skip skips such steps)"
+    )
+
+
+def _grad_norm(model: torch.nn.Module) -> torch.Tensor | None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+
+
+def _float_buffers(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(b, b.detach().clone()) for b in model.buffers() if b.is_floating_point()]
+
+
+def _restore_buffers(model: torch.nn.Module, saved) -> None:
+    with torch.no_grad():
+        for b, copy in saved or []:
+            b.copy_(copy)
+
+
+def _non_finite_keys(state: dict) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+class _Recorder(torch.utils.data.Sampler):
+    """The wrapped sampler's order in the current epoch (the batches are its
+    consecutive runs of ``--batch-size``), recorded as the loader draws it."""
+
+    def __init__(self, inner):
+        self.inner, self.order = inner, []
+
+    def __iter__(self):
+        self.order = []
+        for index in self.inner:
+            self.order.append(int(index))
+            yield index
+
+    def __len__(self) -> int:
+        return len(self.inner)
 
 
 def _load_resume(path: str, task: Task) -> dict:

@@ -10,7 +10,12 @@ import os
 
 
 class History:
-    def __init__(self, out_dir: str, resume: bool, tensorboard: bool = True):
+    def __init__(self, out_dir: str, resume: bool, tensorboard: bool = True, upto: int | None = None):
+        """``resume``: continue the existing log; with ``upto`` (the epoch of
+        the checkpoint resumed from), rows after that epoch are dropped and
+        the file rewritten: a run killed after writing an epoch's row but
+        before its checkpoint redoes that epoch, and the log keeps one row
+        per epoch."""
         self.out_dir = out_dir
         self.path = os.path.join(out_dir, "log.csv")
         self.rows: list[dict] = []
@@ -20,6 +25,11 @@ class History:
                 reader = csv.DictReader(f)
                 self.columns = list(reader.fieldnames or [])
                 self.rows = [{k: _number(v) for k, v in r.items()} for r in reader]
+            if upto is not None:
+                kept = [r for r in self.rows if isinstance(r.get("epoch"), int) and r["epoch"] <= upto]
+                if len(kept) != len(self.rows):
+                    self.rows = kept
+                    self._rewrite()
         elif os.path.exists(self.path):
             os.remove(self.path)
         self.tb = None
@@ -42,6 +52,14 @@ class History:
                     self.tb.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
             self.tb.flush()
         self.plot()
+
+    def _rewrite(self) -> None:
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.columns)
+            w.writerows([r.get(c, "") for c in self.columns] for r in self.rows)  # floats as repr: exact
+        os.replace(tmp, self.path)
 
     def plot(self) -> str | None:
         """``history.png``: one panel per logged quantity against the epoch."""
