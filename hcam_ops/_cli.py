@@ -121,3 +121,77 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
     if any(v <= 0 for v in values):
         raise CLIError(f"{flag} {text!r}: every value must be positive")
     return values
+
+
+# The largest image side a CLI accepts: beyond it a model's activations
+# outgrow any machine's memory, and the failure would come minutes later,
+# deep inside an allocation.
+MAX_IMAGE_SIDE = 4096
+
+
+def check_out_dir(path: str | None, flag: str = "--out") -> str | None:
+    """An output folder the tool makes later: an existing file at ``path``
+    (or above it) is refused now, before any work."""
+    if path:
+        head = os.path.abspath(path)
+        while head and not os.path.exists(head):
+            head = os.path.dirname(head)
+        if head and not os.path.isdir(head):
+            where = "" if head == os.path.abspath(path) else f" ({head} is a file)"
+            raise CLIError(f"{flag} {path}: is a file, not a folder{where}")
+    return path
+
+
+def check_out_file(path: str, flag: str) -> str:
+    """A file the tool writes: a folder at ``path`` is refused now."""
+    if os.path.isdir(path):
+        raise CLIError(f"{flag} {path}: is a folder; give the file to write")
+    check_out_dir(os.path.dirname(path), flag)
+    return path
+
+
+def positive_int(flag: str, most: int | None = None):
+    """An argparse ``type``: an integer > 0 (and <= ``most``), else one line
+    naming ``flag`` when the command line is parsed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise CLIError(f"{flag} {text!r}: not an integer") from None
+        if value <= 0:
+            raise CLIError(f"{flag} {value}: must be > 0")
+        if most is not None and value > most:
+            raise CLIError(f"{flag} {value}: must be at most {most}")
+        return value
+
+    return parse
+
+
+def image_side(flag: str):
+    """An argparse ``type`` for an image side in pixels: 1 to
+    :data:`MAX_IMAGE_SIDE`."""
+    return positive_int(flag, MAX_IMAGE_SIDE)
+
+
+def non_negative_float(flag: str):
+    """An argparse ``type``: a finite number >= 0 (a weight, a rate), else
+    one line naming ``flag`` (``nan`` and ``inf`` included)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise CLIError(f"{flag} {text!r}: not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise CLIError(f"{flag} {text}: must be a finite number >= 0")
+        return value
+
+    return parse
+
+
+def not_utf8(path: str, error: UnicodeDecodeError) -> str:
+    """The one line for a text file (a CSV) that is not UTF-8: the file and
+    the first bad byte."""
+    bad = error.object[error.start : error.start + 1]
+    return f"{path}: not UTF-8 text (byte {error.start} is {bad!r}); save it as UTF-8"

@@ -15,16 +15,26 @@ import os
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torchvision import transforms
 
-from .. import checkpoint, models
-from .._cli import CLIError, CLIParser, check_file
+from .. import checkpoint
+from .._cli import CLIError, CLIParser, check_file, check_out_dir, image_side
 from ..data.plant_pathology import LEAF_CLASSES
-from .methods import cam_methods
-from .overlay import save_overlays
 
-MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+# timm, torchvision, pytorch-grad-cam and hcam_ops.models are imported where
+# used, so that --help answers at once.
+
+# The tasks whose checkpoints this tool reads.
+TASKS = ("hierarchical", "multilabel")
+
+
+def _method(text: str) -> str:
+    """``--method``: a name of the registry of :mod:`hcam_ops.cam.methods`
+    (checked when parsed; the registry loads pytorch-grad-cam)."""
+    from .methods import METHODS, cam_methods, normalise
+
+    if normalise(text) not in METHODS:
+        raise CLIError(f"--method {text!r}: one of {', '.join(cam_methods())}")
+    return text
 
 
 def parse_args(argv=None):
@@ -35,10 +45,14 @@ def parse_args(argv=None):
     ap.add_argument("--model", help="the timm name, for a bare state dict or no checkpoint (random weights)")
     ap.add_argument("--image", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--img-size", type=int, help="default: the checkpoint's, else 224")
+    ap.add_argument("--img-size", type=image_side("--img-size"), help="default: the checkpoint's, else 224")
     ap.add_argument("--classes", help="comma-separated class names (default: the checkpoint's)")
     ap.add_argument(
-        "--method", default="gradcam", choices=cam_methods(), help="multi-label models: a pytorch-grad-cam method"
+        "--method",
+        default="gradcam",
+        type=_method,
+        help="multi-label models: a CAM method of hcam_ops.cam.methods (gradcam, gradcam++, scorecam, eigencam, "
+        "...; any other name lists them all)",
     )
     ap.add_argument(
         "--target",
@@ -46,22 +60,60 @@ def parse_args(argv=None):
         choices=["report", "neck"],
         help="multi-label models: the report's layer (default) or the ArcFace model's PSA feature map",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    check_out_dir(args.out)
+    return args
+
+
+def _check_task(ckpt: dict, path: str) -> None:
+    """A checkpoint of another tool is named with the tool that reads it."""
+    from ..models.detection import DETECTOR_NAMES, DISTILLER_NAME
+
+    name = ckpt["model_name"]
+    if name == DISTILLER_NAME:
+        raise CLIError(
+            f"--checkpoint {path}: a detector distillation run's checkpoint; python -m "
+            "hcam_ops.train.distill.convert takes its student out, whose CAMs python -m hcam_ops.cam.detect draws"
+        )
+    if name in DETECTOR_NAMES:
+        raise CLIError(f"--checkpoint {path}: holds the detector {name}; python -m hcam_ops.cam.detect reads it")
+    if ckpt.get("task") not in TASKS:
+        raise CLIError(
+            f"--checkpoint {path}: not a checkpoint of python -m hcam_ops.train {' or '.join(TASKS)} "
+            f"(its model: {name}, its task: {ckpt.get('task')})"
+        )
+
+
+def _class_names(args, names: list[str], model) -> list[str]:
+    """``--classes`` instead of ``names``, one per output of ``model``."""
+    if not args.classes:
+        return names
+    given = [c.strip() for c in args.classes.split(",")]
+    if len(given) != model.num_classes:
+        raise CLIError(f"--classes {args.classes}: {len(given)} names for the model's {model.num_classes} classes")
+    return given
 
 
 def load_model(args):
     """``(model, task, class names per level, superpixel settings, image size)``."""
     import timm
 
+    from .. import models
+
     ckpt = checkpoint.load(args.checkpoint, "--checkpoint") if args.checkpoint else None
     if ckpt is not None and checkpoint.is_model_checkpoint(ckpt):
+        _check_task(ckpt, args.checkpoint)
         overrides = {"img_size": args.img_size} if args.img_size else {}
-        model = models.build_model(ckpt, args.checkpoint, **overrides)
+        try:
+            model = models.build_model(ckpt, args.checkpoint, **overrides)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+            if not overrides:
+                raise
+            raise CLIError(f"--img-size {args.img_size}: the {ckpt['model_name']} model cannot take it ({e})") from None
         state, size = ckpt["task_state"], args.img_size or ckpt["model_config"].get("img_size", 224)
         if ckpt["task"] == "hierarchical":
             return model, "hierarchical", state["hierarchy"]["names"], state["superpixels"], size
-        names = args.classes.split(",") if args.classes else state["classes"]
-        return model, "multilabel", [names], None, size
+        return model, "multilabel", [_class_names(args, state["classes"], model)], None, size
     if not args.model:
         raise CLIError("--model is required with a bare state dict or without --checkpoint")
     names = args.classes.split(",") if args.classes else list(LEAF_CLASSES)
@@ -71,6 +123,8 @@ def load_model(args):
         model = timm.create_model(args.model, num_classes=len(names), img_size=args.img_size or 224)
     except RuntimeError as e:  # timm: unknown model
         raise CLIError(f"--model {args.model}: {e}") from None
+    except (TypeError, ValueError, AssertionError) as e:
+        raise CLIError(f"--model {args.model} --img-size {args.img_size or 224}: {e}") from None
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt.get("model", ckpt))
@@ -81,21 +135,39 @@ def load_model(args):
     return model, "multilabel", [names], None, args.img_size or 224
 
 
-def read_image(path: str, size: int) -> torch.Tensor:
+def read_photo(path: str) -> Image.Image:
+    """The ``--image`` file as an RGB picture, at its own size."""
     check_file(path, "--image")
     try:
-        image = Image.open(path).convert("RGB")
+        return Image.open(path).convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise CLIError(f"--image {path}: not a readable image ({e})") from None
-    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])(image)
+
+
+def read_image(path: str, size: int) -> torch.Tensor:
+    """The ``--image`` file as the model sees it: ``[3, size, size]`` in [0, 1]."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])(read_photo(path))
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torchvision.transforms.functional import normalize, resize, to_tensor
+
+    from .overlay import save_overlays
+
     model, task, names, superpixels, size = load_model(args)
     model.eval()
-    image = read_image(args.image, size)
-    x = transforms.Normalize(MEAN, STD)(image).unsqueeze(0)
+    picture = read_photo(args.image)
+    photo, image = to_tensor(picture), to_tensor(resize(picture, [size, size]))  # image: as read_image
+    x = normalize(image, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD).unsqueeze(0)
+
+    def at_photo_size(cams: torch.Tensor) -> torch.Tensor:
+        # The maps are drawn on the photo as it is, not on the model's square input.
+        return torch.nn.functional.interpolate(cams[None].float(), photo.shape[1:], mode="bilinear")[0].clamp(0, 1)
+
     if task == "hierarchical":
         from ..superpixels import Superpixels
         from .hierarchy_cam import hierarchy_cams
@@ -103,14 +175,14 @@ def main(argv=None):
         segments = Superpixels(superpixels["num_segments"], superpixels["method"], superpixels["max_segments"])(image)
         cams, classes, probs = hierarchy_cams(model, x, segments[None])
         labels = [f"L{l}_{names[l][int(k)]}" for l, k in enumerate(classes[0])]
-        paths = save_overlays(image, cams[0], labels, args.out)
+        paths = save_overlays(photo, at_photo_size(cams[0]), labels, args.out)
         lines = [f"level {l}\t{names[l][int(k)]}\t{float(probs[l][0, k]):.4f}" for l, k in enumerate(classes[0])]
     else:
         from .classifier import class_cams
 
         cams = class_cams(model, x, method=args.method, target_layer=args.target)[0]
         probs = model.predict(x)[0].tolist()
-        paths = save_overlays(image, cams, names[0], args.out, scores=probs)
+        paths = save_overlays(photo, at_photo_size(cams), names[0], args.out, scores=probs)
         lines = [f"{n}\t{p:.4f}" for n, p in zip(names[0], probs)]
     with open(os.path.join(args.out, "scores.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -16,13 +16,10 @@ import os
 
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from .overlay import save_overlays
 from .rollout import HEAD_FUSIONS, _normalise, attention_maps, class_token_maps, prefix_tokens, rollout, token_grid
-
-MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def attention_frames(
@@ -71,14 +68,17 @@ def save_attention_gif(
     ``x`` is the model's input (default: ``image`` with the ImageNet
     normalisation the multi-label models train with)."""
     if x is None:
-        x = ((image - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)).unsqueeze(0)
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        mean, std = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+        x = ((image - mean) / std).unsqueeze(0)
     maps, names = attention_frames(model, x, head_fusion, discard_ratio, heads)
     maps = F.interpolate(maps[:, None], size=image.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     return save_overlays(image, maps.clamp(0, 1), names, out_dir, prefix=prefix, duration=duration)
 
 
 def main(argv=None) -> list[str]:
-    from .._cli import CLIError, CLIParser
+    from .._cli import CLIError, CLIParser, check_out_dir, image_side
     from .__main__ import load_model, read_image
 
     ap = CLIParser(prog="python -m hcam_ops.cam.attention_gif", description=__doc__)
@@ -86,12 +86,13 @@ def main(argv=None) -> list[str]:
     ap.add_argument("--model", help="the timm name, for a bare state dict or no checkpoint (random weights)")
     ap.add_argument("--image", action="append", required=True, help="repeat for several images (a GIF each)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--img-size", type=int, help="default: the checkpoint's, else 224")
+    ap.add_argument("--img-size", type=image_side("--img-size"), help="default: the checkpoint's, else 224")
     ap.add_argument("--classes", help="comma-separated class names (default: the checkpoint's)")
     ap.add_argument("--head-fusion", default="mean", choices=HEAD_FUSIONS)
     ap.add_argument("--discard-ratio", type=float, default=0.9, help="rollout: share of the weakest weights dropped")
     ap.add_argument("--heads", action="store_true", help="a frame per head too")
     args = ap.parse_args(argv)
+    check_out_dir(args.out)
     if not 0 <= args.discard_ratio < 1:
         raise CLIError(f"--discard-ratio {args.discard_ratio}: must be in [0, 1)")
     model, task, _, _, size = load_model(args)

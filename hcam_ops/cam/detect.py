@@ -22,9 +22,12 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .._cli import CLIError, CLIParser, InputError, check_device, check_file
-from ..models.detection import load_checkpoint
-from .detection import DETECTOR_NAMES, METHODS, DetCAMModel, DetCAMVisualizer
+from .. import checkpoint
+from .._cli import CLIError, CLIParser, InputError, check_device, check_file, check_out_dir
+
+# The detectors and the CAM methods (torchvision, timm, pytorch-grad-cam) are
+# imported where used, so that --help answers at once; a wrong --model or
+# --method lists the names there are.
 
 # Library argument -> the flag that sets it.
 FLAGS = {
@@ -48,10 +51,16 @@ def parse_args(argv=None):
         prog="python -m hcam_ops.cam.detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--checkpoint", required=True, help="a save_checkpoint file, or a bare state dict with --model")
-    ap.add_argument("--model", help=f"detector name (one of {', '.join(DETECTOR_NAMES)}); default: the checkpoint's")
+    ap.add_argument(
+        "--model", help="detector name (retinanet_resnet50_fpn, fcos_resnet18_fpn, ...); default: the checkpoint's"
+    )
     ap.add_argument("--image", nargs="+", required=True, help="one or more image files")
     ap.add_argument("--out", help="output folder (required unless --preview-model)")
-    ap.add_argument("--method", default="ablationcam", help=f"one of {', '.join(METHODS)}")
+    ap.add_argument(
+        "--method",
+        default="ablationcam",
+        help="a detector method of hcam_ops.cam.methods (ablationcam, eigencam, featmapam, gradcam, ...)",
+    )
     ap.add_argument("--target-layers", nargs="+", help="neck, backbone or dotted module paths (see --preview-model)")
     ap.add_argument("--score-thr", type=float, default=0.3, help="detections kept above this score")
     ap.add_argument("--topk", type=int, default=10, help="explain at most this many detections (0: all)")
@@ -81,6 +90,7 @@ def parse_args(argv=None):
         raise CLIError("--out is required")
     if args.topk < 0:
         raise CLIError(f"--topk {args.topk}: must be >= 0")
+    check_out_dir(args.out)
     return args
 
 
@@ -94,7 +104,11 @@ def _cli_error(e: InputError, args, where: str = "") -> CLIError:
     return CLIError(f"{prefix}: {e.message}{where}")
 
 
-def load_model(args) -> DetCAMModel:
+def load_model(args):
+    """The ``DetCAMModel`` of ``--checkpoint``."""
+    from ..models.detection import load_checkpoint
+    from .detection import DetCAMModel
+
     check_file(args.checkpoint, "--checkpoint")
     overrides = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
     try:
@@ -103,7 +117,28 @@ def load_model(args) -> DetCAMModel:
             classes = [c.strip() for c in args.classes.split(",")]
         return DetCAMModel(detector.to(check_device(args.device)), args.score_thr, classes)
     except InputError as e:
+        if e.argument == "model":
+            _other_tool(args.checkpoint)
         raise _cli_error(e, args) from None
+
+
+def _other_tool(path: str) -> None:
+    """A checkpoint this tool cannot read is named with the tool that can
+    (read again only on this failure)."""
+    from ..models.detection import DISTILLER_NAME
+
+    ckpt = checkpoint.read(path, "--checkpoint")
+    task = ckpt.get("task")
+    if checkpoint.is_model_checkpoint(ckpt) and task in ("hierarchical", "multilabel"):
+        raise CLIError(
+            f"--checkpoint {path}: a classifier of python -m hcam_ops.train {task} ({ckpt['model_name']}); "
+            "python -m hcam_ops.cam draws its CAMs"
+        )
+    if ckpt.get("model_name") == DISTILLER_NAME:
+        raise CLIError(
+            f"--checkpoint {path}: a detector distillation run's checkpoint; "
+            "python -m hcam_ops.train.distill.convert takes its student out, which this tool reads"
+        )
 
 
 def read_image(path: str) -> np.ndarray:
@@ -114,7 +149,7 @@ def read_image(path: str) -> np.ndarray:
         raise CLIError(f"--image {path}: not a readable image ({e})") from None
 
 
-def preview(model: DetCAMModel) -> None:
+def preview(model) -> None:
     print("aliases: neck -> backbone (the FPN output), backbone -> backbone.body")
     for name, module in model.detector.named_modules():
         if name:
@@ -131,6 +166,8 @@ def main(argv=None):
     if args.preview_model:
         preview(model)
         return
+    from .detection import DetCAMVisualizer
+
     try:
         vis = DetCAMVisualizer(
             model,

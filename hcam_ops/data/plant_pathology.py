@@ -25,7 +25,7 @@ import json
 import os
 from collections import Counter
 
-from .._cli import CLIError, CLIParser
+from .._cli import CLIError, CLIParser, check_out_dir, not_utf8
 
 # The six classes of the Plant Pathology 2021 report (section 2.2), in its
 # one-hot column order: the models' outputs and the label files share it.
@@ -37,22 +37,28 @@ SPLITS = ("train", "val", "test")
 def read_competition_csv(path: str, classes=CLASSES) -> list[tuple[str, list[str]]]:
     """``[(image, [label, ...])]`` from the competition's ``image,labels``
     file; an unknown or missing label is an error naming the line."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if "image" not in fields or "labels" not in fields:
-            raise CLIError(f"{path}: expected the competition's columns image,labels (found {','.join(fields)})")
-        rows = []
-        for line, r in enumerate(reader, start=2):
-            image, labels = (r["image"] or "").strip(), (r["labels"] or "").split()
-            if not image:
-                raise CLIError(f"{path} line {line}: no image name")
-            if not labels:
-                raise CLIError(f"{path} line {line}: {image} has no labels")
-            unknown = [x for x in labels if x not in classes]
-            if unknown:
-                raise CLIError(f"{path} line {line}: label {unknown[0]!r} is not one of {', '.join(classes)}")
-            rows.append((image, labels))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return _competition_rows(path, csv.DictReader(f), classes)
+    except UnicodeDecodeError as e:
+        raise CLIError(not_utf8(path, e)) from None
+
+
+def _competition_rows(path: str, reader: csv.DictReader, classes) -> list[tuple[str, list[str]]]:
+    fields = reader.fieldnames or []
+    if "image" not in fields or "labels" not in fields:
+        raise CLIError(f"{path}: expected the competition's columns image,labels (found {','.join(fields)})")
+    rows = []
+    for line, r in enumerate(reader, start=2):
+        image, labels = (r["image"] or "").strip(), (r["labels"] or "").split()
+        if not image:
+            raise CLIError(f"{path} line {line}: no image name")
+        if not labels:
+            raise CLIError(f"{path} line {line}: {image} has no labels")
+        unknown = [x for x in labels if x not in classes]
+        if unknown:
+            raise CLIError(f"{path} line {line}: label {unknown[0]!r} is not one of {', '.join(classes)}")
+        rows.append((image, labels))
     if not rows:
         raise CLIError(f"{path}: a header but no rows")
     return rows
@@ -90,6 +96,7 @@ def convert(
     """The whole tool; returns what ``dataset.json`` holds."""
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
         raise CLIError(f"--val {val} and --test {test}: each in (0, 1), together below 1")
+    check_out_dir(out)
     if os.path.isdir(source):
         csv_path = os.path.join(source, "train.csv")
         images = images or os.path.join(source, "train_images")

@@ -47,9 +47,39 @@ def build_model(ckpt: dict, path: str = "checkpoint", **overrides):
 
     if not checkpoint.is_model_checkpoint(ckpt):
         raise CLIError(f"{path}: not a checkpoint of hcam_ops (no model name and config in it)")
-    model = timm.create_model(ckpt["model_name"], **{**ckpt["model_config"], **overrides})
+    name, config = ckpt["model_name"], ckpt["model_config"]
+    if not isinstance(name, str) or not timm.is_model(name) or not _ours(name):
+        raise CLIError(f"{path}: model {name!r} is not one of the models hcam_ops registers")
+    if not isinstance(config, dict):
+        raise CLIError(f"{path}: its model_config is a {type(config).__name__}, not a dict")
+    refused = sorted(k for k in config if k in FILE_OR_NETWORK_KEYS)
+    if refused:
+        raise CLIError(f"{path}: model_config key {refused[0]!r} is refused (it would fetch or read weights elsewhere)")
+    try:
+        model = timm.create_model(name, **{**config, **overrides})
+    except TypeError as e:  # a key the model does not take (check_kwargs)
+        raise CLIError(f"{path}: model_config of {name}: {e}") from None
     model.load_state_dict(ckpt["model"])
     return model
+
+
+# What a checkpoint's model_config may never hold: keys that make timm (or a
+# model's builder) download weights or read another file.
+FILE_OR_NETWORK_KEYS = (
+    "pretrained",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "checkpoint_path",
+    "cache_dir",
+    "backbone_checkpoint",
+)
+
+
+def _ours(name: str) -> bool:
+    """Whether the timm name was registered by a module of this package."""
+    import timm
+
+    return timm.models.model_entrypoint(name).__module__.startswith(f"{__package__.split('.')[0]}.")
 
 
 @dataclass
@@ -107,7 +137,11 @@ def load_backbone(backbone: torch.nn.Module, path: str, skip: tuple[str, ...] = 
 
     import timm
 
-    state = timm.models.load_state_dict(path)
+    try:  # weights_only: a file from elsewhere runs no code
+        state = timm.models.load_state_dict(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001  (unpickling and safetensors errors have many types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a loadable weights file ({first})") from None
     module = importlib.import_module(type(backbone).__module__)
     if hasattr(module, "checkpoint_filter_fn"):
         state = module.checkpoint_filter_fn(state, backbone)

@@ -14,11 +14,9 @@ import time
 
 import torch
 from torch import nn
-from torchvision.ops import box_iou
 
 from .._cli import CLIParser
 from ..data.synthetic_detection import SyntheticDetection, collate, to_coco
-from ..models.detection import build_detector, family, save_checkpoint
 
 # Fewer proposals than torchvision's defaults (2000/1000 for training): the
 # synthetic images hold at most a handful of objects, and AblationCAM runs the
@@ -34,6 +32,8 @@ _RCNN_SETTINGS = {
 
 def synthetic_build_kwargs(name: str, image_size: int = 128, fpn_channels: int = 64) -> dict:
     """The ``build_detector`` keywords of the synthetic-set detectors."""
+    from ..models.detection import family  # torchvision, timm: not for --help
+
     kwargs = {"min_size": image_size, "max_size": image_size, "fpn_channels": fpn_channels}
     if family(name) in ("fasterrcnn", "maskrcnn"):
         kwargs.update(_RCNN_SETTINGS)
@@ -56,6 +56,8 @@ def train_on_synthetic(
     fresh synthetic images (seed ``seed``; never the same image twice).
     ``threads`` sets torch's CPU threads for the run and restores them: on a
     small, busy machine one thread is several times faster than two."""
+    from ..models.detection import build_detector, family
+
     build = synthetic_build_kwargs(name, image_size, fpn_channels)
     data = SyntheticDetection(steps * batch_size, image_size, num_classes, seed=seed, masks=family(name) == "maskrcnn")
     previous_threads = torch.get_num_threads()
@@ -96,6 +98,8 @@ def _fit(detector: nn.Module, data: SyntheticDetection, steps: int, batch_size: 
 def recall(detector: nn.Module, data: SyntheticDetection, score_thr: float = 0.5, iou_thr: float = 0.5) -> float:
     """The share of true boxes found: a detection of the same label above
     ``score_thr`` overlapping it by more than ``iou_thr``."""
+    from torchvision.ops import box_iou
+
     detector.eval()
     found = total = 0
     for index in range(len(data)):
@@ -121,6 +125,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
+    from ..models.detection import save_checkpoint
+
     detector, build = train_on_synthetic(
         args.model, args.steps, image_size=args.image_size, seed=args.seed, threads=args.threads, log_every=25
     )

@@ -58,8 +58,10 @@ def student_checkpoint(ckpt: dict, path: str = "IN") -> dict:
 
 def main(argv=None) -> str:
     from ... import checkpoint
+    from ..._cli import check_out_file
 
     args = parse_args(argv)
+    check_out_file(args.output, "OUT")
     out = student_checkpoint(checkpoint.load(args.input, "IN"), args.input)
     checkpoint.save(out["model"] if args.state_dict_only else out, args.output)
     what = "state dict" if args.state_dict_only else "checkpoint"

@@ -83,13 +83,13 @@ def write_pngs(out_dir: str, images: list[torch.Tensor], boxes, maps) -> list[st
 
 
 def main(argv=None) -> list[str]:
+    args = parse_args(argv)  # before the imports below: --help answers at once
     from ... import checkpoint
     from ..._cli import CLIError
     from ...models import build_model
     from ...models.detection import DISTILLER_NAME
     from . import data as D
 
-    args = parse_args(argv)
     if args.batch < 1:
         raise CLIError(f"--batch {args.batch}: must be >= 1")
     ckpt = checkpoint.load(args.checkpoint, "CKPT")

@@ -14,8 +14,7 @@ import os
 import torch
 
 from ... import checkpoint
-from ..._cli import CLIError, parse_json
-from ...models.detection import DISTILLER_NAME, check_fpn, family
+from ..._cli import CLIError, check_out_dir, image_side, non_negative_float, parse_json, positive_int
 from ...nn.fgd_presets import has_skipped_levels, presets
 from ..distributed import World
 from ..engine import Task
@@ -43,8 +42,17 @@ def detector_config(num_classes: int, image_size: tuple[int, int]) -> dict:
 def add_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("distillation")
     g.add_argument("--data", default="synthetic", help="synthetic, or a COCO folder (annotations.json + images)")
-    g.add_argument("--synthetic-size", type=int, default=64, help="synthetic training images (val: a quarter)")
-    g.add_argument("--image-size", type=int, help="synthetic image side (default 128); COCO: override the size")
+    g.add_argument(
+        "--synthetic-size",
+        type=positive_int("--synthetic-size"),
+        default=64,
+        help="synthetic training images (val: a quarter)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=image_side("--image-size"),
+        help="synthetic image side (default 128); COCO: override the size",
+    )
     g.add_argument("--num-classes", type=int, default=3, help="synthetic object classes (1-4)")
     g.add_argument("--val-fraction", type=float, default=0.2, help="COCO single file: share held out for val")
     g.add_argument("--teacher-arch", choices=FAMILIES, help="head family (default: the --teacher's, else retinanet)")
@@ -52,7 +60,12 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--preset", default="fgd", help=f"FGDLoss preset: {', '.join(presets())} (fgd-retinanet/fgd-fcos: per head)"
     )
-    g.add_argument("--distill-weight", type=float, default=1.0, help="scales every distillation term")
+    g.add_argument(
+        "--distill-weight",
+        type=non_negative_float("--distill-weight"),
+        default=1.0,
+        help="scales every distillation term",
+    )
     g.add_argument("--loss-kwargs", default="{}", help='JSON overrides of the preset, e.g. {"fg_weight": 2e-3}')
     g.add_argument("--no-distill", action="store_true", help="train one detector alone (the teacher by default)")
     g.add_argument(
@@ -91,7 +104,10 @@ class DistillTask(Task):
     monitor = "map"
 
     def __init__(self, args):
+        from ...models.detection import DISTILLER_NAME, family  # timm, torchvision: not for --help
+
         self.args = args
+        check_out_dir(args.out)
         if args.student_alone:
             if args.arch_size == "teacher":
                 raise CLIError("--student-alone contradicts --arch-size teacher")
@@ -137,9 +153,7 @@ class DistillTask(Task):
     @staticmethod
     def _data(args):
         if args.data == "synthetic":
-            side = args.image_size or 128
-            if args.synthetic_size < 1:
-                raise CLIError(f"--synthetic-size {args.synthetic_size}: must be >= 1")
+            side = args.image_size or 128  # --image-size and --synthetic-size are checked when parsed
             train, val = D.synthetic_splits(args.synthetic_size, side, args.num_classes, args.seed)
             spec = {"data": "synthetic", "synthetic_size": args.synthetic_size, "seed": args.seed}
             size = (side, side)
@@ -159,6 +173,8 @@ class DistillTask(Task):
     def _teacher(self, args) -> dict:
         """The teacher's ``{"name", "config"}`` from ``--teacher``; its weights
         are loaded in build_model."""
+        from ...models.detection import DISTILLER_NAME, family
+
         if not args.teacher:
             raise CLIError("--teacher is required (a checkpoint of a --no-distill run), or give --no-distill")
         path = args.teacher
@@ -189,7 +205,7 @@ class DistillTask(Task):
     def build_model(self) -> torch.nn.Module:
         import timm
 
-        from ... import models  # noqa: F401  (registers the detector names with timm)
+        from ...models.detection import check_fpn  # importing it registers the detector names with timm
 
         model = timm.create_model(self.model_name, **self.model_config)
         if self.teacher_ckpt is not None:

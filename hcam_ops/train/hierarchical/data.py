@@ -36,13 +36,12 @@ import os
 import re
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torchvision import datasets, transforms
 
 from . import published
 from .hierarchy import Hierarchy
 
-IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+# timm and torchvision are imported where used: the training CLI's --help
+# imports this module and should not wait for them.
 
 
 def synthetic_hierarchy(levels: tuple[int, ...] = (8, 4, 2)) -> Hierarchy:
@@ -91,7 +90,8 @@ def published_transform(train: bool, size: int, args=None):
     ``build_transform``); ``args`` carries the augmentation flags (``aa``,
     ``color_jitter``, ``reprob``, ``remode``, ``recount``,
     ``train_interpolation``, ``eval_crop_ratio``). Output: normalised tensors."""
-    from timm.data import create_transform
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+    from torchvision import transforms
 
     get = (lambda k, d: getattr(args, k, d)) if args is not None else (lambda k, d: d)
     if train:
@@ -104,15 +104,15 @@ def published_transform(train: bool, size: int, args=None):
             re_prob=get("reprob", 0.25),
             re_mode=get("remode", "pixel"),
             re_count=get("recount", 1),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
+            mean=IMAGENET_DEFAULT_MEAN,
+            std=IMAGENET_DEFAULT_STD,
         )
     return transforms.Compose(
         [
             transforms.Resize(int(size / get("eval_crop_ratio", 0.875)), interpolation=3),  # bicubic
             transforms.CenterCrop(size),
             transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
         ]
     )
 
@@ -120,6 +120,8 @@ def published_transform(train: bool, size: int, args=None):
 def image_folder(root: str, hierarchy: Hierarchy, size: int, train: bool, args=None) -> torch.utils.data.Dataset:
     """An ImageFolder tree (one folder per fine class, named as in the
     hierarchy file); labels are re-indexed to the hierarchy's fine classes."""
+    from torchvision import datasets
+
     ds = datasets.ImageFolder(root, transform=published_transform(train, size, args))
     index = {n: i for i, n in enumerate(hierarchy.names[0])}
     missing = [c for c in ds.classes if c not in index]
@@ -184,6 +186,8 @@ def cub(root: str, train: bool, size: int, args=None) -> torch.utils.data.Datase
     split = os.path.join(root, "train" if train else "test")
     if not os.path.isdir(split):
         raise FileNotFoundError(f"{split}: no such folder (the CUB layout is ROOT/train and ROOT/test)")
+    from torchvision import datasets
+
     ds = datasets.ImageFolder(split, transform=published_transform(train, size, args))
     table = []
     for c in ds.classes:
@@ -297,7 +301,12 @@ class WithSegments(torch.utils.data.Dataset):
     transforms); the superpixels are then computed on the de-normalised image,
     clamped to [0, 1]. Otherwise they are in [0, 1] and normalised here."""
 
-    def __init__(self, dataset, superpixels, normalized: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, dataset, superpixels, normalized: bool, mean=None, std=None):
+        """``mean`` / ``std``: the normalisation (default: timm's ImageNet statistics)."""
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        mean = IMAGENET_DEFAULT_MEAN if mean is None else mean
+        std = IMAGENET_DEFAULT_STD if std is None else std
         self.dataset, self.superpixels, self.normalized = dataset, superpixels, normalized
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import torch
 
-from ...models.cast import clusters_to_grid
 from ...ops.cam_gather import cam_gather
 from .hierarchy import Hierarchy
 
 
 def cam_iou(heads, logits: list[torch.Tensor], intermediates: dict) -> torch.Tensor:
     """Per sample, the IoU of the level-0 and level-1 CAMs."""
+    from ...models.cast import clusters_to_grid  # hcam_ops.models imports timm: not at import time
+
     tokens = intermediates["centroid1"].float()
     maps = []
     for head, lg in zip(heads[:2], logits[:2]):

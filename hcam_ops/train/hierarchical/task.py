@@ -40,7 +40,16 @@ import os
 
 import torch
 
-from ..._cli import CLIError, check_dir, check_file, parse_ints
+from ..._cli import (
+    CLIError,
+    check_dir,
+    check_file,
+    check_out_dir,
+    image_side,
+    non_negative_float,
+    parse_ints,
+    positive_int,
+)
 from ..distributed import ShardSampler, World, gather_rows, launched_by_torchrun, sum_across
 from ..engine import Task
 from .data import (
@@ -58,7 +67,6 @@ from .ema import TaskEma
 from .hierarchy import Hierarchy
 from .losses import CAM_PAIRS, hierarchical_loss
 from .metrics import HierarchyMetrics, cam_iou, path_checks
-from .mixup import HierarchicalMixup
 
 VARIANTS = ("cast_small", "cast_small_deep", "cast_base", "cast_base_deep")
 MODELS = VARIANTS + tuple(f"{v}_cam" for v in VARIANTS)
@@ -85,9 +93,23 @@ def add_args(ap: argparse.ArgumentParser) -> None:
         "aircraft: ROOT/fgvc-aircraft-2013b (published layouts and hierarchies)",
     )
     g.add_argument("--hierarchy", help="CSV: fine,parent[,grandparent] per line (with --data-set folder)")
-    g.add_argument("--synthetic-levels", default="8,4,2", help="classes per level of the synthetic set")
-    g.add_argument("--synthetic-size", type=int, default=256, help="synthetic training images")
-    g.add_argument("--img-size", "--input-size", dest="img_size", type=int, default=224, help="a multiple of 8")
+    g.add_argument(
+        "--synthetic-levels",
+        default="8,4,2",
+        type=_synthetic_levels,
+        help="classes per level of the synthetic set, fine to coarse (each level fewer than the one before)",
+    )
+    g.add_argument(
+        "--synthetic-size", type=positive_int("--synthetic-size"), default=256, help="synthetic training images"
+    )
+    g.add_argument(
+        "--img-size",
+        "--input-size",
+        dest="img_size",
+        type=image_side("--img-size"),
+        default=224,
+        help="a multiple of 8",
+    )
     g.add_argument("--num-segments", "--num-superpixels", dest="num_segments", type=int, default=196)
     g.add_argument("--max-segments", type=int, default=256, help="superpixel ids are merged below this bound")
     g.add_argument(
@@ -118,7 +140,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
     g = ap.add_argument_group("loss")
     g.add_argument("--cam-consist", "--cam_consist", action="store_true", help="add the CAM consistency loss")
-    g.add_argument("--cam-weight", "--cam_weight", type=float, default=0.1)
+    g.add_argument("--cam-weight", "--cam_weight", type=non_negative_float("--cam-weight"), default=0.1)
     g.add_argument(
         "--cam-pairs", choices=CAM_PAIRS, default="first", help="first: species/family only; adjacent: every pair"
     )
@@ -146,6 +168,22 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.set_defaults(**ENGINE_DEFAULTS)
 
 
+def _synthetic_levels(text: str) -> str:
+    """``--synthetic-levels`` checked when parsed: positive integers, fine
+    to coarse, each level with fewer classes than the one before (a coarse
+    level groups the finer one's classes)."""
+    levels = parse_ints(text, "--synthetic-levels")
+    if not levels:
+        raise CLIError("--synthetic-levels: give at least one level")
+    for fine, coarse in zip(levels, levels[1:]):
+        if coarse >= fine:
+            raise CLIError(
+                f"--synthetic-levels {text}: each level, fine to coarse, needs fewer classes than the one "
+                f"before ({coarse} after {fine})"
+            )
+    return text
+
+
 # The published recipe's values of the engine's flags (main_suppix_hier.py;
 # 100 epochs as its README runs).
 ENGINE_DEFAULTS = dict(
@@ -168,6 +206,7 @@ class HierarchicalTask(Task):
 
     def __init__(self, args):
         self.args = args
+        check_out_dir(args.out)
         self.data_set = DATA_SETS[args.data_set]
         self.hierarchy = self._hierarchy(args)
         self.levels = len(self.hierarchy.num_classes)
@@ -185,6 +224,8 @@ class HierarchicalTask(Task):
             # Evaluation only (the published --eval): predictions.csv from the
             # --finetune / --resume weights; no schedule over zero epochs.
             args.sched = "none"
+            if not (args.finetune or args.resume) and int(os.environ.get("RANK", "0")) == 0:
+                print("--epochs 0 without --finetune or --resume: evaluating randomly initialised weights", flush=True)
         self._scale_lr(args)
         self._val = None
 
@@ -192,10 +233,8 @@ class HierarchicalTask(Task):
 
     def _hierarchy(self, args) -> Hierarchy:
         if not args.data:
-            levels = parse_ints(args.synthetic_levels, "--synthetic-levels")
-            if not levels:
-                raise CLIError("--synthetic-levels: give at least one level")
-            return synthetic_hierarchy(levels)
+            # Checked when parsed (_synthetic_levels).
+            return synthetic_hierarchy(parse_ints(args.synthetic_levels, "--synthetic-levels"))
         check_dir(args.data, "--data")
         if self.data_set != "folder" and args.hierarchy:
             raise CLIError(f"--hierarchy: --data-set {args.data_set} brings its own (published) hierarchy")
@@ -279,6 +318,8 @@ class HierarchicalTask(Task):
             raise CLIError(f"--cutmix-minmax {args.cutmix_minmax}: need 0 < min < max <= 1")
         if not (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
             return None
+        from .mixup import HierarchicalMixup  # timm's Mixup: imported only when training
+
         return HierarchicalMixup(
             num_classes,
             mixup_alpha=args.mixup,

@@ -10,12 +10,12 @@ import os
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torchvision import transforms
+from PIL import Image, UnidentifiedImageError
 
-MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..._cli import not_utf8
 
+# timm and torchvision are imported where used: the training CLI's --help
+# imports this module and should not wait for them.
 
 AUGMENTS = ("report", "light")
 
@@ -26,6 +26,8 @@ def train_transform(size: int, augment: str = "report", vflip: bool = False):
     all four, affine: 10 degrees, translate 0.1, scale 0.9-1.1); ``vflip``
     adds a vertical flip after the horizontal one. ``"light"``: our earlier
     set (vertical flip always, hue 0.02, no rotation in the affine)."""
+    from torchvision import transforms
+
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     if augment == "light":
@@ -44,26 +46,42 @@ def train_transform(size: int, augment: str = "report", vflip: bool = False):
             transforms.ColorJitter(0.2, 0.2, 0.2, 0.02),
             transforms.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1)),
         ]
-    return transforms.Compose([*ops, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    return transforms.Compose([*ops, transforms.ToTensor(), normalize()])
 
 
 def eval_transform(size: int):
-    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), normalize()])
+
+
+def normalize():
+    """timm's ImageNet normalisation, which every model here trains with."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torchvision import transforms
+
+    return transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 class CsvMultiLabel(torch.utils.data.Dataset):
-    """``image,<class 1>,<class 2>,...`` with 0/1 columns; images under ``root``."""
+    """``image,<class 1>,<class 2>,...`` with 0/1 columns; images under ``root``.
+    Every row's image is checked (:meth:`check_images`), so a bad row is
+    named with its CSV line before training starts, not as a traceback from
+    a data-loading worker an epoch later."""
 
-    def __init__(self, csv_path: str, root: str, classes: Sequence[str], transform):
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames:
-                raise ValueError(f"{csv_path}: empty file (expected a header: image,<class>,...)")
-            missing = [c for c in classes if c not in reader.fieldnames]
-            if missing:
-                raise ValueError(f"{csv_path}: no column for the classes {missing} (columns: {reader.fieldnames})")
-            key = reader.fieldnames[0]
-            rows = list(reader)
+    def __init__(self, csv_path: str, root: str, classes: Sequence[str], transform, check_images: bool = True):
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames:
+                    raise ValueError(f"{csv_path}: empty file (expected a header: image,<class>,...)")
+                missing = [c for c in classes if c not in reader.fieldnames]
+                if missing:
+                    raise ValueError(f"{csv_path}: no column for the classes {missing} (columns: {reader.fieldnames})")
+                key = reader.fieldnames[0]
+                rows = list(reader)
+        except UnicodeDecodeError as e:
+            raise ValueError(not_utf8(csv_path, e)) from None
         if not rows:
             raise ValueError(f"{csv_path}: a header but no rows")
         labels = []
@@ -72,8 +90,18 @@ class CsvMultiLabel(torch.utils.data.Dataset):
                 raise ValueError(f"{csv_path} line {number}: no image name in column {key!r}")
             labels.append([_binary(r[c], csv_path, number, c) for c in classes])
         self.paths = [os.path.join(root, r[key]) for r in rows]
+        self.rows = [f"{csv_path} line {number}" for number in range(2, len(rows) + 2)]
         self.labels = torch.tensor(labels)
         self.transform = transform
+        if check_images:
+            self.check_images()
+
+    def check_images(self) -> None:
+        """Every row's image is a file PIL identifies, else a ``ValueError``
+        naming the CSV line (``check_images=False`` defers this, so that a
+        caller reads the labels of all its CSVs first)."""
+        for path, row in zip(self.paths, self.rows):
+            _check_image(path, row)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -81,9 +109,22 @@ class CsvMultiLabel(torch.utils.data.Dataset):
     def __getitem__(self, i):
         try:
             image = Image.open(self.paths[i]).convert("RGB")
-        except (FileNotFoundError, OSError) as e:
-            raise FileNotFoundError(f"CsvMultiLabel: image {self.paths[i]} (item {i}): {e.strerror or e}") from None
+        except OSError as e:  # changed since the check in __init__
+            raise ValueError(f"{self.rows[i]}: image {self.paths[i]}: {e.strerror or e}") from None
         return self.transform(image), self.labels[i]
+
+
+def _check_image(path: str, row: str) -> None:
+    """``path`` is a file PIL identifies as an image (its header only is
+    read), else a ``ValueError`` naming ``row``."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{row}: image {path}: {'a folder' if os.path.isdir(path) else 'no such file'}")
+    try:
+        with Image.open(path):
+            pass
+    except OSError as e:
+        reason = "not an image PIL can read" if isinstance(e, UnidentifiedImageError) else (e.strerror or str(e))
+        raise ValueError(f"{row}: image {path}: {reason}") from None
 
 
 def _binary(cell, path: str, line: int, column: str) -> float:
@@ -105,7 +146,7 @@ class SyntheticMultiLabel(torch.utils.data.Dataset):
 
     def __init__(self, num_classes: int = 6, size: int = 64, length: int = 256, seed: int = 0, train: bool = True):
         self.num_classes, self.size, self.length, self.seed = num_classes, size, length, seed
-        self.norm = transforms.Normalize(MEAN, STD)
+        self.norm = normalize()
         self.flip = train
         g = torch.Generator().manual_seed(seed)
         self.labels = (torch.rand(length, num_classes, generator=g) < 0.3).float()

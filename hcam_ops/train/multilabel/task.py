@@ -20,18 +20,8 @@ import os
 
 import torch
 
-from ..._cli import CLIError, check_dir, check_file, parse_json
+from ..._cli import CLIError, check_dir, check_file, check_out_dir, image_side, parse_json, positive_int
 from ...data.plant_pathology import LEAF_CLASSES
-from ...metrics import (
-    format_table,
-    multilabel_report,
-    parse_views,
-    predict_tta,
-    read_log,
-    save_history_curves,
-    save_plots,
-    search_thresholds,
-)
 from ..distributed import ShardSampler, World, gather_rows, sum_across
 from ..engine import Task
 from . import preset
@@ -69,9 +59,11 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--test-csv", help="default: the validation CSV")
     ap.add_argument("--images", help="folder the CSV image paths are relative to (default: the CSV's folder)")
     ap.add_argument("--classes", default=",".join(LEAF_CLASSES), help="comma-separated class names (CSV columns)")
-    ap.add_argument("--synthetic-size", type=int, default=256)
+    ap.add_argument("--synthetic-size", type=positive_int("--synthetic-size"), default=256)
     ap.add_argument("--model", default="arc_psa_swin_tiny", help=f"one of {', '.join(MODELS)}")
-    ap.add_argument("--img-size", type=int, default=224, help=f"Swin models: a multiple of {SWIN_STRIDE}")
+    ap.add_argument(
+        "--img-size", type=image_side("--img-size"), default=224, help=f"Swin models: a multiple of {SWIN_STRIDE}"
+    )
     ap.add_argument("--backbone-checkpoint", help="local backbone weights (Swin, EVA tower)")
     ap.add_argument(
         "--backbone-kwargs",
@@ -124,6 +116,7 @@ class MultilabelTask(Task):
 
     def __init__(self, args):
         self.args = args
+        check_out_dir(args.out)
         self.classes = _names(args.classes)
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise CLIError(f"--classes {args.classes!r}: give distinct, comma-separated class names")
@@ -136,6 +129,8 @@ class MultilabelTask(Task):
             raise CLIError(f"--oversample-factor {factor}: must be >= 1 (an integer with --oversample-mode duplicate)")
         if args.oversample_val and args.oversample_mode != "duplicate":
             raise CLIError("--oversample-val: only with --oversample-mode duplicate")
+        from ...metrics import parse_views  # torchmetrics: imported by a run, not by --help
+
         try:
             self.tta = parse_views(args.tta)
         except ValueError as e:
@@ -200,6 +195,9 @@ class MultilabelTask(Task):
                 self.model_name, backbone_checkpoint=self.args.backbone_checkpoint, **self.model_config
             )
         except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+            weights = self.args.backbone_checkpoint
+            if weights and str(e).startswith(f"{weights}:"):  # load_backbone names the file
+                raise CLIError(f"--backbone-checkpoint {e}") from None
             raise CLIError(
                 f"--model {self.model_name} with --backbone-kwargs {self.args.backbone_kwargs} "
                 f"--model-kwargs {self.args.model_kwargs}: {e}"
@@ -208,7 +206,7 @@ class MultilabelTask(Task):
     def _csv(self, path, transform):
         root = self.args.images or os.path.dirname(self.args.train_csv)
         try:
-            return CsvMultiLabel(path, root, self.classes, transform)
+            return CsvMultiLabel(path, root, self.classes, transform, check_images=False)
         except ValueError as e:
             raise CLIError(str(e)) from None
 
@@ -232,6 +230,11 @@ class MultilabelTask(Task):
             train = self._csv(a.train_csv, augment)
             val = self._csv(a.val_csv, eval_transform(a.img_size))
             self.test = self._csv(a.test_csv or a.val_csv, eval_transform(a.img_size))
+            try:  # after every CSV's labels: a bad label is reported first, wherever it is
+                for ds in (train, val, self.test):
+                    ds.check_images()
+            except ValueError as e:
+                raise CLIError(str(e)) from None
         else:
             n, K = a.synthetic_size, len(self.classes)
             train = SyntheticMultiLabel(K, a.img_size, n, a.seed, True)
@@ -299,6 +302,8 @@ class MultilabelTask(Task):
 
     @torch.no_grad()
     def _predict(self, bare, loader, device, world: World, views, with_loss: bool):
+        from ...metrics import predict_tta
+
         bare.eval()
         probs, labels, loss = [], [], 0.0
         for x, y in loader:
@@ -315,6 +320,8 @@ class MultilabelTask(Task):
     def evaluate(self, bare, loader, device, world: World) -> dict[str, float]:
         # The training epoch is over: set its predictions aside for
         # train_metrics, whenever the engine asks (and never let them pile up).
+        from ...metrics import multilabel_report
+
         if self._stash:
             self._finished = self._take_stash()
         probs, labels, loss = self._predict(bare, loader, device, world, (), True)
@@ -339,6 +346,15 @@ class MultilabelTask(Task):
     def finish(self, bare, device, world: World, out_dir: str) -> dict:
         """Thresholds searched on validation, applied to the test split; the
         report's table, pictures and training curves."""
+        from ...metrics import (
+            format_table,
+            multilabel_report,
+            read_log,
+            save_history_curves,
+            save_plots,
+            search_thresholds,
+        )
+
         a = self.args
 
         def shard(ds):
@@ -352,6 +368,9 @@ class MultilabelTask(Task):
         probs, labels, _ = self._predict(bare, shard(self.test), device, world, self.tta, False)
         report = multilabel_report(probs, labels, thresholds, self.classes)
         if world.main:
+            if a.train_csv and not a.test_csv:
+                # The thresholds were searched on this very split: not a held-out test.
+                print(f"test = the validation split {a.val_csv} (no --test-csv), the one the thresholds were tuned on")
             print(format_table(report))
             save_plots(val_report, out_dir, prefix="val_")
             save_plots(report, out_dir, prefix="test_")
