@@ -47,10 +47,10 @@ class CLIParser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}")
 
 
-def _bounded(kind, low, strict: bool = False):
+def _bounded(kind, low, strict: bool = False, most=None):
     """An argparse ``type=``: ``kind`` (int or float) of the text, finite
-    and >= ``low`` (> ``low`` when ``strict``); otherwise a usage error that
-    argparse prints as one line naming the flag."""
+    and >= ``low`` (> ``low`` when ``strict``; <= ``most`` when given);
+    otherwise a usage error that argparse prints as one line naming the flag."""
 
     def parse(text: str):
         try:
@@ -61,14 +61,23 @@ def _bounded(kind, low, strict: bool = False):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"{value:g} must be {'>' if strict else '>='} {low}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{value:g} must be at most {most}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
 
 
+# The largest image side a CLI accepts: beyond it a model's activations
+# outgrow any machine's memory, and the failure would come minutes later,
+# deep inside an allocation.
+MAX_IMAGE_SIDE = 4096
+
 non_negative_int = _bounded(int, 0)
-finite_non_negative_float = _bounded(float, 0)
+positive_int = _bounded(int, 0, strict=True)
+image_side = _bounded(int, 0, strict=True, most=MAX_IMAGE_SIDE)  # pixels
+finite_non_negative_float = _bounded(float, 0)  # weights, rates
 positive_float = _bounded(float, 0, strict=True)
 
 
@@ -123,12 +132,6 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
     return values
 
 
-# The largest image side a CLI accepts: beyond it a model's activations
-# outgrow any machine's memory, and the failure would come minutes later,
-# deep inside an allocation.
-MAX_IMAGE_SIDE = 4096
-
-
 def check_out_dir(path: str | None, flag: str = "--out") -> str | None:
     """An output folder the tool makes later: an existing file at ``path``
     (or above it) is refused now, before any work."""
@@ -148,46 +151,6 @@ def check_out_file(path: str, flag: str) -> str:
         raise CLIError(f"{flag} {path}: is a folder; give the file to write")
     check_out_dir(os.path.dirname(path), flag)
     return path
-
-
-def positive_int(flag: str, most: int | None = None):
-    """An argparse ``type``: an integer > 0 (and <= ``most``), else one line
-    naming ``flag`` when the command line is parsed."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise CLIError(f"{flag} {text!r}: not an integer") from None
-        if value <= 0:
-            raise CLIError(f"{flag} {value}: must be > 0")
-        if most is not None and value > most:
-            raise CLIError(f"{flag} {value}: must be at most {most}")
-        return value
-
-    return parse
-
-
-def image_side(flag: str):
-    """An argparse ``type`` for an image side in pixels: 1 to
-    :data:`MAX_IMAGE_SIDE`."""
-    return positive_int(flag, MAX_IMAGE_SIDE)
-
-
-def non_negative_float(flag: str):
-    """An argparse ``type``: a finite number >= 0 (a weight, a rate), else
-    one line naming ``flag`` (``nan`` and ``inf`` included)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise CLIError(f"{flag} {text!r}: not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise CLIError(f"{flag} {text}: must be a finite number >= 0")
-        return value
-
-    return parse
 
 
 def not_utf8(path: str, error: UnicodeDecodeError) -> str:

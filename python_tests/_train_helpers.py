@@ -13,3 +13,18 @@ TINY_MULTILABEL = [
 ]  # fmt: skip
 # 16 generated images in batches of 8, no progress bar, no TensorBoard.
 QUICK = ["--synthetic-size", "16", "--batch-size", "8", "--no-progress", "--no-tensorboard"]
+
+
+def exits_with_one_line(fn, *expected: str) -> str:
+    """Runs ``fn``: it must stop with one ``error: ...`` line (a CLIError or
+    an argparse usage error, never a traceback) holding every ``expected``
+    text; returns the line."""
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        fn()
+    message = str(info.value.code)
+    assert "\n" not in message and message.startswith("error: "), message
+    for text in expected:
+        assert text in message, message
+    return message

@@ -14,7 +14,7 @@ pytest.importorskip("timm", reason="the timm package is not installed here")
 pytest.importorskip("skimage", reason="the skimage package is not installed here")
 import timm  # noqa: E402
 import torch  # noqa: E402
-from _train_helpers import QUICK, TINY_HCAST, TINY_MULTILABEL  # noqa: E402
+from _train_helpers import QUICK, TINY_HCAST, TINY_MULTILABEL, exits_with_one_line  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from hcam_ops import checkpoint  # noqa: E402
@@ -27,18 +27,8 @@ DISTILL = ["distill", "--no-distill", "--image-size", "64", "--synthetic-size", 
 HEADER = "image," + ",".join(LEAF_CLASSES) + "\n"
 
 
-def _fails(fn, *expected):
-    with pytest.raises(SystemExit) as info:
-        fn()
-    message = str(info.value.code)
-    assert "\n" not in message and message.startswith("error: "), message
-    for text in expected:
-        assert text in message, message
-    return message
-
-
 def _train_fails(argv, *expected):
-    return _fails(lambda: train_main(argv), *expected)
+    return exits_with_one_line(lambda: train_main(argv), *expected)
 
 
 def _png(path, size=(64, 64)):
@@ -67,18 +57,22 @@ def multilabel_ckpt(tmp_path_factory):
 
 def test_task_numeric_flags_are_checked_when_parsed(tmp_path):
     out = ["--out", str(tmp_path / "o")]
-    _train_fails([*TINY_H, "--synthetic-size", "0", *out], "--synthetic-size 0", "> 0")
-    _train_fails([*TINY_M, "--synthetic-size", "0", *out], "--synthetic-size 0", "> 0")
-    _train_fails([*DISTILL, "--synthetic-size", "0", *out], "--synthetic-size 0", "> 0")
+    _train_fails([*TINY_H, "--synthetic-size", "0", *out], "argument --synthetic-size", "0 must be > 0")
+    _train_fails([*TINY_M, "--synthetic-size", "0", *out], "argument --synthetic-size", "0 must be > 0")
+    _train_fails([*DISTILL, "--synthetic-size", "0", *out], "argument --synthetic-size", "0 must be > 0")
     _train_fails([*TINY_H, "--synthetic-levels", "4,8", *out], "--synthetic-levels 4,8", "fewer classes")
     _train_fails([*TINY_H, "--synthetic-levels", "4,4", *out], "--synthetic-levels 4,4")
-    _train_fails([*TINY_H, "--cam-weight", "nan", *out], "--cam-weight nan", "finite")
-    _train_fails([*TINY_H, "--cam-weight", "-0.5", *out], "--cam-weight -0.5", ">= 0")
-    _train_fails([*DISTILL, "--distill-weight", "nan", *out], "--distill-weight nan", "finite")
-    _train_fails([*DISTILL, "--distill-weight", "inf", *out], "--distill-weight inf")
-    _train_fails([*DISTILL, "--image-size", "0", *out], "--image-size 0", "> 0")
-    _train_fails([*TINY_H, "--img-size", "100000", *out], "--img-size 100000", "at most 4096")
-    _train_fails([*TINY_M, "--img-size", "100000", *out], "--img-size 100000", "at most 4096")
+    _train_fails([*TINY_H, "--cam-weight", "nan", *out], "argument --cam-weight", "'nan' is not a finite number")
+    _train_fails([*TINY_H, "--cam-weight", "-0.5", *out], "argument --cam-weight", "-0.5 must be >= 0")
+    _train_fails(
+        [*DISTILL, "--distill-weight", "nan", *out], "argument --distill-weight", "'nan' is not a finite number"
+    )
+    _train_fails(
+        [*DISTILL, "--distill-weight", "inf", *out], "argument --distill-weight", "'inf' is not a finite number"
+    )
+    _train_fails([*DISTILL, "--image-size", "0", *out], "argument --image-size", "0 must be > 0")
+    _train_fails([*TINY_H, "--img-size", "100000", *out], "argument --img-size", "100000 must be at most 4096")
+    _train_fails([*TINY_M, "--img-size", "100000", *out], "argument --img-size", "100000 must be at most 4096")
 
 
 def test_train_out_that_is_a_file(tmp_path):
@@ -117,9 +111,11 @@ def test_backbone_checkpoint_that_is_a_text_file(tmp_path):
 
 def test_epochs_0_without_weights_says_so(tmp_path, capsys):
     train_main([*TINY_H, "--synthetic-size", "8", "--epochs", "0", "--out", str(tmp_path / "o")])
-    assert (
-        "--epochs 0 without --finetune or --resume: evaluating randomly initialised weights" in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "--epochs 0 without --finetune or --resume: evaluating randomly initialised weights" in out
+    # The banner names the model as built (--embed-dim 48 of the tiny run), not only its timm name.
+    banner = next(line for line in out.splitlines() if line.startswith("hcam_ops.train hierarchical:"))
+    assert "model cast_small(" in banner and "embed_dim=48" in banner, banner
 
 
 def test_test_report_without_test_csv_is_labelled_validation(tmp_path, capsys):
@@ -145,11 +141,19 @@ def test_cam_bad_input_is_one_line(tmp_path, multilabel_ckpt):
     run = ["--checkpoint", multilabel_ckpt, "--image", image]
     taken = tmp_path / "taken"
     taken.write_text("a file")
-    _fails(lambda: cam_main([*run, "--out", str(taken)]), f"--out {taken}", "is a file")
-    _fails(lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--img-size", "33"]), "--img-size 33")
-    _fails(lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--img-size", "100000"]), "--img-size 100000")
-    _fails(lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--classes", "a,b"]), "--classes a,b", "2 names", "6")
-    _fails(lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--method", "nocam"]), "--method 'nocam'", "gradcam")
+    exits_with_one_line(lambda: cam_main([*run, "--out", str(taken)]), f"--out {taken}", "is a file")
+    exits_with_one_line(lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--img-size", "33"]), "--img-size 33")
+    exits_with_one_line(
+        lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--img-size", "100000"]),
+        "argument --img-size",
+        "100000 must be at most 4096",
+    )
+    exits_with_one_line(
+        lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--classes", "a,b"]), "--classes a,b", "2 names", "6"
+    )
+    exits_with_one_line(
+        lambda: cam_main([*run, "--out", str(tmp_path / "o"), "--method", "nocam"]), "--method 'nocam'", "gradcam"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,19 +164,23 @@ def test_cam_names_the_tool_for_a_detector_checkpoint(tmp_path, name, tool):
 
     path = tmp_path / "det.pth"
     torch.save(checkpoint.model_checkpoint(name, {"num_classes": 4}, {}, task="distill"), path)
-    _fails(lambda: cam_main(["--checkpoint", str(path), "--image", _png(tmp_path / "x.png"), "--out", str(tmp_path)]),
-           f"--checkpoint {path}", tool)  # fmt: skip
+    argv = ["--checkpoint", str(path), "--image", _png(tmp_path / "x.png"), "--out", str(tmp_path)]
+    exits_with_one_line(lambda: cam_main(argv), f"--checkpoint {path}", tool)
 
 
 def test_detect_names_the_tool_for_a_training_checkpoint(tmp_path, multilabel_ckpt):
     from hcam_ops.cam.detect import main as detect_main
 
     image = _png(tmp_path / "x.png")
-    _fails(lambda: detect_main(["--checkpoint", multilabel_ckpt, "--image", image, "--out", str(tmp_path / "o")]),
-           "python -m hcam_ops.train multilabel", "python -m hcam_ops.cam draws")  # fmt: skip
+    argv = ["--checkpoint", multilabel_ckpt, "--image", image, "--out", str(tmp_path / "o")]
+    exits_with_one_line(
+        lambda: detect_main(argv), "python -m hcam_ops.train multilabel", "python -m hcam_ops.cam draws"
+    )
     taken = tmp_path / "taken"
     taken.write_text("a file")
-    _fails(lambda: detect_main(["--checkpoint", multilabel_ckpt, "--image", image, "--out", str(taken)]), "is a file")
+    exits_with_one_line(
+        lambda: detect_main(["--checkpoint", multilabel_ckpt, "--image", image, "--out", str(taken)]), "is a file"
+    )
 
 
 def test_cam_overlay_keeps_the_photos_size(tmp_path, multilabel_ckpt):
@@ -202,7 +210,7 @@ def test_build_model_takes_only_registered_models_and_their_keys(name, config, e
     from hcam_ops.models import build_model
 
     ckpt = checkpoint.model_checkpoint(name, config, {}, task="multilabel")
-    _fails(lambda: build_model(ckpt, "crafted.pth"), "crafted.pth", expected)
+    exits_with_one_line(lambda: build_model(ckpt, "crafted.pth"), "crafted.pth", expected)
 
 
 def test_load_backbone_reads_weights_only(tmp_path, monkeypatch):
@@ -227,7 +235,9 @@ def test_convert_output_that_is_a_folder(tmp_path):
     from hcam_ops.train.distill import convert
 
     (tmp_path / "in.pth").write_bytes(b"x")
-    _fails(lambda: convert.main([str(tmp_path / "in.pth"), str(tmp_path)]), f"OUT {tmp_path}", "is a folder")
+    exits_with_one_line(
+        lambda: convert.main([str(tmp_path / "in.pth"), str(tmp_path)]), f"OUT {tmp_path}", "is a folder"
+    )
 
 
 def test_plant_pathology_out_file_and_non_utf8_csv(tmp_path):
@@ -236,10 +246,10 @@ def test_plant_pathology_out_file_and_non_utf8_csv(tmp_path):
     (tmp_path / "train_images").mkdir()
     csv = tmp_path / "train.csv"
     csv.write_bytes(b"image,labels\n" + "caf\xe9.jpg,scab\n".encode("latin-1"))
-    _fails(lambda: pp_main([str(tmp_path), "--out", str(tmp_path / "o")]), "train.csv", "not UTF-8")
+    exits_with_one_line(lambda: pp_main([str(tmp_path), "--out", str(tmp_path / "o")]), "train.csv", "not UTF-8")
     taken = tmp_path / "taken"
     taken.write_text("a file")
-    _fails(lambda: pp_main([str(tmp_path), "--out", str(taken)]), f"--out {taken}", "is a file")
+    exits_with_one_line(lambda: pp_main([str(tmp_path), "--out", str(taken)]), f"--out {taken}", "is a file")
 
 
 # -- --help loads no heavy library ---------------------------------------------------

@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from _train_helpers import exits_with_one_line
 
 from hcam_ops import checkpoint
 from hcam_ops.data.synthetic_detection import SyntheticDetection, to_coco
@@ -37,13 +38,7 @@ def run(out, *flags):
 
 
 def one_line_error(argv_or_fn, *needles):
-    with pytest.raises(SystemExit) as e:
-        argv_or_fn() if callable(argv_or_fn) else main(argv_or_fn)
-    message = str(e.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    return message
+    return exits_with_one_line(argv_or_fn if callable(argv_or_fn) else lambda: main(argv_or_fn), *needles)
 
 
 @pytest.fixture(scope="module")

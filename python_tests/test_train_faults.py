@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("timm", reason="the timm package is not installed here")
 pytest.importorskip("skimage", reason="the skimage package is not installed here")
 import torch  # noqa: E402
-from _train_helpers import QUICK, TINY_HCAST, TINY_MULTILABEL  # noqa: E402
+from _train_helpers import QUICK, TINY_HCAST, TINY_MULTILABEL, exits_with_one_line  # noqa: E402
 
 from hcam_ops import checkpoint  # noqa: E402
 from hcam_ops.train import cli, main, signals  # noqa: E402
@@ -30,16 +30,6 @@ from hcam_ops.train.multilabel.data import SyntheticMultiLabel  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_H = ["hierarchical", *TINY_HCAST, *QUICK]
 TINY_M = ["multilabel", *TINY_MULTILABEL, *QUICK]
-
-
-def _one_line(fn, *expected):
-    with pytest.raises(SystemExit) as info:
-        fn()
-    message = str(info.value.code)
-    assert "\n" not in message and message.startswith("error: "), message
-    for text in expected:
-        assert text in message, message
-    return message
 
 
 def _nan_item(monkeypatch, cls, bad_index, from_call):
@@ -74,7 +64,7 @@ def test_nan_image_stops_hierarchical_naming_the_batch(tmp_path, monkeypatch):
     exit 0 and overwrite best.pth with NaN weights."""
     _nan_item(monkeypatch, WithSegments, 5, from_call=16)
     out = tmp_path / "h"
-    msg = _one_line(
+    msg = exits_with_one_line(
         lambda: main([*TINY_H, "--epochs", "3", "--out", str(out)]), "non-finite loss", "epoch 1, step", "samples"
     )
     assert "5" in msg.split("samples")[1]
@@ -85,7 +75,9 @@ def test_nan_image_stops_hierarchical_naming_the_batch(tmp_path, monkeypatch):
 def test_nan_image_stops_multilabel_in_one_line(tmp_path, monkeypatch):
     """Multi-label used to stop with a long traceback naming no batch."""
     _nan_item(monkeypatch, SyntheticMultiLabel, 2, from_call=0)
-    _one_line(lambda: main([*TINY_M, "--epochs", "1", "--out", str(tmp_path / "m")]), "epoch 0, step", "samples")
+    exits_with_one_line(
+        lambda: main([*TINY_M, "--epochs", "1", "--out", str(tmp_path / "m")]), "epoch 0, step", "samples"
+    )
     assert not (tmp_path / "m" / "last.pth").exists()
 
 
@@ -150,7 +142,9 @@ def test_fgd_value_error_becomes_the_line_that_names_the_batch(tmp_path):
             raise ValueError("FGDLoss: loss_fg not finite: student or teacher maps hold NaN or Inf")
         return loss
 
-    _one_line(lambda: _fit(Tiny(fault), tmp_path), "FGDLoss: loss_fg not finite", "epoch 1, step 1", "samples")
+    exits_with_one_line(
+        lambda: _fit(Tiny(fault), tmp_path), "FGDLoss: loss_fg not finite", "epoch 1, step 1", "samples"
+    )
     assert _epoch(tmp_path / "t" / "last.pth") == 0
 
 
@@ -161,7 +155,9 @@ def test_nonfinite_gradient_stops_without_clipping(tmp_path):
     def fault(task, bare, loss):
         return loss + (torch.sqrt(bare[0].weight[0, 0] * 0) if task.epoch == 1 else 0)
 
-    _one_line(lambda: _fit(Tiny(fault), tmp_path, "--clip-grad", "0"), "non-finite gradient", "epoch 1, step 0")
+    exits_with_one_line(
+        lambda: _fit(Tiny(fault), tmp_path, "--clip-grad", "0"), "non-finite gradient", "epoch 1, step 0"
+    )
     assert _epoch(tmp_path / "t" / "last.pth") == 0 and _finite(tmp_path / "t" / "last.pth")
 
 
@@ -177,7 +173,7 @@ def test_nonfinite_weights_are_never_saved(tmp_path):
                 bare[1].running_var.fill_(float("inf"))
 
     task.after_step = poison
-    _one_line(lambda: _fit(task, tmp_path), "epoch 2 left non-finite weights", "1.running_var")
+    exits_with_one_line(lambda: _fit(task, tmp_path), "epoch 2 left non-finite weights", "1.running_var")
     assert _epoch(tmp_path / "t" / "last.pth") == 1 and _finite(tmp_path / "t" / "last.pth")
 
 
@@ -207,7 +203,7 @@ def test_nonfinite_weights_are_never_saved(tmp_path):
 def test_engine_numeric_flags_are_checked_when_parsed(tmp_path, flag, value, text):
     """``--epochs -1`` used to be an AssertionError, ``--workers -1`` a
     traceback, ``--clip-grad -1`` trained uphill."""
-    _one_line(lambda: main([*TINY_H, flag, value, "--out", str(tmp_path)]), f"argument {flag}", text)
+    exits_with_one_line(lambda: main([*TINY_H, flag, value, "--out", str(tmp_path)]), f"argument {flag}", text)
 
 
 # -- 3. exact resume -----------------------------------------------------------------
@@ -377,7 +373,7 @@ def test_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, mo
 
     monkeypatch.setattr(torch, "save", full)
     last = out / "last.pth"
-    _one_line(lambda: _fit(Tiny(), tmp_path), f"no space left writing {last}", "the previous file is kept")
+    exits_with_one_line(lambda: _fit(Tiny(), tmp_path), f"no space left writing {last}", "the previous file is kept")
     assert sorted(p for p in os.listdir(out) if ".tmp" in p) == [] and _epoch(last) == 0
 
 
@@ -389,5 +385,5 @@ def test_nan_image_stops_the_student_alone_run(tmp_path, monkeypatch):
     out = tmp_path / "s"
     argv = ["distill", "--student-alone", "--image-size", "64", "--synthetic-size", "2", "--batch-size", "1"]
     argv += ["--epochs", "1", "--no-tensorboard", "--no-progress", "--out", str(out)]
-    _one_line(lambda: main(argv), "non-finite loss", "samples 1")
+    exits_with_one_line(lambda: main(argv), "non-finite loss", "samples 1")
     assert not (out / "last.pth").exists()

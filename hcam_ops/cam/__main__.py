@@ -45,7 +45,7 @@ def parse_args(argv=None):
     ap.add_argument("--model", help="the timm name, for a bare state dict or no checkpoint (random weights)")
     ap.add_argument("--image", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--img-size", type=image_side("--img-size"), help="default: the checkpoint's, else 224")
+    ap.add_argument("--img-size", type=image_side, help="default: the checkpoint's, else 224")
     ap.add_argument("--classes", help="comma-separated class names (default: the checkpoint's)")
     ap.add_argument(
         "--method",

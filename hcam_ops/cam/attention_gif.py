@@ -86,7 +86,7 @@ def main(argv=None) -> list[str]:
     ap.add_argument("--model", help="the timm name, for a bare state dict or no checkpoint (random weights)")
     ap.add_argument("--image", action="append", required=True, help="repeat for several images (a GIF each)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--img-size", type=image_side("--img-size"), help="default: the checkpoint's, else 224")
+    ap.add_argument("--img-size", type=image_side, help="default: the checkpoint's, else 224")
     ap.add_argument("--classes", help="comma-separated class names (default: the checkpoint's)")
     ap.add_argument("--head-fusion", default="mean", choices=HEAD_FUSIONS)
     ap.add_argument("--discard-ratio", type=float, default=0.9, help="rollout: share of the weakest weights dropped")

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from .._cli import CLIError, CLIParser, finite_non_negative_float, non_negative_int, positive_float
+from .._cli import CLIError, CLIParser, check_out_dir, finite_non_negative_float, non_negative_int, positive_float
 from .engine import AMP_DTYPES, fit
 
 TASKS = ("hierarchical", "multilabel", "distill")
@@ -128,6 +128,7 @@ def main(argv=None):
     hierarchical full-path accuracy, the distillation student's mAP)."""
     argv = route(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    check_out_dir(args.out)  # before a task reads its data: an --out that is a file fails first
     if args.command == "hierarchical":
         from .hierarchical.task import HierarchicalTask as Task
     elif args.command == "multilabel":

@@ -101,6 +101,13 @@ class NonFinite(Exception):
     """A non-finite loss or gradient, or non-finite weights before a save."""
 
 
+def built_model(task: Task) -> str:
+    """The model as built: its timm name and the configuration it was given
+    (``cast_small(embed_dim=32, ...)``), not the name alone."""
+    config = ", ".join(f"{k}={v!r}" for k, v in task.model_config.items())
+    return f"{task.model_name}({config})"
+
+
 def fit(task: Task, args):
     """Trains ``task`` as ``args`` say; returns what the task's ``finish``
     returns (the multilabel test report), else the best monitored value."""
@@ -220,7 +227,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         )
         print(
             f"hcam_ops.train {task.name}: device {device}, world size {world.size}"
-            f"{f' ({world.backend})' if world.distributed else ''}, model {task.model_name} "
+            f"{f' ({world.backend})' if world.distributed else ''}, model {built_model(task)} "
             f"({n_params / 1e6:.2f} M parameters{f', {synced} BatchNorm layers synchronised' if synced else ''}), "
             f"results in {os.path.abspath(args.out)}",
             flush=True,

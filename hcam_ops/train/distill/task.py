@@ -14,7 +14,7 @@ import os
 import torch
 
 from ... import checkpoint
-from ..._cli import CLIError, check_out_dir, image_side, non_negative_float, parse_json, positive_int
+from ..._cli import CLIError, finite_non_negative_float, image_side, parse_json, positive_int
 from ...nn.fgd_presets import has_skipped_levels, presets
 from ..distributed import World
 from ..engine import Task
@@ -44,13 +44,13 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--data", default="synthetic", help="synthetic, or a COCO folder (annotations.json + images)")
     g.add_argument(
         "--synthetic-size",
-        type=positive_int("--synthetic-size"),
+        type=positive_int,
         default=64,
         help="synthetic training images (val: a quarter)",
     )
     g.add_argument(
         "--image-size",
-        type=image_side("--image-size"),
+        type=image_side,
         help="synthetic image side (default 128); COCO: override the size",
     )
     g.add_argument("--num-classes", type=int, default=3, help="synthetic object classes (1-4)")
@@ -62,7 +62,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--distill-weight",
-        type=non_negative_float("--distill-weight"),
+        type=finite_non_negative_float,
         default=1.0,
         help="scales every distillation term",
     )
@@ -107,7 +107,6 @@ class DistillTask(Task):
         from ...models.detection import DISTILLER_NAME, family  # timm, torchvision: not for --help
 
         self.args = args
-        check_out_dir(args.out)
         if args.student_alone:
             if args.arch_size == "teacher":
                 raise CLIError("--student-alone contradicts --arch-size teacher")

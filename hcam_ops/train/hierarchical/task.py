@@ -44,9 +44,8 @@ from ..._cli import (
     CLIError,
     check_dir,
     check_file,
-    check_out_dir,
+    finite_non_negative_float,
     image_side,
-    non_negative_float,
     parse_ints,
     positive_int,
 )
@@ -99,14 +98,12 @@ def add_args(ap: argparse.ArgumentParser) -> None:
         type=_synthetic_levels,
         help="classes per level of the synthetic set, fine to coarse (each level fewer than the one before)",
     )
-    g.add_argument(
-        "--synthetic-size", type=positive_int("--synthetic-size"), default=256, help="synthetic training images"
-    )
+    g.add_argument("--synthetic-size", type=positive_int, default=256, help="synthetic training images")
     g.add_argument(
         "--img-size",
         "--input-size",
         dest="img_size",
-        type=image_side("--img-size"),
+        type=image_side,
         default=224,
         help="a multiple of 8",
     )
@@ -140,7 +137,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
     g = ap.add_argument_group("loss")
     g.add_argument("--cam-consist", "--cam_consist", action="store_true", help="add the CAM consistency loss")
-    g.add_argument("--cam-weight", "--cam_weight", type=non_negative_float("--cam-weight"), default=0.1)
+    g.add_argument("--cam-weight", "--cam_weight", type=finite_non_negative_float, default=0.1)
     g.add_argument(
         "--cam-pairs", choices=CAM_PAIRS, default="first", help="first: species/family only; adjacent: every pair"
     )
@@ -206,7 +203,6 @@ class HierarchicalTask(Task):
 
     def __init__(self, args):
         self.args = args
-        check_out_dir(args.out)
         self.data_set = DATA_SETS[args.data_set]
         self.hierarchy = self._hierarchy(args)
         self.levels = len(self.hierarchy.num_classes)

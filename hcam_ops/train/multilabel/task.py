@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from ..._cli import CLIError, check_dir, check_file, check_out_dir, image_side, parse_json, positive_int
+from ..._cli import CLIError, check_dir, check_file, image_side, parse_json, positive_int
 from ...data.plant_pathology import LEAF_CLASSES
 from ..distributed import ShardSampler, World, gather_rows, sum_across
 from ..engine import Task
@@ -59,11 +59,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--test-csv", help="default: the validation CSV")
     ap.add_argument("--images", help="folder the CSV image paths are relative to (default: the CSV's folder)")
     ap.add_argument("--classes", default=",".join(LEAF_CLASSES), help="comma-separated class names (CSV columns)")
-    ap.add_argument("--synthetic-size", type=positive_int("--synthetic-size"), default=256)
+    ap.add_argument("--synthetic-size", type=positive_int, default=256)
     ap.add_argument("--model", default="arc_psa_swin_tiny", help=f"one of {', '.join(MODELS)}")
-    ap.add_argument(
-        "--img-size", type=image_side("--img-size"), default=224, help=f"Swin models: a multiple of {SWIN_STRIDE}"
-    )
+    ap.add_argument("--img-size", type=image_side, default=224, help=f"Swin models: a multiple of {SWIN_STRIDE}")
     ap.add_argument("--backbone-checkpoint", help="local backbone weights (Swin, EVA tower)")
     ap.add_argument(
         "--backbone-kwargs",
@@ -116,7 +114,6 @@ class MultilabelTask(Task):
 
     def __init__(self, args):
         self.args = args
-        check_out_dir(args.out)
         self.classes = _names(args.classes)
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise CLIError(f"--classes {args.classes!r}: give distinct, comma-separated class names")
