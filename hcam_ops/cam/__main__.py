@@ -179,8 +179,10 @@ def main(argv=None):
         lines = [f"level {l}\t{names[l][int(k)]}\t{float(probs[l][0, k]):.4f}" for l, k in enumerate(classes[0])]
     else:
         from .classifier import class_cams
+        from .progress import bars_only_on_a_tty
 
-        cams = class_cams(model, x, method=args.method, target_layer=args.target)[0]
+        with bars_only_on_a_tty():
+            cams = class_cams(model, x, method=args.method, target_layer=args.target)[0]
         probs = model.predict(x)[0].tolist()
         paths = save_overlays(photo, at_photo_size(cams), names[0], args.out, scores=probs)
         lines = [f"{n}\t{p:.4f}" for n, p in zip(names[0], probs)]

@@ -167,6 +167,7 @@ def main(argv=None):
         preview(model)
         return
     from .detection import DetCAMVisualizer
+    from .progress import bars_only_on_a_tty
 
     try:
         vis = DetCAMVisualizer(
@@ -187,8 +188,9 @@ def main(argv=None):
         image = read_image(path)
         stem = os.path.splitext(os.path.basename(path))[0]
         try:
-            ex = vis.explain(image, args.topk, args.aug_smooth, args.eigen_smooth)
-            each = vis.explain_each(image, args.topk, args.aug_smooth, args.eigen_smooth) if args.per_box else []
+            with bars_only_on_a_tty():
+                ex = vis.explain(image, args.topk, args.aug_smooth, args.eigen_smooth)
+                each = vis.explain_each(image, args.topk, args.aug_smooth, args.eigen_smooth) if args.per_box else []
         except InputError as e:
             raise _cli_error(e, args, f" (image {path})") from None
         pictures = [(f"{stem}_{vis.method}.png", ex)]

@@ -57,7 +57,13 @@ def _engine_args() -> argparse.ArgumentParser:
     g.add_argument("--out", help="folder for log.csv, tb/, history.png, args.json, last.pth, best.pth")
     g.add_argument("--resume", help="a last.pth of the same configuration to continue from")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when not a TTY)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar, no progress lines")
+    g.add_argument(
+        "--log-every",
+        type=non_negative_int,
+        default=50,
+        help="when stderr is not a terminal: a progress line every N steps (rate, ETA; 0: off)",
+    )
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--no-sync-bn", action="store_true", help="keep BatchNorm statistics per process")
     g.add_argument(

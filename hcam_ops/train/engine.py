@@ -43,6 +43,7 @@ from .. import checkpoint
 from .._cli import CLIError, check_device
 from . import distributed, rng, signals, sync_bn
 from .history import History
+from .progress import ProgressLines
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -235,6 +236,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
     distributed.barrier(world)
 
     show_bar = world.main and not args.no_progress and sys.stderr.isatty()
+    show_lines = world.main and not args.no_progress and not show_bar
     printed_header = False
     updates = start * updates_per_epoch
     for epoch in range(start, args.epochs):
@@ -246,6 +248,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
         optimizer.zero_grad(set_to_none=True)
         bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not show_bar, dynamic_ncols=True)
         last = len(train_loader) - 1
+        lines = ProgressLines(epoch, len(train_loader), args.log_every, show_lines)
         for i, batch in enumerate(bar):
             step_now = (i + 1) % args.accumulate == 0 or i == last
             buffers = _float_buffers(bare) if args.on_nonfinite == "skip" else None
@@ -291,6 +294,7 @@ def _fit(task: Task, args, world: distributed.World, device: torch.device) -> fl
             n += size
             if show_bar:
                 bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+            lines.step(i, sums["loss"] / max(n, 1))
         totals = distributed.sum_across({**sums, "__n": n}, world, device)
         count = max(totals.pop("__n"), 1)
         train = {f"train_{k}": v / count for k, v in totals.items()}
