@@ -27,7 +27,7 @@ def call(x, wf, wc, fi, ci, **kw):
         (lambda a: {**a, "x": a["x"][0]}, ValueError, r"\[B, N, C\]"),
         (lambda a: {**a, "x": a["x"].detach().long()}, TypeError, "float16, bfloat16"),
         (lambda a: {**a, "wf": a["wf"][:, :4]}, ValueError, "4 channels, features have 6"),
-        (lambda a: {**a, "wf": a["wf"].detach().long()}, TypeError, r"weights\[0\] must be float"),
+        (lambda a: {**a, "wf": a["wf"].detach().long()}, TypeError, "fine_weight must be float"),
         (lambda a: {**a, "wf": a["wf"][0]}, ValueError, r"\[K, C\]"),
         (lambda a: {**a, "fi": torch.tensor([0, 5, 2])}, IndexError, r"class 5, outside \[0, 5\)"),
         (lambda a: {**a, "ci": torch.tensor([-1, 0, 1])}, IndexError, "class -1"),

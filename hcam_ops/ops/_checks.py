@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -76,9 +78,9 @@ def promote_floats(op: str, tensors: Mapping[str, torch.Tensor]) -> list[torch.T
     return [t if t.dtype == dtype else t.to(dtype) for t in values]
 
 
-def check_same_device(ref: torch.Tensor, x: torch.Tensor, op: str, name: str) -> None:
+def check_same_device(ref: torch.Tensor, x: torch.Tensor, op: str, name: str, ref_name: str = "features") -> None:
     if x.device != ref.device:
-        raise ValueError(f"{op}: {name} is on {x.device}, features on {ref.device}")
+        raise ValueError(f"{op}: {name} is on {x.device}, {ref_name} on {ref.device}")
 
 
 def check_same_device_fake(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str, op: str) -> None:
@@ -113,15 +115,72 @@ def check_index_range(index: torch.Tensor, K: int, op: str, name: str, what: str
         raise IndexError(f"{op}: {name} holds {what} {bad}, outside [0, {K})")
 
 
+INT64_MAX = 2**63 - 1
+
+
+def check_real(value, op: str, name: str) -> float:
+    """A float argument as PyTorch's schema takes one: a real number (a
+    Python or NumPy int or float), not a str, bool or None; returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.SymFloat, torch.SymInt)):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_int(value, op: str, name: str) -> int:
+    """An int argument as PyTorch's schema takes one: a Python or NumPy int
+    (a bool, or a float even when whole, is refused) that fits int64."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError(f"{op}: {name} is too large: {value} does not fit int64")
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
+def check_size(value, op: str, name: str) -> int:
+    """A positive int size (check_int, then > 0)."""
+    n = check_int(value, op, name)
+    if n <= 0:
+        raise ValueError(f"{op}: {name} must be positive, got {value}")
+    return n
+
+
+def check_output_size(shape: Sequence[int], dtype: torch.dtype, op: str, name: str, value) -> None:
+    """Raises when an output of ``shape`` cannot exist: its bytes overflow int64
+    (torch's storage limit), naming the argument that sized it. Skipped
+    under torch.compile, where sizes may be symbolic."""
+    if torch.compiler.is_compiling():
+        return
+    nbytes = math.prod(map(int, shape)) * dtype.itemsize
+    if nbytes > INT64_MAX:
+        raise ValueError(f"{op}: {name} {value} is too large: the output {list(shape)} would take {nbytes} bytes")
+
+
+def call_allocating(op: str, name: str, value, fn, *args):
+    """Runs ``fn(*args)``, turning the allocator's failure for an output sized
+    by ``name`` into one line that names it (eager only: under torch.compile
+    the call is traced as it is)."""
+    if torch.compiler.is_compiling():
+        return fn(*args)
+    try:
+        return fn(*args)
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(e)
+        if not ("allocate" in text or "out of memory" in text):
+            raise
+        size = re.search(r"allocate (\d+ bytes|[\d.]+ \w+)", text)  # CPU: "N bytes", CUDA: "2.00 GiB"
+        need = f": the output would take {size.group(1)}, more than can be allocated" if size else ""
+        raise ValueError(f"{op}: {name} {value} is too large{need}") from None
+
+
 def check_temperature(temperature: float, op: str, name: str = "temperature") -> float:
-    t = float(temperature)
+    t = check_real(temperature, op, name)
     if not (t > 0 and math.isfinite(t)):
         raise ValueError(f"{op}: {name} must be positive and finite, got {temperature}")
     return t
 
 
 def check_eps(eps: float, op: str) -> float:
-    e = float(eps)
+    e = check_real(eps, op, "eps")
     if not (e >= 0 and math.isfinite(e)):
         raise ValueError(f"{op}: eps must be >= 0 and finite, got {eps}")
     return e

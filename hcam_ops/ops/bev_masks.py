@@ -5,10 +5,12 @@ rasterised by a kernel on the boxes' device."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 
+from . import _checks
 from ._dtypes import acc_dtype
 
 _OP = "bev_masks_from_boxes"
@@ -36,6 +38,8 @@ def _bev_masks_fake(
 
 
 def check_number(v, what: str, op: str = _OP) -> float:
+    if isinstance(v, (str, bytes)):  # float("1") parses; a number argument is not text
+        raise TypeError(f"{op}: {what} must be a number, got {v!r}")
     try:
         x = float(v)
     except (TypeError, ValueError):
@@ -73,9 +77,12 @@ def bev_grid_args(pc_range, cell_size, feat_shape, op: str = _OP) -> tuple[float
     if cx <= 0 or cy <= 0:
         raise ValueError(f"{op}: cell_size must be positive, got ({cx}, {cy})")
     try:
-        H, W = (int(x) for x in feat_shape)
+        H, W = feat_shape
     except (TypeError, ValueError):
         raise TypeError(f"{op}: feat_shape must be a pair (H, W), got {feat_shape!r}") from None
+    if any(isinstance(x, bool) or not isinstance(x, (numbers.Integral, torch.SymInt)) for x in (H, W)):
+        raise TypeError(f"{op}: feat_shape must be a pair of ints (H, W), got {feat_shape!r}")
+    H, W = _checks.check_int(H, op, "feat_shape"), _checks.check_int(W, op, "feat_shape")
     if H <= 0 or W <= 0:
         raise ValueError(f"{op}: feat_shape must be positive, got ({H}, {W})")
     return pc[0], pc[1], cx, cy, H, W
@@ -181,6 +188,22 @@ def bev_masks_from_boxes(
     flat, counts = bev_box_batch(boxes, check=check_boxes)
     device = flat.device
     offsets = torch.tensor([0, *counts], dtype=torch.int64).cumsum(0).to(device)
-    return torch.ops.hcam_ops.bev_masks(
-        flat.contiguous(), offsets, x_min, y_min, cell_x, cell_y, H, W, length, weight, scale_mask, background
+    _checks.check_output_size((len(counts), H, W), flat.dtype, _OP, "feat_shape", (H, W))
+    return _checks.call_allocating(
+        _OP,
+        "feat_shape",
+        (H, W),
+        torch.ops.hcam_ops.bev_masks,
+        flat.contiguous(),
+        offsets,
+        x_min,
+        y_min,
+        cell_x,
+        cell_y,
+        H,
+        W,
+        length,
+        weight,
+        scale_mask,
+        background,
     )

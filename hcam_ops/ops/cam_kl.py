@@ -94,24 +94,40 @@ def hierarchical_cam_kl_loss(
     torch's losses run in float32 under autocast: the loss is in that dtype and
     each input's gradient in its own dtype.
     """
-    op = "hierarchical_cam_kl_loss"
+    names = ([f"weights[{l}]" for l in range(len(weights))], [f"indices[{l}]" for l in range(len(indices))])
+    return _cam_kl(
+        "hierarchical_cam_kl_loss",
+        names,
+        features,
+        weights,
+        indices,
+        temperature,
+        eps,
+        direction,
+        reduction,
+        check_index,
+    )
+
+
+def _cam_kl(op, names, features, weights, indices, temperature, eps, direction, reduction, check_index):
+    """The loss, its errors naming ``op`` and the per-level tensors as the
+    caller named them (``names``: the weights' and the indices')."""
+    weight_names, index_names = names
     B, N, C = _checks.check_features(features, op)
     if len(weights) != len(indices):
         raise ValueError(f"{op}: got {len(weights)} weights and {len(indices)} index tensors; one of each per level")
     if not 2 <= len(weights) <= MAX_LEVELS:
         raise ValueError(f"{op}: needs 2 to {MAX_LEVELS} levels, got {len(weights)}")
-    weights = [_checks.as_weight_matrix(w, features, C, op, f"weights[{l}]") for l, w in enumerate(weights)]
+    weights = [_checks.as_weight_matrix(w, features, C, op, weight_names[l]) for l, w in enumerate(weights)]
     for l, index in enumerate(indices):
-        _checks.check_index(index, features, B, op, f"indices[{l}]", dims=(1,))
+        _checks.check_index(index, features, B, op, index_names[l], dims=(1,))
         if check_index:
-            _checks.check_index_range(index, weights[l].shape[0], op, f"indices[{l}]")
+            _checks.check_index_range(index, weights[l].shape[0], op, index_names[l])
     temperature = _checks.check_temperature(temperature, op)
     eps = _checks.check_eps(eps, op)
     _checks.check_choice(direction, _checks.DIRECTIONS, op, "direction")
     _checks.check_choice(reduction, ("batchmean", "sum", "none"), op, "reduction")
-    features, *weights = _checks.promote_floats(
-        op, {"features": features, **{f"weights[{l}]": w for l, w in enumerate(weights)}}
-    )
+    features, *weights = _checks.promote_floats(op, {"features": features, **dict(zip(weight_names, weights))})
     kl, _ = torch.ops.hcam_ops.cam_kl(features, weights, list(indices), temperature, eps, direction)
     return reduce_rows(kl, reduction, op)
 
@@ -144,10 +160,12 @@ def cam_kl_loss(features, fine_weight, coarse_weight, fine_index, coarse_index, 
     float32 head weights) are promoted to their common dtype before the kernel;
     the loss is in that dtype, each gradient in its input's dtype.
     """
-    return hierarchical_cam_kl_loss(
-        features, [fine_weight, coarse_weight], [fine_index, coarse_index], *options, **keywords
-    )
+    args = _HIERARCHICAL.bind(features, [fine_weight, coarse_weight], [fine_index, coarse_index], *options, **keywords)
+    args.apply_defaults()
+    names = (["fine_weight", "coarse_weight"], ["fine_index", "coarse_index"])
+    return _cam_kl("cam_kl_loss", names, *args.arguments.values())
 
 
 # temperature, eps, direction, reduction and check_index: hierarchical_cam_kl_loss's, defaults and all.
+_HIERARCHICAL = inspect.signature(hierarchical_cam_kl_loss)
 cam_kl_loss.__signature__ = two_level_signature(hierarchical_cam_kl_loss)

@@ -34,12 +34,13 @@ def farthest_point_sample(
     B, N, C = points.shape
     if N == 0 or C == 0:
         raise ValueError(f"{_OP}: points need N > 0 and C > 0, got shape {tuple(points.shape)}")
-    if not 1 <= int(k) <= N:
+    k, start = _checks.check_int(k, _OP, "k"), _checks.check_int(start, _OP, "start")
+    if not 1 <= k <= N:
         raise ValueError(f"{_OP}: k must be in [1, N = {N}], got {k}")
-    if not 0 <= int(start) < N:
+    if not 0 <= start < N:
         raise IndexError(f"{_OP}: start must be in [0, N = {N}), got {start}")
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (B, N):
             raise ValueError(f"{_OP}: mask must be a bool [B, N] = [{B}, {N}] tensor")
-        _checks.check_same_device(points, mask, _OP, "mask")
-    return torch.ops.hcam_ops.farthest_point_sample(points.detach(), int(k), int(start), mask)
+        _checks.check_same_device(points, mask, _OP, "mask", "points")
+    return torch.ops.hcam_ops.farthest_point_sample(points.detach(), k, start, mask)

@@ -108,7 +108,7 @@ def _as_mask(mask, student: torch.Tensor, name: str) -> torch.Tensor:
     B, _, H, W = student.shape
     if tuple(mask.shape) not in ((B, H, W), (B, 1, H, W)):
         raise ValueError(f"{_OP}: {name} must be [B, H, W] or [B, 1, H, W] = [{B}, {H}, {W}], got {tuple(mask.shape)}")
-    _checks.check_same_device(student, mask, _OP, name)
+    _checks.check_same_device(student, mask, _OP, name, "student")
     if not mask.is_floating_point():
         mask = mask.to(acc_dtype(student.dtype))
     return mask
@@ -130,12 +130,11 @@ def _check(student, teacher, spatial_temperature, channel_temperature, weights, 
         raise ValueError(f"{_OP}: maps need C > 0 and H * W > 0, got shape {tuple(student.shape)}")
     _checks.check_temperature(spatial_temperature, _OP, "spatial_temperature")
     _checks.check_temperature(channel_temperature, _OP, "channel_temperature")
-    names = ("fg_weight", "bg_weight", "attention_weight", "channel_weight", "spatial_weight", "fp_weight")
-    for name, w in zip(names, weights):
-        if not math.isfinite(float(w)):
+    for name, w in weights.items():
+        if not math.isfinite(_checks.check_real(w, _OP, name)):
             raise ValueError(f"{_OP}: {name} must be finite, got {w}")
     _checks.check_choice(spatial_attention, SPATIAL_ATTENTION, _OP, "spatial_attention")
-    if not (math.isfinite(float(ratio)) and float(ratio) >= 0):
+    if not (math.isfinite(_checks.check_real(ratio, _OP, "spatial_student_ratio")) and float(ratio) >= 0):
         raise ValueError(f"{_OP}: spatial_student_ratio must be non-negative and finite, got {ratio}")
     for name, v in switches.items():
         if not isinstance(v, bool):
@@ -199,8 +198,9 @@ def fgd_loss(
             or ``None`` for none; no gradient.
         fp_weight: that term's weight (DistillBEV's ``fp_weight``).
         check_finite: raise ``ValueError`` when the loss is not finite, which
-            is what NaN or Inf in student or teacher produce (one device sync
-            on CUDA; skipped under ``torch.compile``, where NaN propagates).
+            is what NaN or Inf in an input produce, naming the inputs that hold
+            them (one device sync on CUDA, more only on that error; skipped
+            under ``torch.compile``, where NaN propagates).
 
     Returns:
         ``{"loss_fg", "loss_bg", "loss_attention", "loss_channel",
@@ -216,14 +216,14 @@ def fgd_loss(
     (any float dtype; the kernel reads them in its float32 accumulation, or
     float64 for float64 maps).
     """
-    weights = [
-        float(fg_weight),
-        float(bg_weight),
-        float(attention_weight),
-        float(channel_weight),
-        float(spatial_weight),
-        float(fp_weight),
-    ]
+    weights = {
+        "fg_weight": fg_weight,
+        "bg_weight": bg_weight,
+        "attention_weight": attention_weight,
+        "channel_weight": channel_weight,
+        "spatial_weight": spatial_weight,
+        "fp_weight": fp_weight,
+    }
     switches = {"spatial_mask": spatial_mask, "channel_mask": channel_mask}
     _check(
         student,
@@ -247,7 +247,7 @@ def fgd_loss(
         fp,
         float(spatial_temperature),
         float(channel_temperature),
-        weights,
+        [float(w) for w in weights.values()],
         SPATIAL_ATTENTION.index(spatial_attention),
         float(spatial_student_ratio),
         spatial_mask,
@@ -255,7 +255,13 @@ def fgd_loss(
     )
     if check_finite and not torch.compiler.is_compiling() and student.device.type != "meta":
         if not bool(torch.isfinite(terms).all()):
-            raise ValueError(
-                f"{_OP}: the loss is not finite: student or teacher holds NaN or Inf (or the maps overflow their dtype)"
+            # The error path only: name the input that holds NaN or Inf.
+            inputs = {"student": student, "teacher": teacher, "fg_mask": fg, "bg_mask": bg, "fp_mask": fp}
+            bad = [name for name, t in inputs.items() if t is not None and not bool(torch.isfinite(t).all())]
+            why = (
+                f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or Inf"
+                if bad
+                else "the maps overflow their dtype"
             )
+            raise ValueError(f"{_OP}: the loss is not finite: {why}")
     return dict(zip(TERMS, terms.unbind(0)))

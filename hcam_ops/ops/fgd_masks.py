@@ -3,10 +3,12 @@ boxes (docs/ops/fgd.md#fgd_masks_from_boxes), rasterised by a kernel on the boxe
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 
+from . import _checks
 from ._dtypes import acc_dtype
 
 _OP = "fgd_masks_from_boxes"
@@ -20,9 +22,14 @@ def _masks_fake(boxes, offsets, img_shapes, height, width):
 
 def _pair(v, what: str) -> tuple[int, int]:
     try:
-        a, b = (int(x) for x in v)
+        a, b = v
     except (TypeError, ValueError):
         raise TypeError(f"{_OP}: {what} must be a pair (height, width), got {v!r}") from None
+    for x in (a, b):
+        # Sizes in pixels or cells are ints (mmdet's img_shape is): 10.5 is refused, not truncated.
+        if isinstance(x, bool) or not isinstance(x, (numbers.Integral, torch.SymInt)):
+            raise TypeError(f"{_OP}: {what} must be a pair of ints (height, width), got {v!r}")
+    a, b = _checks.check_int(a, _OP, what), _checks.check_int(b, _OP, what)
     if a <= 0 or b <= 0:
         raise ValueError(f"{_OP}: {what} must be positive, got ({a}, {b})")
     return a, b
@@ -40,6 +47,25 @@ def _img_shapes(img_shape, B: int, dtype, device) -> torch.Tensor:
     if shapes.shape != (B, 2):
         raise ValueError(f"{_OP}: img_shape must be one (h, w) pair or one per image ({B}), got {tuple(shapes.shape)}")
     return shapes.contiguous()
+
+
+def _clip_vanishing(flat: torch.Tensor, shapes: torch.Tensor, counts: list[int], H: int, W: int) -> torch.Tensor:
+    """Clips to the image the boxes whose ``1 / area`` is below the dtype's
+    smallest normal (an area past its range: ``x2 = y2 = 1e30`` in float32),
+    which the kernel would mark with 0, as if no box were there. The clip is
+    mmdet's before FGD (``x1 = max(x1, 0)``, ``x2 = min(x2, img_w)``), with
+    ``x2 >= -img_w`` so that a box wholly outside still covers nothing. Other
+    boxes, and boxes with a non-finite cell edge, are left as they are."""
+    per_box = torch.repeat_interleave(shapes, torch.tensor(counts, device=flat.device), dim=0, output_size=len(flat))
+    img_h, img_w = per_box.unbind(1)
+    x0, y0 = torch.floor(flat[:, 0] / img_w * W), torch.floor(flat[:, 1] / img_h * H)
+    xe, ye = torch.ceil(flat[:, 2] / img_w * W), torch.ceil(flat[:, 3] / img_h * H)
+    inv_area = 1 / ((ye + 1 - y0) * (xe + 1 - x0))
+    finite = torch.isfinite(torch.stack([x0, y0, xe, ye], dim=1)).all(dim=1)
+    vanishing = finite & (inv_area.abs() < torch.finfo(flat.dtype).tiny)
+    hi = torch.stack([img_w, img_h, img_w, img_h], dim=1)
+    lo = torch.stack([torch.zeros_like(img_w), torch.zeros_like(img_h), -img_w, -img_h], dim=1)
+    return torch.where(vanishing[:, None], torch.minimum(torch.maximum(flat, lo), hi), flat)
 
 
 def _without_zero_rows(b, i: int):
@@ -61,9 +87,10 @@ def fgd_masks_from_boxes(
     Args:
         boxes: one ``[n_i, 4]`` tensor ``(x1, y1, x2, y2)`` in image pixels per
             image (``n_i`` may be 0), all on one device.
-        img_shape: the image size ``(img_h, img_w)``, one pair for all images
-            or one per image (a sequence of pairs or a ``[B, 2]`` tensor).
-        feat_shape: the feature map's ``(H, W)``.
+        img_shape: the image size ``(img_h, img_w)`` in ints, one pair for
+            all images or one per image (a sequence of pairs or a ``[B, 2]``
+            tensor); a float such as 10.5 is a ``TypeError``.
+        feat_shape: the feature map's ``(H, W)``, positive ints.
         check_boxes: raise ``ValueError`` for non-finite boxes and for
             ``x2 < x1`` or ``y2 < y1`` (one device sync on CUDA).
         padded: the boxes come padded, as mmyolo's and mmrazor's ``gt_info``
@@ -76,7 +103,9 @@ def fgd_masks_from_boxes(
         ``(fg, bg)``, each ``[B, H, W]`` in the boxes' dtype (float64 stays,
         anything else is float32). ``fg`` is the max over covering boxes of
         ``1 / area`` (area in cells, before clipping to the map); cells
-        outside the map are dropped. ``bg`` is ``1 / count`` on the cells no
+        outside the map are dropped. A box whose ``1 / area`` the dtype
+        cannot hold (``x2 = y2 = 1e30`` in float32) is first clipped to the
+        image, as mmdet clips FGD's boxes, so it is never dropped. ``bg`` is ``1 / count`` on the cells no
         box covers, per image, and all zeros if boxes cover every cell.
     """
     if isinstance(boxes, torch.Tensor):
@@ -109,7 +138,12 @@ def fgd_masks_from_boxes(
             raise ValueError(f"{_OP}: boxes hold NaN or Inf")
         if bad:
             raise ValueError(f"{_OP}: boxes must have x2 >= x1 and y2 >= y1")
-    counts = [0] + [b.shape[0] for b in boxes]
-    offsets = torch.tensor(counts, dtype=torch.int64).cumsum(0).to(device)
+    counts = [b.shape[0] for b in boxes]
+    offsets = torch.tensor([0, *counts], dtype=torch.int64).cumsum(0).to(device)
     shapes = _img_shapes(img_shape, len(boxes), dtype, device)
-    return torch.ops.hcam_ops.fgd_masks(flat.contiguous(), offsets, shapes, H, W)
+    if flat.numel():
+        flat = _clip_vanishing(flat, shapes, counts, H, W)
+    _checks.check_output_size((len(boxes), H, W), dtype, _OP, "feat_shape", (H, W))
+    return _checks.call_allocating(
+        _OP, "feat_shape", (H, W), torch.ops.hcam_ops.fgd_masks, flat.contiguous(), offsets, shapes, H, W
+    )

@@ -79,7 +79,7 @@ def _backward(ctx, grad_loss, _gf, _gw, _logits):
 torch.library.register_autograd("hcam_ops::multilabel_arcface", _backward, setup_context=_setup_context)
 
 
-def _check(features, weight, labels, scale, margin, reduction, check_inputs):
+def _check(features, weight, labels, scale, margin, reduction, check_inputs, chunk_size):
     _checks.check_float(features, _OP, "features")
     _checks.check_float(weight, _OP, "weight")
     if features.dim() != 2:
@@ -102,13 +102,15 @@ def _check(features, weight, labels, scale, margin, reduction, check_inputs):
     if labels.dtype != torch.bool and not labels.is_floating_point():
         raise TypeError(f"{_OP}: labels must be bool or float 0/1 (multi-hot), got {labels.dtype}")
     _checks.check_same_device(features, labels, _OP, "labels")
-    s = float(scale)
+    s = _checks.check_real(scale, _OP, "scale")
     if not (s > 0 and math.isfinite(s)):
         raise ValueError(f"{_OP}: scale must be positive and finite, got {scale}")
-    m = float(margin)
+    m = _checks.check_real(margin, _OP, "margin")
     if not (0 <= m < math.pi):
         raise ValueError(f"{_OP}: margin must be in [0, pi), got {margin}")
     _checks.check_choice(reduction, ("mean", "sum", "none"), _OP, "reduction")
+    # None: the default chunking (the kernel's 0).
+    chunk = 0 if chunk_size is None else _checks.check_size(chunk_size, _OP, "chunk_size")
     if check_inputs and not torch.compiler.is_compiling() and features.device.type != "meta":
         # One sync on CUDA; check_inputs=False skips it (then a NaN input gives NaN).
         bad_labels = labels.is_floating_point() and bool(((labels != 0) & (labels != 1)).any())
@@ -116,7 +118,7 @@ def _check(features, weight, labels, scale, margin, reduction, check_inputs):
             raise ValueError(f"{_OP}: labels must be multi-hot: every value 0 or 1")
         if not bool(torch.isfinite(features).all() & torch.isfinite(weight).all()):
             raise ValueError(f"{_OP}: features or weight hold NaN or Inf")
-    return s, m
+    return s, m, chunk
 
 
 def multilabel_arcface_loss(
@@ -148,8 +150,9 @@ def multilabel_arcface_loss(
         check_inputs: raise ``ValueError`` for labels outside {0, 1} and for
             NaN/Inf in features or weight (one device sync on CUDA; skipped
             under ``torch.compile``). Unchecked, a NaN input gives a NaN loss.
-        chunk_size: classes per chunk; default: all of ``K`` when the chunk
-            buffers fit in 64 MiB, else as many as fit, a multiple of 256.
+        chunk_size: classes per chunk, a positive int (more than ``K`` is
+            ``K``); default (``None``): all of ``K`` when the chunk buffers
+            fit in 64 MiB, else as many as fit, a multiple of 256.
 
     A zero feature (or weight) row has ``cos = 0`` against every class, as
     ``F.normalize`` defines it (``x / max(||x||, 1e-12)``), and its gradient is
@@ -162,7 +165,7 @@ def multilabel_arcface_loss(
     autocast: the loss (and logits) are in that dtype and each input's
     gradient in its own dtype.
     """
-    s, m = _check(features, weight, labels, scale, margin, reduction, check_inputs)
+    s, m, chunk = _check(features, weight, labels, scale, margin, reduction, check_inputs, chunk_size)
     features, weight = _checks.promote_floats(_OP, {"features": features, "weight": weight})
     if labels.dtype != torch.bool and labels.dtype != features.dtype:
         labels = labels.to(features.dtype)
@@ -180,7 +183,7 @@ def multilabel_arcface_loss(
         reduction,
         grad_mask,
         bool(return_logits),
-        int(chunk_size or 0),
+        chunk,
     )
     return (loss, logits) if return_logits else loss
 

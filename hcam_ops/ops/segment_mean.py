@@ -68,9 +68,9 @@ def segment_mean(
     if tuple(segments.shape) != tuple(x.shape[:3]):
         raise ValueError(f"{_OP}: segments must be [B, H, W] = {list(x.shape[:3])}, got {list(segments.shape)}")
     _checks.check_same_device(x, segments, _OP, "segments")
-    S = int(num_segments)
-    if S <= 0:
-        raise ValueError(f"{_OP}: num_segments must be positive, got {num_segments}")
+    S = _checks.check_size(num_segments, _OP, "num_segments")
+    B, _, _, C = x.shape
+    _checks.check_output_size((B, S, C), x.dtype, _OP, "num_segments", S)
     if check_segments:
         _checks.check_index_range(segments, S, _OP, "segments", what="id")
-    return torch.ops.hcam_ops.segment_mean(x, segments, S)
+    return _checks.call_allocating(_OP, "num_segments", S, torch.ops.hcam_ops.segment_mean, x, segments, S)

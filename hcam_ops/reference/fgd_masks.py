@@ -32,6 +32,13 @@ def fgd_masks_from_boxes(boxes, img_shape, feat_shape, *, check_boxes: bool = Tr
             if not bool(torch.isfinite(edges).all()):
                 continue  # a non-finite box covers nothing
             inv_area = 1 / ((ye + 1 - y0) * (xe + 1 - x0))  # in dtype, before clipping
+            if inv_area.abs() < torch.finfo(dtype).tiny:  # past the dtype's range: clip to the image first
+                x1, x2 = x1.clamp(0, img_w), x2.clamp(-img_w, img_w)
+                y1, y2 = y1.clamp(0, img_h), y2.clamp(-img_h, img_h)
+                x0, y0 = torch.floor(x1 / img_w * W), torch.floor(y1 / img_h * H)
+                xe, ye = torch.ceil(x2 / img_w * W), torch.ceil(y2 / img_h * H)
+                edges = torch.stack([x0, y0, xe, ye])
+                inv_area = 1 / ((ye + 1 - y0) * (xe + 1 - x0))
             # Edges beyond the map are clipped to it (int() of 1e30 is exact but needless).
             x0, y0, xe, ye = (int(v) for v in edges.clamp(-1, max(H, W)))
             ya, yb = max(y0, 0), min(ye, H - 1)
