@@ -271,6 +271,66 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, task):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+# A run SIGKILLed (nothing unwinds, nothing is flushed) at a chosen point of
+# its own process: the backward of its n-th step, or right after epoch n's log
+# row, before that epoch's checkpoint.
+_SIGKILL_RUNNER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    from hcam_ops import checkpoint
+    from hcam_ops.train import cli
+
+    where, n, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    if where == "step":
+        calls, backward = [0], torch.Tensor.backward
+
+        def killed_backward(self, *a, **k):
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return backward(self, *a, **k)
+
+        torch.Tensor.backward = killed_backward
+    else:
+        save = checkpoint.save
+
+        def killed_save(obj, path):
+            if path.endswith("last.pth") and obj["epoch"] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return save(obj, path)
+
+        checkpoint.save = killed_save
+    cli.main(argv)
+    """
+)
+
+
+def test_sigkilled_runs_resume_to_the_uninterrupted_run(tmp_path):
+    """Real kills, each in its own process (no exception unwinds, no state
+    survives in memory): killed in epoch 1, between epoch 2's log row and its
+    checkpoint, and in epoch 3, resumed from ``last.pth`` each time; log.csv
+    (less the wall-clock column) and the final weights equal the
+    uninterrupted run's bit for bit."""
+    argv = [*TINY_H, "--drop-path", "0.1", "--epochs", "4"]
+    whole = tmp_path / "whole"
+    main([*argv, "--out", str(whole)])
+    parts = tmp_path / "parts"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    for where, n in (("step", 3), ("save", 2), ("step", 3)):
+        resume = ["--resume", str(parts / "last.pth")] if (parts / "last.pth").exists() else []
+        run = [sys.executable, "-c", _SIGKILL_RUNNER, where, str(n), *argv, "--out", str(parts), *resume]
+        done = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        assert not [f for f in os.listdir(parts) if ".tmp" in f]
+    main([*argv, "--out", str(parts), "--resume", str(parts / "last.pth")])
+    assert _log_rows(parts / "log.csv") == _log_rows(whole / "log.csv")
+    a, b = checkpoint.read(str(whole / "last.pth")), checkpoint.read(str(parts / "last.pth"))
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def test_resume_truncates_the_log_to_the_checkpoint(tmp_path):
     from hcam_ops.train.history import History
 
