@@ -22,15 +22,6 @@ LAYERS = (
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
-# Command aliases kept because earlier READMEs gave these paths: each may
-# import its new home, and nothing else.
-ALIASES = {
-    "hcam_ops.distill.train": "hcam_ops.train.cli",
-    "hcam_ops.distill.convert": "hcam_ops.train.distill.convert",
-    "hcam_ops.distill.dump": "hcam_ops.train.distill.dump",
-    "hcam_ops.cam.detection.training": "hcam_ops.train.synthetic_detector",
-}
-
 
 def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
     parts = ["hcam_ops", *path.relative_to(root).with_suffix("").parts]
@@ -74,10 +65,6 @@ def upward_imports(edges: dict[str, set[str]]) -> list[str]:
     bad = []
     for name, targets in sorted(edges.items()):
         for target in sorted(targets):
-            if name in ALIASES:
-                if target != ALIASES[name]:
-                    bad.append(f"{name} (an alias of {ALIASES[name]}) imports {target}")
-                continue
             lower, upper = part_of(name), part_of(target)
             if lower not in RANK or upper not in RANK:
                 bad.append(f"{name} imports {target}: {lower if lower not in RANK else upper} is in no layer")
@@ -133,15 +120,6 @@ def test_no_import_cycle():
     assert cycles(graph()) == []
 
 
-def test_aliases_are_thin():
-    """An alias runs its target's main and holds nothing else."""
-    edges = graph()
-    for name, target in ALIASES.items():
-        assert edges[name] == {target}, name
-        path = ROOT.joinpath(*name.split(".")[1:]).with_suffix(".py")
-        assert len(path.read_text().splitlines()) <= 12, path
-
-
 def test_every_part_has_a_layer():
     parts = {part_of(m) for m in graph()}
     assert parts <= set(RANK), sorted(parts - set(RANK))
@@ -183,7 +161,7 @@ def test_checks_find_planted_faults(tree):
 
 def test_every_cli_has_an_entry_point():
     """Each ``[project.scripts]`` entry names a callable ``main``, and every
-    module with a ``main`` run as a program has one (or is an alias)."""
+    module with a ``main`` run as a program has one."""
     import importlib
 
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
@@ -199,4 +177,4 @@ def test_every_cli_has_an_entry_point():
         for p in ROOT.rglob("*.py")
         if "\ndef main(" in p.read_text() and ('if __name__ == "__main__"' in p.read_text() or p.name == "__main__.py")
     }
-    assert programs - set(ALIASES) <= targets, sorted(programs - set(ALIASES) - targets)
+    assert programs <= targets, sorted(programs - targets)

@@ -213,6 +213,18 @@ def _log_rows(path):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(path))]
 
 
+def _finish_and_compare(argv, whole, parts):
+    """Resumes the interrupted run in ``parts`` to its end: log.csv (less the
+    wall-clock column) and the final weights equal the uninterrupted run's in
+    ``whole`` bit for bit."""
+    main([*argv, "--out", str(parts), "--resume", str(parts / "last.pth")])
+    assert _log_rows(parts / "log.csv") == _log_rows(whole / "log.csv")
+    a, b = checkpoint.read(str(whole / "last.pth")), checkpoint.read(str(parts / "last.pth"))
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def _kill(monkeypatch, where, n):
     """Ends the run as SIGTERM would, at ``where``: "step" (the ``n``-th
     step of this run) or "save" (between epoch ``n``'s log row and its
@@ -263,12 +275,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, task):
             with pytest.raises(SystemExit) as info:
                 main([*argv, "--out", str(parts), *resume])
             assert info.value.code == 128 + signal.SIGTERM
-    main([*argv, "--out", str(parts), "--resume", str(parts / "last.pth")])
-    assert _log_rows(parts / "log.csv") == _log_rows(whole / "log.csv")
-    a, b = checkpoint.read(str(whole / "last.pth")), checkpoint.read(str(parts / "last.pth"))
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    _finish_and_compare(argv, whole, parts)
 
 
 # A run SIGKILLed (nothing unwinds, nothing is flushed) at a chosen point of
@@ -323,12 +330,7 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_run(tmp_path):
         done = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
         assert not [f for f in os.listdir(parts) if ".tmp" in f]
-    main([*argv, "--out", str(parts), "--resume", str(parts / "last.pth")])
-    assert _log_rows(parts / "log.csv") == _log_rows(whole / "log.csv")
-    a, b = checkpoint.read(str(whole / "last.pth")), checkpoint.read(str(parts / "last.pth"))
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    _finish_and_compare(argv, whole, parts)
 
 
 def test_resume_truncates_the_log_to_the_checkpoint(tmp_path):

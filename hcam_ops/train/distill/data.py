@@ -1,4 +1,4 @@
-"""The data of ``python -m hcam_ops.distill.train``: the synthetic detection
+"""The data of ``python -m hcam_ops.train distill``: the synthetic detection
 set, or a COCO-format folder read with json + PIL.
 
 A folder ``DIR`` holds ``annotations.json`` (COCO instances: ``images`` with
