@@ -203,6 +203,18 @@ def emulated_cuda_sources():
     return [os.path.relpath(s, ROOT) for s in sources]
 
 
+def openmp_flags():
+    """-fopenmp where torch's own ATen runs on OpenMP (torch.__config__ says
+    which backend). at::parallel_for is a header template: it expands in our
+    objects, as `#pragma omp parallel`, and without -fopenmp the pragma is
+    dropped and every parallel_for runs its whole range on the calling
+    thread (how every kernel here ran before: 1.0x from a second core).
+    The objects then call the libgomp that torch loads (same soname)."""
+    if sys.platform == "win32" or "OpenMP" not in torch.__config__.parallel_info():
+        return []
+    return ["-fopenmp"]
+
+
 def extensions():
     csrc = os.path.join(ROOT, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
@@ -214,9 +226,9 @@ def extensions():
     # (4.5x on the CPU grad pass); no code here relies on signed overflow.
     # -fno-math-errno: no code reads errno, and with it sqrt inlines and
     # exp/log become pure (common subexpressions, vectorisable).
-    cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"] + DEFAULT_LEVEL
+    cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"] + DEFAULT_LEVEL + openmp_flags()
     cxx += [f"-DHCAM_OPS_CPU_{level}" for level in cpu_variants()]
-    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False)
+    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False, extra_link_args=openmp_flags())
     if CUDA_MODE == "emulate":
         print("hcam_ops: CUDA kernels on the emulator (HCAM_OPS_CUDA=emulate)")
         # The emulator's stand-ins for the CUDA runtime headers come before torch's.

@@ -66,6 +66,10 @@ std::vector<const at::opmath_type<scalar_t>*> acc_weight_rows(const Levels& lv, 
 // levels, each channel's row read once for all levels.
 constexpr int kRows = 4, kCols = 2, kSplit = 4;
 
+// Tasks the tokens' weight-gradient pass aims for across the batch: four per
+// core of a 64-core server; fewer only where a split would drop below 64 rows.
+constexpr int64_t kTasks = 256;
+
 // out[l] = <x, w[l]> over C for kCols levels (w in the accumulation dtype).
 template <typename scalar_t>
 void dot_row(const scalar_t* x, const at::opmath_type<scalar_t>* const* w, int64_t C,
@@ -219,8 +223,10 @@ struct Passes {
 
     if (!v.channels_first) {
       // Rows are positions: split them so that every core has work; each task
-      // owns one [L, C] slice of the partial weight gradients.
-      const int64_t chunk = rows_per_split(N, B, 4 * at::get_num_threads(), 64);
+      // owns one [L, C] slice of the partial weight gradients. The split is
+      // fixed (kTasks, not the thread count): class_reduce sums the slices in
+      // order, so the weight gradient is the same bits at any thread count.
+      const int64_t chunk = rows_per_split(N, B, kTasks, 64);
       const int64_t splits = (N + chunk - 1) / chunk;
       auto partial = at::zeros({B, splits, L, C}, coef.options());
       acc_t* p = partial.data_ptr<acc_t>();
