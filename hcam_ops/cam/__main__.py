@@ -6,7 +6,13 @@ Multi-label models: one Grad-CAM overlay per class (PNG), a GIF across them,
 and the predicted probabilities (``scores.txt``). Hierarchical (H-CAST)
 models: one CAM per level for the predicted class (on ``centroid1``, mapped
 back through the superpixels), a GIF, and the predictions per level.
-A bare state dict needs ``--model`` (and ``--classes``)."""
+A bare state dict needs ``--model`` (and ``--classes``).
+
+``--method cls-attention`` (a ViT's last-block class-token attention) and
+``--method attnpool`` (a CLIP-style attention pool, e.g. ``--model
+resnet50_clip``) draw the model's own attention instead: each head's map, its
+mask (the map above its own mean) and the fused mask (LOCATE / BiT-Align,
+docs/attention_masks.md), with the head scores in ``heads.txt``."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .. import checkpoint
-from .._cli import CLIError, CLIParser, check_file, check_out_dir, image_side
+from .._cli import CLIError, CLIParser, InputError, check_file, check_out_dir, image_side
 from ..data.plant_pathology import LEAF_CLASSES
 
 # timm, torchvision, pytorch-grad-cam and hcam_ops.models are imported where
@@ -30,11 +36,22 @@ TASKS = ("hierarchical", "multilabel")
 def _method(text: str) -> str:
     """``--method``: a name of the registry of :mod:`hcam_ops.cam.methods`
     (checked when parsed; the registry loads pytorch-grad-cam)."""
-    from .methods import METHODS, cam_methods, normalise
+    from .methods import MASK_METHODS, METHODS, cam_methods, mask_methods, normalise
 
-    if normalise(text) not in METHODS:
-        raise CLIError(f"--method {text!r}: one of {', '.join(cam_methods())}")
+    if normalise(text) not in METHODS and normalise(text) not in MASK_METHODS:
+        raise CLIError(f"--method {text!r}: one of {', '.join(cam_methods() + mask_methods())}")
     return text
+
+
+def _heads(text: str) -> list[int]:
+    """``--heads 0,1,3``: head indices from 0, each once."""
+    try:
+        heads = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise CLIError(f"--heads {text!r}: comma-separated head indices, such as 0,1,3") from None
+    if any(h < 0 for h in heads) or len(set(heads)) != len(heads):
+        raise CLIError(f"--heads {text!r}: head indices from 0, each once")
+    return heads
 
 
 def parse_args(argv=None):
@@ -52,7 +69,13 @@ def parse_args(argv=None):
         default="gradcam",
         type=_method,
         help="multi-label models: a CAM method of hcam_ops.cam.methods (gradcam, gradcam++, scorecam, eigencam, "
-        "...; any other name lists them all)",
+        "...; any other name lists them all); any model: cls-attention or attnpool, its attention masks",
+    )
+    ap.add_argument(
+        "--heads",
+        type=_heads,
+        help="cls-attention / attnpool: the class-token heads to fuse, from 0 (LOCATE's 0,1,3); default: per "
+        "image the head whose mask best overlaps the guidance mask (docs/attention_masks.md)",
     )
     ap.add_argument(
         "--target",
@@ -62,6 +85,11 @@ def parse_args(argv=None):
     )
     args = ap.parse_args(argv)
     check_out_dir(args.out)
+    if args.heads is not None:
+        from .methods import MASK_METHODS, normalise
+
+        if normalise(args.method) not in MASK_METHODS:
+            raise CLIError(f"--heads: for --method cls-attention or attnpool, not {args.method}")
     return args
 
 
@@ -151,6 +179,33 @@ def read_image(path: str, size: int) -> torch.Tensor:
     return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])(read_photo(path))
 
 
+def draw_attention_masks(args, model, photo: torch.Tensor, x: torch.Tensor) -> tuple[list[str], list[str]]:
+    """``--method cls-attention|attnpool``: the frames of
+    :func:`~hcam_ops.cam.attention_masks.mask_frames` drawn on the photo
+    (maps resized bilinearly, masks by nearest cell), and ``heads.txt``'s
+    lines. Returns ``(paths, lines)``."""
+    import torch.nn.functional as F
+
+    from .attention_masks import head_lines, mask_frames
+    from .methods import MASK_METHODS, normalise
+    from .overlay import save_overlays
+
+    key = normalise(args.method)
+    try:
+        masks = MASK_METHODS[key](model, x, heads=args.heads)
+    except InputError as e:
+        flag = f"--heads {','.join(map(str, args.heads))}" if e.argument == "heads" else f"--method {args.method}"
+        raise CLIError(f"{flag}: {e.message}") from None
+    frames, names, is_mask = mask_frames(masks, key)
+    size = photo.shape[1:]
+    drawn = [
+        F.interpolate(f[None, None], size, mode="nearest" if m else "bilinear")[0, 0].clamp(0, 1)
+        for f, m in zip(frames, is_mask)
+    ]
+    paths = save_overlays(photo, torch.stack(drawn), names, args.out, prefix=key)
+    return paths, head_lines(masks)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -168,7 +223,13 @@ def main(argv=None):
         # The maps are drawn on the photo as it is, not on the model's square input.
         return torch.nn.functional.interpolate(cams[None].float(), photo.shape[1:], mode="bilinear")[0].clamp(0, 1)
 
-    if task == "hierarchical":
+    from .methods import MASK_METHODS, normalise
+
+    lines_file = "scores.txt"
+    if normalise(args.method) in MASK_METHODS:
+        paths, lines = draw_attention_masks(args, model, photo, x)
+        lines_file = "heads.txt"
+    elif task == "hierarchical":
         from ..superpixels import Superpixels
         from .hierarchy_cam import hierarchy_cams
 
@@ -186,7 +247,7 @@ def main(argv=None):
         probs = model.predict(x)[0].tolist()
         paths = save_overlays(photo, at_photo_size(cams), names[0], args.out, scores=probs)
         lines = [f"{n}\t{p:.4f}" for n, p in zip(names[0], probs)]
-    with open(os.path.join(args.out, "scores.txt"), "w") as f:
+    with open(os.path.join(args.out, lines_file), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {len(paths)} files to {args.out}")

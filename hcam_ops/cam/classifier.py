@@ -144,9 +144,14 @@ def class_cams(
     (default) / ``"neck"``."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from .methods import METHODS, cam_methods, normalise
+    from .methods import MASK_METHODS, METHODS, cam_methods, normalise
 
     key = normalise(method) if isinstance(method, str) else None
+    if key in MASK_METHODS:
+        raise ValueError(
+            f"class_cams: {method!r} draws attention masks, not class maps: hcam_ops.cam.attention_masks(model, "
+            f"images, method={key!r})"
+        )
     if key not in METHODS:
         raise ValueError(f"class_cams: method must be one of {cam_methods()}, got {method!r}")
     if target_layer is None or isinstance(target_layer, str):

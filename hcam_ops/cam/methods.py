@@ -21,14 +21,22 @@ Ours:
   all: what the layer responds to, whatever the target. pytorch-grad-cam has
   no equivalent (EigenCAM is the first principal component, not the mean),
   so it is a ``BaseCAM`` subclass here.
+
+Beside them, :data:`MASK_METHODS`: ``cls-attention`` and ``attnpool``, the
+seed 002's attention masks (:mod:`hcam_ops.cam.attention_masks`), which the
+CAM CLI (``python -m hcam_ops.cam --method cls-attention``) draws.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pytorch_grad_cam as pgc
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+from .attention_masks import ATTNPOOL, CLS_ATTENTION, attention_masks
 
 
 class SignedEigenCAM(pgc.EigenCAM):
@@ -76,6 +84,13 @@ METHODS: dict[str, type] = {
     "featmapam": FeatmapAM,
 }
 
+#: The attention-mask methods (docs/attention_masks.md): not a map per class
+#: but the model's own attention (a ViT's class token, a CLIP-style
+#: attention pool), binarised per head and fused, as the seed 002's LOCATE /
+#: BiT-Align masks. Key -> ``f(model, images, heads=None) -> AttentionMasks``;
+#: the CAM CLI draws them, ``class_cams`` refuses them.
+MASK_METHODS = {key: partial(attention_masks, method=key) for key in (CLS_ATTENTION, ATTNPOOL)}
+
 #: Normalised spellings that are not registry keys: pytorch-grad-cam's class
 #: name for Grad-CAM++ and its short form.
 ALIASES = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}
@@ -92,6 +107,11 @@ def normalise(name: str) -> str:
 def cam_methods() -> list[str]:
     """The registry's keys, sorted: the names ``class_cams`` accepts."""
     return sorted(METHODS)
+
+
+def mask_methods() -> list[str]:
+    """The attention-mask methods' keys, sorted (:data:`MASK_METHODS`)."""
+    return sorted(MASK_METHODS)
 
 
 # The detector tools' methods (the ones they are built and tested for; the
