@@ -17,7 +17,8 @@ Flags:
   --impls        comma list of fused, reference, compiled_ref (default: all three)
   --modes        comma list of fwd, fwd+bwd (default: both)
   --repeat       timed runs per entry; the median is reported (default 50 on CUDA, 5 on CPU)
-  --max-cases    first N shapes per op (default: all on CUDA, 2 on CPU)
+  --max-cases    first N shapes per op (default: all on CUDA; on CPU 2, plus the cases
+                 cases.py marks on_cpu)
   --threads      torch.set_num_threads for each measurement: one count, or a comma list
                  (--threads 1,2) to measure every entry at each count (default: torch's
                  current count). With several, the table has each impl's time and the
@@ -30,8 +31,9 @@ Flags:
 On CPU the memory columns are left out: the CPU allocator keeps no peak
 statistics. A value not measured (an impl a case does not have, e.g. no
 compiled reference of a Python-loop reference, or an entry that failed) is "-".
-torch.compile's CPU kernels fix their thread count when they are compiled, so
-the compiled reference is compiled once per thread count.
+torch.compile's CPU kernels fix their thread count when they are compiled
+(and Dynamo guards on it), so the compiled reference is compiled once per
+thread count; the warm-up at each count runs that compilation.
 """
 
 from __future__ import annotations
@@ -177,17 +179,15 @@ def _entries(case, modes, impls, threads):
 
 
 class _Threads:
-    """torch.set_num_threads for a measurement, and a compiled reference per
-    thread count (Inductor's CPU kernels fix their thread count when they are
-    compiled, and Dynamo does not recompile when it changes); both restored
-    on exit. Each (shape, dtype) of a reference is one Dynamo cache entry (per
-    thread count): past Dynamo's recompile limit (8 entries of one function)
-    it would quietly run the reference eager, so the limit is raised here."""
+    """torch.set_num_threads for each measurement, restored on exit.
+    Inductor's CPU kernels fix their thread count when they are compiled and
+    Dynamo guards on it, so the compiled reference is compiled once per
+    (shape, dtype, thread count), each a Dynamo cache entry of the reference:
+    past Dynamo's recompile limit (8 entries of one function) it would quietly
+    run the reference eager, so the limit is raised while this is entered."""
 
     def __enter__(self):
         self.saved = torch.get_num_threads()
-        self.saved_compiled = cases_mod._compiled
-        self.compiled = {}
         config = torch._dynamo.config
         self.limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
         self.saved_limit = getattr(config, self.limit_name)
@@ -196,11 +196,9 @@ class _Threads:
 
     def set(self, t):
         torch.set_num_threads(t)
-        cases_mod._compiled = self.compiled.setdefault(t, {})
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.saved)
-        cases_mod._compiled = self.saved_compiled
         setattr(torch._dynamo.config, self.limit_name, self.saved_limit)
 
 
