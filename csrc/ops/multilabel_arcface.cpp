@@ -106,7 +106,8 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
   const int64_t kc = chunk_columns(B, K, f.element_size(), chunk_size);
   auto dot_buf = at::empty({B * kc}, opts);
   at::Tensor g2_buf, P;
-  if (any_grad) g2_buf = at::empty({B * kc}, opts);
+  // In bfloat16 (half): the gradient products' operand, written so by the chunk pass.
+  if (any_grad) g2_buf = at::empty({B * kc}, half ? opts.dtype(wg.scalar_type()) : opts);
   if (want_gf) P = at::zeros({B, D}, acc);
   if (want_gw) out.grad_weight = at::empty({K, D}, wg.options());
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
@@ -126,7 +127,7 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
     c.logits = out.logits;
     if (any_grad) c.g2 = g2_buf.narrow(0, 0, B * n).view({B, n});
     k.chunk(c, p);
-    const auto g2 = half && any_grad ? c.g2.to(wg.scalar_type()) : c.g2;
+    const auto& g2 = c.g2;
     if (want_gf) {
       if (P.scalar_type() == g2.scalar_type()) {
         P.addmm_(g2, w_chunk);

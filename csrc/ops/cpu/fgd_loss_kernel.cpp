@@ -1,7 +1,9 @@
 // CPU kernels of the FGD loss: the one-pass statistics over tiles of
-// positions (parallel over (sample, tile)), the per-sample finisher, and the
-// elementwise backward (parallel over channel rows). The algorithm is the
-// CUDA kernels' own (fgd_math.h), with a narrower tile.
+// positions (parallel over (sample, tile)), the finisher (parallel over
+// blocks of positions and of channels), and the elementwise backward
+// (parallel over channel rows). Every split is fixed by the shape, never by
+// the thread count. The algorithm is the CUDA kernels' own (fgd_math.h),
+// with a narrower tile.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -191,26 +193,23 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
   });
 }
 
-template <typename T>
-SoftmaxPair softmax_pair(const T* t, const T* s, int64_t n, double inv_temp) {
-  SoftmaxPair r{-INFINITY, 0.0, -INFINITY, 0.0};
-  for (int64_t i = 0; i < n; ++i) {
-    r.max_t = std::max(r.max_t, t[i] * inv_temp);
-    r.max_s = std::max(r.max_s, s[i] * inv_temp);
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    r.sum_t += std::exp(t[i] * inv_temp - r.max_t);
-    r.sum_s += std::exp(s[i] * inv_temp - r.max_s);
-  }
-  return r;
-}
+// Positions per task of finish's sweeps over a sample's map, and channels per
+// task of its tile reduction: fixed sizes, not the thread count, so the
+// partial sums (combined in block order) are the same bits at any thread
+// count, and a batch of 2-8 maps still gives a 64-core server work
+// (B * HW / kBlock tasks: 16 per 128 x 128 map).
+constexpr int64_t kBlock = 2048;
+constexpr int64_t kChannelBlock = 32;
 
 // Per sample: the tiles reduced in order, both softmaxes, the six terms, and
-// the statistics the backward needs. Sums in double.
+// the statistics the backward needs. Sums in double. Parallel over (sample,
+// block of positions) and (sample, block of channels); only O(C) and
+// O(HW / kBlock) work per sample runs per sample.
 template <typename acc_t>
 void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, const at::Tensor& tile_max,
             const at::Tensor& col, const at::Tensor& row, const at::Tensor& sample, const at::Tensor& per_sample) {
   const int64_t B = col.size(0), tiles = part.size(1);
+  const int64_t nb = (HW + kBlock - 1) / kBlock, ncb = (C + kChannelBlock - 1) / kChannelBlock;
   const acc_t* partp = part.data_ptr<acc_t>();
   const acc_t* tmax = tile_max.data_ptr<acc_t>();
   const acc_t* colp = col.data_ptr<acc_t>();
@@ -219,47 +218,139 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
   acc_t* out = per_sample.data_ptr<acc_t>();
   const double inv_ts = p.inv_ts, inv_tc = p.inv_tc;
   const double dC = static_cast<double>(C), dHW = static_cast<double>(HW);
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> q(2 * kNumMask * C), sums(kNumRow * C);
-    for (int64_t b = begin; b < end; ++b) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  // Per (sample, block): the spatial logits' maxima (t, s), then their
+  // exponential sums (t, s), then the attention, K_s and spatial sums.
+  std::vector<double> bmax(B * nb * 2), bsum(B * nb * 2), bterm(B * nb * 3);
+  // Per sample and channel: the masked errors, rescaled (2 * kNumMask rows).
+  std::vector<double> qbuf(B * 2 * kNumMask * C);
+  auto block_of = [&](int64_t i, int64_t& b, int64_t& j0, int64_t& j1) {
+    b = i / nb;
+    j0 = (i % nb) * kBlock;
+    j1 = std::min(HW, j0 + kBlock);
+  };
+  // 1. Block maxima of the spatial logits of |T| and |S| (a max is exact in any order).
+  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t b, j0, j1;
+      block_of(i, b, j0, j1);
       const acc_t* cl = colp + b * kNumCol * HW;
-      acc_t* rw = rowp + b * kNumRow * C;
-      acc_t* ss = ssp + b * kNumSample;
-      // Spatial softmaxes of the channel means of |T| and |S|.
-      const auto sp_norm = softmax_pair(cl + kColAbsT * HW, cl + kColAbsS * HW, HW, inv_ts);
-      const double mt = sp_norm.max_t, zt = sp_norm.sum_t, ms = sp_norm.max_s, zs = sp_norm.sum_s;
-      ss[kMaxTs] = mt;
-      ss[kSumTs] = zt;
-      ss[kMaxSs] = ms;
-      ss[kSumSs] = zs;
-      const auto wn = fgd_weight_norm<acc_t>(ss, p, dHW);
-      // Channel means and the masked errors, tiles rescaled to the global maxima
-      // (unweighted errors have nothing to rescale).
-      std::fill(q.begin(), q.end(), 0.0);
-      std::fill(sums.begin(), sums.end(), 0.0);
+      double mt = -kInf, ms = -kInf;
+      for (int64_t j = j0; j < j1; ++j) {
+        mt = std::max(mt, cl[kColAbsT * HW + j] * inv_ts);
+        ms = std::max(ms, cl[kColAbsS * HW + j] * inv_ts);
+      }
+      bmax[2 * i] = mt;
+      bmax[2 * i + 1] = ms;
+    }
+  });
+  auto sample_max = [&](int64_t b, int k) {
+    double m = -kInf;
+    for (int64_t i = b * nb; i < (b + 1) * nb; ++i) m = std::max(m, bmax[2 * i + k]);
+    return m;
+  };
+  // 2. Block sums of the exponentials (NaN is carried by exp, as in the reference).
+  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t b, j0, j1;
+      block_of(i, b, j0, j1);
+      const acc_t* cl = colp + b * kNumCol * HW;
+      const double mt = sample_max(b, 0), ms = sample_max(b, 1);
+      double zt = 0, zs = 0;
+      for (int64_t j = j0; j < j1; ++j) {
+        zt += std::exp(cl[kColAbsT * HW + j] * inv_ts - mt);
+        zs += std::exp(cl[kColAbsS * HW + j] * inv_ts - ms);
+      }
+      bsum[2 * i] = zt;
+      bsum[2 * i + 1] = zs;
+    }
+  });
+  // 3. The spatial softmaxes' normalisers, blocks added in order.
+  for (int64_t b = 0; b < B; ++b) {
+    acc_t* ss = ssp + b * kNumSample;
+    double zt = 0, zs = 0;
+    for (int64_t i = b * nb; i < (b + 1) * nb; ++i) {
+      zt += bsum[2 * i];
+      zs += bsum[2 * i + 1];
+    }
+    ss[kMaxTs] = sample_max(b, 0);
+    ss[kSumTs] = zt;
+    ss[kMaxSs] = sample_max(b, 1);
+    ss[kSumSs] = zs;
+  }
+  // 4. Channel means and the masked errors per channel, tiles in order and
+  // rescaled to the global maxima (unweighted errors have nothing to rescale).
+  at::parallel_for(0, B * ncb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / ncb, c0 = (i % ncb) * kChannelBlock, c1 = std::min(C, c0 + kChannelBlock);
+      const auto wn = fgd_weight_norm<acc_t>(ssp + b * kNumSample, p, dHW);
+      double sums[kNumRow][kChannelBlock] = {}, q[2 * kNumMask][kChannelBlock] = {};
       for (int64_t t = 0; t < tiles; ++t) {
         const acc_t* pr = partp + (b * tiles + t) * kNumPart * C;
         const acc_t* tm = tmax + (b * tiles + t) * 2;
         const double f[2] = {std::exp(static_cast<double>(tm[0]) - wn.m[0]),
                              std::exp(static_cast<double>(tm[1]) - wn.m[1])};
-        for (int64_t k = 0; k < kNumRow; ++k) {
-          for (int64_t c = 0; c < C; ++c) sums[k * C + c] += pr[k * C + c];
+        for (int k = 0; k < kNumRow; ++k) {
+          for (int64_t c = c0; c < c1; ++c) sums[k][c - c0] += pr[k * C + c];
         }
         for (int k = 0; k < 2 * kNumMask; ++k) {
           const double fk = fgd_mask_spatial(p, k / 2) ? f[k % 2] : 1.0;
-          for (int64_t c = 0; c < C; ++c) q[k * C + c] += pr[(kPartQ + k) * C + c] * fk;
+          for (int64_t c = c0; c < c1; ++c) q[k][c - c0] += pr[(kPartQ + k) * C + c] * fk;
         }
       }
-      for (int64_t k = 0; k < kNumRow * C; ++k) rw[k] = static_cast<acc_t>(sums[k] / dHW);
-      // Channel softmaxes.
-      const auto ch_norm = softmax_pair(rw + kRowAbsT * C, rw + kRowAbsS * C, C, inv_tc);
-      const double mtc = ch_norm.max_t, ztc = ch_norm.sum_t, msc = ch_norm.max_s, zsc = ch_norm.sum_s;
+      acc_t* rw = rowp + b * kNumRow * C;
+      for (int k = 0; k < kNumRow; ++k) {
+        for (int64_t c = c0; c < c1; ++c) rw[k * C + c] = static_cast<acc_t>(sums[k][c - c0] / dHW);
+      }
+      double* qb = qbuf.data() + b * 2 * kNumMask * C;
+      for (int k = 0; k < 2 * kNumMask; ++k) {
+        for (int64_t c = c0; c < c1; ++c) qb[k * C + c] = q[k][c - c0];
+      }
+    }
+  });
+  // 5. The spatial terms' block sums.
+  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t b, j0, j1;
+      block_of(i, b, j0, j1);
+      const acc_t* cl = colp + b * kNumCol * HW;
+      const acc_t* ss = ssp + b * kNumSample;
+      const double mt = ss[kMaxTs], zt = ss[kSumTs], ms = ss[kMaxSs], zs = ss[kSumSs];
+      double att = 0, ks = 0, sp = 0;
+      for (int64_t j = j0; j < j1; ++j) {
+        const auto [a_t, p_s, sg] =
+            fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, mt, zt, ms, zs, dHW);
+        att += std::abs(dHW * p_s - a_t);
+        ks += p_s * dHW * sg;
+        sp += std::abs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
+      }
+      bterm[3 * i] = att;
+      bterm[3 * i + 1] = ks;
+      bterm[3 * i + 2] = sp;
+    }
+  });
+  // 6. Per sample: the channel softmaxes and the terms (O(C) work).
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const acc_t* rw = rowp + b * kNumRow * C;
+      acc_t* ss = ssp + b * kNumSample;
+      const double* qb = qbuf.data() + b * 2 * kNumMask * C;
+      const auto wn = fgd_weight_norm<acc_t>(ss, p, dHW);
+      double mtc = -kInf, msc = -kInf, ztc = 0, zsc = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        mtc = std::max(mtc, rw[kRowAbsT * C + c] * inv_tc);
+        msc = std::max(msc, rw[kRowAbsS * C + c] * inv_tc);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        ztc += std::exp(rw[kRowAbsT * C + c] * inv_tc - mtc);
+        zsc += std::exp(rw[kRowAbsS * C + c] * inv_tc - msc);
+      }
       double lm[kNumMask] = {0, 0, 0}, att = 0, kc = 0, ch = 0;
       for (int64_t c = 0; c < C; ++c) {
         const auto [a_t, p_s, sg] =
             fgd_attention(rw[kRowAbsT * C + c], rw[kRowAbsS * C + c], inv_tc, mtc, ztc, msc, zsc, dC);
         double qc[2 * kNumMask];
-        for (int k = 0; k < 2 * kNumMask; ++k) qc[k] = q[k * C + c];
+        for (int k = 0; k < 2 * kNumMask; ++k) qc[k] = qb[k * C + c];
         for (int k = 0; k < kNumMask; ++k) {
           const double cw = (k == kMaskFp || p.channel_mask) ? a_t : 1.0;
           lm[k] += cw * fgd_masked_error(qc, k, wn, p);
@@ -269,12 +360,10 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
         ch += std::abs(static_cast<double>(rw[kRowT * C + c]) - rw[kRowS * C + c]);
       }
       double ks = 0, sp = 0;
-      for (int64_t j = 0; j < HW; ++j) {
-        const auto [a_t, p_s, sg] =
-            fgd_attention(cl[kColAbsT * HW + j], cl[kColAbsS * HW + j], inv_ts, mt, zt, ms, zs, dHW);
-        att += std::abs(dHW * p_s - a_t);
-        ks += p_s * dHW * sg;
-        sp += std::abs(static_cast<double>(cl[kColT * HW + j]) - cl[kColS * HW + j]);
+      for (int64_t i = b * nb; i < (b + 1) * nb; ++i) {
+        att += bterm[3 * i];
+        ks += bterm[3 * i + 1];
+        sp += bterm[3 * i + 2];
       }
       ss[kMaxTc] = mtc;
       ss[kSumTc] = ztc;
@@ -310,27 +399,30 @@ void backward_impl(const FgdInputs& in, const FgdParams& p, const at::Tensor& g,
   auto cc = at::empty({B, 4, HW}, col.options());
   acc_t* rcp = rc.data_ptr<acc_t>();
   acc_t* ccp = cc.data_ptr<acc_t>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const acc_t* ss = ssp + b * kNumSample;
+  // Independent per (sample, channel) and per (sample, position): two flat
+  // sweeps (B * HW positions is the long one: exponentials per position).
+  at::parallel_for(0, B * C, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / C, c = i % C;
+      const auto k = fgd_channel_coefs(rowp + b * kNumRow * C, ssp + b * kNumSample, gp, C, HW, c, p);
       acc_t* r = rcp + b * 4 * C;
+      r[c] = k.scale;
+      r[C + c] = k.scale_fp;
+      r[2 * C + c] = k.sign_coef;
+      r[3 * C + c] = k.shift;
+    }
+  });
+  at::parallel_for(0, B * HW, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / HW, j = i % HW;
+      const acc_t fpj = fp ? fp[i] : acc_t(0);
+      const auto k =
+          fgd_position_coefs(colp + b * kNumCol * HW, ssp + b * kNumSample, gp, fg[i], bg[i], fpj, C, HW, j, p);
       acc_t* q = ccp + b * 4 * HW;
-      for (int64_t c = 0; c < C; ++c) {
-        const auto k = fgd_channel_coefs(rowp + b * kNumRow * C, ss, gp, C, HW, c, p);
-        r[c] = k.scale;
-        r[C + c] = k.scale_fp;
-        r[2 * C + c] = k.sign_coef;
-        r[3 * C + c] = k.shift;
-      }
-      for (int64_t j = 0; j < HW; ++j) {
-        const acc_t fpj = fp ? fp[b * HW + j] : acc_t(0);
-        const auto k =
-            fgd_position_coefs(colp + b * kNumCol * HW, ss, gp, fg[b * HW + j], bg[b * HW + j], fpj, C, HW, j, p);
-        q[j] = k.scale;
-        q[HW + j] = k.scale_fp;
-        q[2 * HW + j] = k.sign_coef;
-        q[3 * HW + j] = k.shift;
-      }
+      q[j] = k.scale;
+      q[HW + j] = k.scale_fp;
+      q[2 * HW + j] = k.sign_coef;
+      q[3 * HW + j] = k.shift;
     }
   });
   const scalar_t* S = in.student.data_ptr<scalar_t>();
