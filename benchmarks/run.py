@@ -126,6 +126,25 @@ def copy_bandwidth(device):
     return 2 * x.numel() * 20 / (start.elapsed_time(end) / 1e3)
 
 
+def first_touch_ms(nbytes, repeat):
+    """CPU: median ms to allocate ``nbytes`` afresh and write them once, at the
+    current thread count: the floor of a step that returns gradients of that
+    size. glibc serves a block over 32 MiB with a fresh mmap each time, whose
+    pages the kernel faults in and zeroes on first touch; on this kind of VM
+    that costs more than the kernels' own arithmetic and scales poorly with
+    threads, and a fused or compiled step pays it alike."""
+    times = []
+    for _ in range(max(repeat, 3)):
+        t0 = time.perf_counter()
+        torch.empty(nbytes, dtype=torch.uint8).fill_(1)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _grad_bytes(case, input_set):
+    return sum(input_set[name].numel() * input_set[name].element_size() for name in case.grad_of)
+
+
 def parse_threads(text):
     """``"1,2"`` -> [1, 2]; None or "" -> [torch's current thread count]."""
     if not text:
@@ -261,9 +280,12 @@ def main(argv=None):
             floor_ms = None
             if bandwidth and case.floor_bytes:
                 floor_ms = case.floor_bytes(dtype) / bandwidth * 1e3
+            touch = {}  # CPU: first-touch ms of the gradients' bytes, per thread count
             for mode, name, t in _entries(case, modes, impls, threads):
                 k += 1
                 thread_setting.set(t)
+                if device.type == "cpu" and mode == "fwd+bwd" and case.grad_of and t not in touch:
+                    touch[t] = first_touch_ms(_grad_bytes(case, input_sets[0]), repeat)
                 error = None
                 try:
                     ms, mib, tmib = measure(
@@ -286,6 +308,7 @@ def main(argv=None):
                         peak_mib=mib,
                         transient_mib=tmib,
                         floor_ms=floor_ms if mode == "fwd+bwd" else None,
+                        first_touch_ms=touch.get(t) if mode == "fwd+bwd" else None,
                         **({"error": error} if error else {}),
                     )
                 )
@@ -393,6 +416,11 @@ def _header(meta):
         )
     else:
         lines.append(f"- {CPU_MEMORY_NOTE}")
+        lines.append(
+            '- "first-touch ms": allocating the step\'s gradients afresh and writing them once (fwd+bwd rows): '
+            "the floor of any implementation that returns them, page faults included (glibc maps a block over "
+            "32 MiB anew each time)"
+        )
     lines.append(
         "- fused ops run without their host-side input checks (check_index / check_inputs=False); "
         '"fused / compiled" below 1: the fused op is faster; "-": not measured'
@@ -495,6 +523,23 @@ def format_table(rows, threads=None):
                         lambda by, i=impl, t=t: _fmt(_ratio(ms(by, i, threads[0]), ms(by, i, t)), ".2f"),
                     )
                 )
+    if any(_num(r.get("first_touch_ms")) is not None for r in rows):
+        for t in threads:
+
+            def touch(by, t=t):
+                return _fmt(
+                    next(
+                        (
+                            r["first_touch_ms"]
+                            for (_, rt), r in by.items()
+                            if rt == t and _num(r.get("first_touch_ms")) is not None
+                        ),
+                        None,
+                    ),
+                    ".2f",
+                )
+
+            columns.append((f"first-touch ms{at(t)}", touch))
     if has_floor:
         columns.append(
             (

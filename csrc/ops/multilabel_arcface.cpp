@@ -104,18 +104,29 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
   }
   const auto inv_f = k.inv_norms(f), inv_w = k.inv_norms(w);
   const int64_t kc = chunk_columns(B, K, f.element_size(), chunk_size);
-  auto dot_buf = at::empty({B * kc}, opts);
+  // a @ b^T, by the device's product where it has one (its result is a new tensor).
+  auto linear = [&](const at::Tensor& a, const at::Tensor& b) { return k.linear ? k.linear(a, b) : at::mm(a, b.t()); };
+  at::Tensor dot_buf;
+  if (!k.linear) dot_buf = at::empty({B * kc}, opts);
   at::Tensor g2_buf, P;
   // In bfloat16 (half): the gradient products' operand, written so by the chunk pass.
   if (any_grad) g2_buf = at::empty({B * kc}, half ? opts.dtype(wg.scalar_type()) : opts);
-  if (want_gf) P = at::zeros({B, D}, acc);
-  if (want_gw) out.grad_weight = at::empty({K, D}, wg.options());
+  // P: the first chunk's product itself where it is in P's dtype (no zeros to add to).
+  const bool p_whole = k.linear && kc >= K && !half;
+  if (want_gf && !p_whole) P = at::zeros({B, D}, acc);
+  // One chunk with the device's own product: its result is the weight gradient.
+  const bool gw_whole = k.linear && kc >= K;
+  if (want_gw && !gw_whole) out.grad_weight = at::empty({K, D}, wg.options());
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t n = std::min(kc, K - k0);
     const auto w_chunk = w.narrow(0, k0, n);
     ArcFaceChunk c;
-    c.dot = dot_buf.narrow(0, 0, B * n).view({B, n});
-    at::mm_out(c.dot, f, w_chunk.t());
+    if (k.linear) {
+      c.dot = k.linear(f, w_chunk).contiguous();
+    } else {
+      c.dot = dot_buf.narrow(0, 0, B * n).view({B, n});
+      at::mm_out(c.dot, f, w_chunk.t());
+    }
     c.inv_f = inv_f;
     c.inv_w = inv_w;
     c.labels = y;
@@ -129,15 +140,25 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
     k.chunk(c, p);
     const auto& g2 = c.g2;
     if (want_gf) {
-      if (P.scalar_type() == g2.scalar_type()) {
+      if (p_whole) {
+        P = linear(g2, w_chunk.t());
+      } else if (k.linear) {
+        P.add_(linear(g2, (half ? wg.narrow(0, k0, n) : w_chunk).t()));
+      } else if (P.scalar_type() == g2.scalar_type()) {
         P.addmm_(g2, w_chunk);
       } else {
         P.add_(at::mm(g2, wg.narrow(0, k0, n)));
       }
     }
     if (want_gw) {
-      auto rows = out.grad_weight.narrow(0, k0, n);  // contiguous rows of [K, D]
-      at::mm_out(rows, g2.t(), fg);
+      if (gw_whole) {
+        out.grad_weight = linear(g2.t(), fg.t()).contiguous();
+      } else if (k.linear) {
+        out.grad_weight.narrow(0, k0, n).copy_(linear(g2.t(), fg.t()));
+      } else {
+        auto rows = out.grad_weight.narrow(0, k0, n);  // contiguous rows of [K, D]
+        at::mm_out(rows, g2.t(), fg);
+      }
     }
   }
   if (want_gf) {

@@ -49,6 +49,10 @@ struct ArcFaceKernels {
   // themselves on CUDA (cuBLAS). A property of the device's kernels, not of
   // where the tensors are: an emulated CUDA run has them on the host.
   ArcFaceOperands (*operands)(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels);
+  // The device's matrix product a @ w^T (a [M, I], w [N, I], either may be a
+  // transposed view; a new contiguous [M, N] tensor), or null for at::mm.
+  // The CPU's takes oneDNN's float32 product (cpu/arcface_precision.h).
+  at::Tensor (*linear)(const at::Tensor& a, const at::Tensor& w) = nullptr;
 };
 
 // grad_mask (forward) and output_mask (backward): which of (d features,

@@ -5,7 +5,13 @@
 // its outputs once. Compiled once, at the baseline level: it only calls ATen.
 #include "arcface_precision.h"
 
+#include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <ATen/ops/mm.h>
+
+#include <optional>
+#include <string>
 
 namespace hcam_ops::cpu {
 
@@ -24,6 +30,14 @@ bool bf16_gemm() {
   return fast;
 }
 
+// torch's oneDNN linear, where torch is built with it (x86 wheels): found
+// once; called boxed, as its C++ signature is not part of torch's API.
+const c10::OperatorHandle* onednn_linear() {
+  static const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  return op.has_value() ? &*op : nullptr;
+}
+
 at::Tensor float_labels(const at::Tensor& labels) {
   return labels.scalar_type() == at::kBool ? labels : labels.to(at::kFloat);
 }
@@ -33,9 +47,28 @@ at::Tensor float_labels(const at::Tensor& labels) {
 ArcFaceOperands arcface_operands(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels) {
   const auto t = features.scalar_type();
   if (t != at::kHalf && t != at::kBFloat16) return {features, weight, labels, {}, {}};
-  const bool bf16 = t == at::kBFloat16 && bf16_gemm();
+  // bfloat16 products where they pay: below ~4M multiply-adds per product
+  // oneDNN's bfloat16 set-up costs more than the float32 products take.
+  const bool large = features.size(0) * weight.size(0) * features.size(1) >= (int64_t{1} << 22);
+  const bool bf16 = t == at::kBFloat16 && large && bf16_gemm();
   return {features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), bf16 ? features : at::Tensor(),
           bf16 ? weight : at::Tensor()};
+}
+
+
+at::Tensor arcface_linear(const at::Tensor& a, const at::Tensor& w) {
+  const auto* op = onednn_linear();
+  // Below ~4M multiply-adds oneDNN's per-call set-up (a primitive per shape)
+  // costs more than it saves.
+  const bool large = a.size(0) * a.size(1) * w.size(0) >= (int64_t{1} << 22);
+  if (op == nullptr || !large || a.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat ||
+      !at::globalContext().userEnabledMkldnn()) {
+    return at::mm(a, w.t());
+  }
+  torch::jit::Stack stack{a, w, c10::IValue(), std::string("none"), c10::List<std::optional<at::Scalar>>(),
+                          std::string("")};
+  op->callBoxed(&stack);
+  return std::move(stack.back()).toTensor();
 }
 
 }  // namespace hcam_ops::cpu

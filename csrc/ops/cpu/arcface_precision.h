@@ -13,4 +13,9 @@ namespace hcam_ops::cpu {
 // bfloat16 matrix products; other dtypes as they are.
 ArcFaceOperands arcface_operands(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels);
 
+// a @ w^T. float32: oneDNN's product (mkldnn::_linear_pointwise) where torch
+// has it, twice MKL's speed on an AVX-512 AMD CPU (MKL runs its AVX2 kernel
+// there); other dtypes, or no oneDNN: at::mm.
+at::Tensor arcface_linear(const at::Tensor& a, const at::Tensor& w);
+
 }  // namespace hcam_ops::cpu

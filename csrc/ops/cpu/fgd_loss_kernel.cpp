@@ -198,7 +198,7 @@ void stats_pass(const FgdInputs& in, const FgdParams& p, const at::Tensor& col, 
 // partial sums (combined in block order) are the same bits at any thread
 // count, and a batch of 2-8 maps still gives a 64-core server work
 // (B * HW / kBlock tasks: 16 per 128 x 128 map).
-constexpr int64_t kBlock = 2048;
+constexpr int64_t kBlock = 1024;
 constexpr int64_t kChannelBlock = 32;
 
 // Per sample: the tiles reduced in order, both softmaxes, the six terms, and

@@ -239,7 +239,7 @@ void arcface_project<Isa::CPU_CAPABILITY>(const at::Tensor& src, const at::Tenso
 namespace {
 // The active level's kernels (isa.h), chosen when the library is loaded.
 const ArcFaceKernels kKernels{HCAM_CPU_DISPATCH(arcface_inv_norms), HCAM_CPU_DISPATCH(arcface_chunk),
-                              HCAM_CPU_DISPATCH(arcface_project), &arcface_operands};
+                              HCAM_CPU_DISPATCH(arcface_project), &arcface_operands, &arcface_linear};
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hcam_ops, CPU, m) {
