@@ -141,7 +141,25 @@ void grad_row(const scalar_t* x, scalar_t* dr, const at::opmath_type<scalar_t>* 
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = acc_vec<scalar_t>;
   constexpr int64_t V = Vec::size();
-  for (int64_t c = 0; c < C; c += V) {
+  int64_t c = 0;
+  // Pairs of vectors first: the features' gradient stored with store_acc2
+  // (one conversion and one full store per 2V channels in bfloat16 / half).
+  for (; c + 2 * V <= C; c += 2 * V) {
+    const Vec x0 = load_acc(x + c), x1 = load_acc(x + c + V);
+    Vec d0(acc_t(0)), d1(acc_t(0));
+    for (int64_t l = 0; l < L; ++l) {
+      const Vec gl(g[l]);
+      acc_t* pl = part + l * C + c;
+      if (dr) {
+        d0 = at::vec::fmadd(gl, load_acc(w[l] + c), d0);
+        d1 = at::vec::fmadd(gl, load_acc(w[l] + c + V), d1);
+      }
+      at::vec::fmadd(gl, x0, Vec::loadu(pl)).store(pl);
+      at::vec::fmadd(gl, x1, Vec::loadu(pl + V)).store(pl + V);
+    }
+    if (dr) store_acc2(dr + c, d0, d1);
+  }
+  for (; c < C; c += V) {
     const int64_t m = std::min(V, C - c);
     const Vec xv = load_acc(x + c, m);
     Vec d(acc_t(0));

@@ -56,6 +56,20 @@ inline void store_acc(scalar_t* p, const acc_vec<scalar_t>& v, int64_t count = a
   }
 }
 
+// Two vectors' worth (2 * acc_vec<scalar_t>::size() elements) narrowed and
+// stored at once: for bfloat16 / half one conversion and one full-width
+// store, where store_acc converts a duplicated vector and stores half of it.
+// The same bits as two store_acc calls.
+template <typename scalar_t>
+inline void store_acc2(scalar_t* p, const acc_vec<scalar_t>& v0, const acc_vec<scalar_t>& v1) {
+  if constexpr (at::vec::is_reduced_floating_point_v<scalar_t>) {
+    at::vec::convert_from_float<scalar_t>(v0, v1).store(p);
+  } else {
+    v0.store(p);
+    v1.store(p + acc_vec<scalar_t>::size());
+  }
+}
+
 // Sum of the lanes.
 template <typename acc_t>
 inline acc_t sum_lanes(const at::vec::Vectorized<acc_t>& v) {
