@@ -126,23 +126,26 @@ def copy_bandwidth(device):
     return 2 * x.numel() * 20 / (start.elapsed_time(end) / 1e3)
 
 
-def first_touch_ms(nbytes, repeat):
-    """CPU: median ms to allocate ``nbytes`` afresh and write them once, at the
-    current thread count: the floor of a step that returns gradients of that
-    size. glibc serves a block over 32 MiB with a fresh mmap each time, whose
-    pages the kernel faults in and zeroes on first touch; on this kind of VM
-    that costs more than the kernels' own arithmetic and scales poorly with
-    threads, and a fused or compiled step pays it alike."""
+def first_touch_ms(sizes, repeat):
+    """CPU: median ms to allocate buffers of ``sizes`` (bytes, one allocation
+    each, as the step's gradients are) afresh and write them once, at the
+    current thread count: the floor of a step that returns those gradients.
+    glibc serves a block over 32 MiB (and, by its moving threshold, often a
+    smaller one) with a fresh mmap each time, whose pages the kernel faults
+    in and zeroes on first touch; on this kind of VM that costs more than the
+    kernels' own arithmetic and scales poorly with threads, and a fused or
+    compiled step pays it alike."""
     times = []
     for _ in range(max(repeat, 3)):
         t0 = time.perf_counter()
-        torch.empty(nbytes, dtype=torch.uint8).fill_(1)
+        buffers = [torch.empty(n, dtype=torch.uint8).fill_(1) for n in sizes]
         times.append((time.perf_counter() - t0) * 1e3)
+        del buffers
     return statistics.median(times)
 
 
 def _grad_bytes(case, input_set):
-    return sum(input_set[name].numel() * input_set[name].element_size() for name in case.grad_of)
+    return [input_set[name].numel() * input_set[name].element_size() for name in case.grad_of]
 
 
 def parse_threads(text):

@@ -196,3 +196,23 @@ def test_plot_nothing_to_draw(tmp_path):
     rows = [_row("a", "B=1", "fwd", "fused", 1, 1.0)]
     assert run.plot_ratios(rows, str(tmp_path / "r.png"), "title", [1]) is None
     assert not (tmp_path / "r.png").exists()
+
+
+def test_table_first_touch_column_per_thread_count():
+    rows = []
+    for t, touch in [(1, 30.0), (2, 17.5)]:
+        rows.append(_row("a", "B=1", "fwd+bwd", "fused", t, 40.0 / t, first_touch_ms=touch))
+        rows.append(_row("a", "B=1", "fwd+bwd", "compiled_ref", t, 50.0 / t, first_touch_ms=touch))
+    rows.append(_row("a", "B=1", "fwd", "fused", 1, 5.0))  # a forward row has none
+    head, cells = _cells(run.format_table(rows, [1, 2]), "a")
+    by_mode = {c["mode"]: c for c in cells}
+    assert (by_mode["fwd+bwd"]["first-touch ms T=1"], by_mode["fwd+bwd"]["first-touch ms T=2"]) == ("30.00", "17.50")
+    assert by_mode["fwd"]["first-touch ms T=1"] == "-"
+
+
+def test_first_touch_allocates_each_size():
+    # Two 1-byte buffers and one of 40 MiB (a fresh mapping): a positive time,
+    # more for the large one than for the small ones.
+    small = run.first_touch_ms([1, 1], 3)
+    large = run.first_touch_ms([40 << 20], 3)
+    assert 0 < small < large

@@ -55,8 +55,9 @@ def test_bfloat16_cpu_at_least_as_exact_as_the_reference(reduction, gen):
     """bfloat16 on CPU: the cosines come from a float32 product and, where
     oneDNN has bfloat16 products, the two gradient products run in bfloat16.
     Loss and gradients stay at least as close to float64 as the reference
-    computed in bfloat16 (which rounds the cosines too)."""
-    B, D, K = 24, 96, 700
+    computed in bfloat16 (which rounds the cosines too). The shape has
+    products of more than 4M multiply-adds, where the CPU takes those paths."""
+    B, D, K = 48, 128, 700
     f = torch.randn(B, D, generator=gen).bfloat16()
     w = torch.randn(K, D, generator=gen).bfloat16()
     y = torch.rand(B, K, generator=gen) < 0.05
@@ -75,6 +76,20 @@ def test_bfloat16_cpu_at_least_as_exact_as_the_reference(reduction, gen):
         err_fused = ((a - e).norm() / e.norm()).item()
         err_ref = ((b - e).norm() / e.norm()).item()
         assert err_fused <= 1.1 * err_ref + 1e-4, f"{name}: fused {err_fused:.2e}, bf16 reference {err_ref:.2e}"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("chunk", [None, 256], ids=["one_chunk", "chunks"])
+def test_parity_large_products_cpu(chunk, reduction, gen):
+    """Products of more than 4M multiply-adds: on CPU they go to oneDNN's
+    float32 product (where torch has it), the result taken as the chunk's
+    cosines, P and the weight gradient (one chunk) or added / copied per
+    chunk."""
+    B, D, K = 64, 128, 600
+    f = randn(B, D, gen=gen, dtype=torch.float32, device="cpu", requires_grad=True)
+    w = randn(K, D, gen=gen, dtype=torch.float32, device="cpu", requires_grad=True)
+    y = _labels(B, K, gen, p=0.05).float()
+    _check_parity(f, w, y, torch.float32, reduction=reduction, chunk_size=chunk)
 
 
 @pytest.mark.parametrize("scale, margin", [(1.0, 0.1), (16.0, 0.3), (30.0, 0.5), (64.0, 1.2)])

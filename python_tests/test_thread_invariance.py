@@ -1,5 +1,5 @@
 """Every CPU op gives bitwise the same outputs and gradients at 1, 2 and 3
-threads (docs/ops/README.md, "Threads"): each kernel splits its work into
+threads (docs/README.md, "Determinism"): each kernel splits its work into
 tasks that do not depend on the thread count, and partial results are
 combined in a fixed order. The shapes are large enough that every
 parallel_for has more tasks than threads, and the split passes (CAM weight
@@ -90,9 +90,12 @@ def test_cam_gather(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_multilabel_arcface(dtype):
+# The second shape has products of more than 4M multiply-adds: oneDNN's
+# float32 product and (bfloat16) the bfloat16 gradient products.
+@pytest.mark.parametrize("shape", [(37, 50, 300), (64, 128, 600)], ids=str)
+def test_multilabel_arcface(dtype, shape):
     g = _gen()
-    B, D, K = 37, 50, 300
+    B, D, K = shape
     labels = torch.rand(B, K, generator=g) < 0.1
 
     def op(features, weight):
