@@ -304,9 +304,27 @@ def _fps_inputs(shape):
     return make
 
 
+def _segment_mean_floor(shape):
+    B, H, W, C, S = shape
+
+    def floor(dtype):
+        # forward reads x once, backward writes its gradient once (the means are S/(H*W) of that)
+        return 2 * B * H * W * C * torch.empty((), dtype=dtype).element_size()
+
+    return floor
+
+
 def _segment_mean_case(shape):
     impls = _impls(_fused_segment_mean, _reference_segment_mean)
-    return _case("segment_mean", "B={} H={} W={} C={} S={}", _segment_mean_inputs, shape, impls=impls, grad_of=("x",))
+    return _case(
+        "segment_mean",
+        "B={} H={} W={} C={} S={}",
+        _segment_mean_inputs,
+        shape,
+        impls=impls,
+        grad_of=("x",),
+        floor_bytes=_segment_mean_floor(shape),
+    )
 
 
 def _fps_case(shape):

@@ -109,9 +109,19 @@ def measure(impl, input_sets, grad_of, backward, device, repeat, warmup):
 
 def copy_bandwidth(device):
     """Bytes per second of a large device copy (read + write), the ceiling a
-    memory-bound kernel is measured against."""
+    memory-bound kernel is measured against. CPU: a 256 MiB copy (well past
+    the last-level cache) between buffers already touched, at the current
+    thread count: DRAM, without page faults."""
     if device.type != "cuda":
-        return None
+        x = torch.ones(2**28, dtype=torch.uint8)
+        y = torch.zeros_like(x)
+        times = []
+        for i in range(8):
+            t0 = time.perf_counter()
+            y.copy_(x)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        return 2 * x.numel() / statistics.median(times)
     x = torch.empty(2**28, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
     for _ in range(3):
@@ -266,7 +276,14 @@ def main(argv=None):
     if device.type == "cpu" and max(threads) > (os.cpu_count() or 1):
         print(f"# --threads {max(threads)} is more than the {os.cpu_count()} CPUs here", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
-    bandwidth = copy_bandwidth(device)
+    # Copy bandwidth per thread count (CPU: DRAM bandwidth grows less than the
+    # thread count; CUDA: one figure).
+    bandwidth = {}
+    with _Threads() as thread_setting:
+        one = copy_bandwidth(device) if device.type == "cuda" else None
+        for t in threads:
+            thread_setting.set(t)
+            bandwidth[t] = one if device.type == "cuda" else copy_bandwidth(device)
 
     selected = _select_cases(args, device)
     total = sum(len(_entries(case, modes, impls, threads)) for case, _ in selected)
@@ -280,9 +297,6 @@ def main(argv=None):
             dtype = DTYPES[dname]
             gen = torch.Generator().manual_seed(0)
             input_sets = [case.make_inputs(device, dtype, gen) for _ in range(n_sets)]
-            floor_ms = None
-            if bandwidth and case.floor_bytes:
-                floor_ms = case.floor_bytes(dtype) / bandwidth * 1e3
             touch = {}  # CPU: first-touch ms of the gradients' bytes, per thread count
             for mode, name, t in _entries(case, modes, impls, threads):
                 k += 1
@@ -310,7 +324,9 @@ def main(argv=None):
                         ms=ms,
                         peak_mib=mib,
                         transient_mib=tmib,
-                        floor_ms=floor_ms if mode == "fwd+bwd" else None,
+                        floor_ms=case.floor_bytes(dtype) / bandwidth[t] * 1e3
+                        if mode == "fwd+bwd" and case.floor_bytes and bandwidth.get(t)
+                        else None,
                         first_touch_ms=touch.get(t) if mode == "fwd+bwd" else None,
                         **({"error": error} if error else {}),
                     )
@@ -385,7 +401,7 @@ def _meta(device, bandwidth, repeat, warmup, n_sets, threads):
     return dict(
         device=name,
         device_type=device.type,
-        copy_bandwidth_tb_s=bandwidth / 1e12 if bandwidth else None,
+        copy_bandwidth_gb_s={t: bw / 1e9 for t, bw in bandwidth.items() if bw},
         threads=list(threads),
         torch=torch.__version__,
         cuda_built=hcam_ops.cuda_built(),
@@ -399,7 +415,11 @@ def _meta(device, bandwidth, repeat, warmup, n_sets, threads):
 
 def _header(meta):
     """The lines at the top of results.md: device, threads, torch, commit, date, method."""
-    bw = f", copy bandwidth {meta['copy_bandwidth_tb_s']:.2f} TB/s" if meta["copy_bandwidth_tb_s"] else ""
+    bws = meta.get("copy_bandwidth_gb_s") or {}
+    if len(set(bws.values())) == 1:
+        bw = f", copy bandwidth {next(iter(bws.values())):.0f} GB/s"
+    else:
+        bw = ", copy bandwidth " + ", ".join(f"{v:.0f} GB/s at T={t}" for t, v in bws.items())
     threads = ", ".join(map(str, meta["threads"]))
     lines = [
         "# hcam_ops benchmark",
@@ -424,6 +444,10 @@ def _header(meta):
             "the floor of any implementation that returns them, page faults included (glibc maps a block over "
             "32 MiB anew each time)"
         )
+    lines.append(
+        '- "floor ms" (fwd+bwd rows with one): the fewest bytes the step must move (cases.py) over the copy '
+        "bandwidth at that thread count"
+    )
     lines.append(
         "- fused ops run without their host-side input checks (check_index / check_inputs=False); "
         '"fused / compiled" below 1: the fused op is faster; "-": not measured'
@@ -544,12 +568,15 @@ def format_table(rows, threads=None):
 
             columns.append((f"first-touch ms{at(t)}", touch))
     if has_floor:
-        columns.append(
-            (
-                "floor ms",
-                lambda by: _fmt(next((r["floor_ms"] for r in by.values() if _num(r.get("floor_ms"))), None), ".3f"),
-            )
-        )
+        for t in threads:
+
+            def floor(by, t=t):
+                return _fmt(
+                    next((r["floor_ms"] for (_, rt), r in by.items() if rt == t and _num(r.get("floor_ms"))), None),
+                    ".3f",
+                )
+
+            columns.append((f"floor ms{at(t)}", floor))
     for impl in mem_impls:
         for t in threads:
 
