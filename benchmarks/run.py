@@ -24,12 +24,19 @@ Flags:
                  current count). With several, the table has each impl's time and the
                  fused / compiled ratio at each count, and each impl's speed-up from the
                  first count to each later one ("fused x1→2"). The count is restored after.
+  --malloc       CPU: pinned (default) fixes glibc malloc's mmap and trim thresholds for
+                 the run, so every implementation meets the same allocator (glibc's
+                 moving threshold made one kernel alternate between 10 and 20 ms from
+                 run to run); default leaves glibc's own
   --small        each case's small twin (the shape test_bench_ops.py checks against the
                  reference): a quick check that the harness runs, not a benchmark
   --out          output folder (default benchmarks/out)
 
 On CPU the memory columns are left out: the CPU allocator keeps no peak
-statistics. A value not measured (an impl a case does not have, e.g. no
+statistics. Instead each fwd+bwd row has a floor (the case's fewest bytes over
+the copy bandwidth at that thread count) and a first-touch time (allocating the
+step's gradients afresh and writing them once: page faults for a block over
+32 MiB, which glibc maps anew each time). A value not measured (an impl a case does not have, e.g. no
 compiled reference of a Python-loop reference, or an entry that failed) is "-".
 torch.compile's CPU kernels fix their thread count when they are compiled
 (and Dynamo guards on it), so the compiled reference is compiled once per
@@ -39,6 +46,8 @@ thread count; the warm-up at each count runs that compilation.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import datetime
 import json
 import math
@@ -134,6 +143,25 @@ def copy_bandwidth(device):
     end.record()
     end.synchronize()
     return 2 * x.numel() * 20 / (start.elapsed_time(end) / 1e3)
+
+
+def pin_malloc():
+    """Pins glibc malloc's thresholds for this process (mmap at 32 MiB, heap
+    trimmed past 1 GiB) and says whether it could. By default glibc moves its
+    mmap threshold up to the largest block freed so far, so whether a step's
+    gradient of, say, 31 MiB comes from a reused heap block or a fresh mapping
+    (page faults: 10 ms more for the FGD case at B=2) depends on what ran
+    before it, and one kernel's time alternated between 10 and 20 ms from run
+    to run. Pinned, every implementation meets the same allocator; blocks over
+    32 MiB are still mapped afresh each time (the first-touch column)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def first_touch_ms(sizes, repeat):
@@ -256,6 +284,12 @@ def main(argv=None):
         "at each (default: torch's current count)",
     )
     ap.add_argument(
+        "--malloc",
+        choices=("pinned", "default"),
+        default="pinned",
+        help="CPU: pin glibc malloc's thresholds for the run (default; see pin_malloc) or leave glibc's moving ones",
+    )
+    ap.add_argument(
         "--small", action="store_true", help="each case's small twin: a quick check of the harness, not a benchmark"
     )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
@@ -266,7 +300,10 @@ def main(argv=None):
     repeat = args.repeat or (50 if device.type == "cuda" else 5)
     if args.max_cases is None and device.type == "cpu":
         args.max_cases = 2
-    warmup = 5 if device.type == "cuda" else 1
+    warmup = 5 if device.type == "cuda" else 3
+    malloc = "default"
+    if device.type == "cpu" and args.malloc == "pinned":
+        malloc = "glibc thresholds pinned (mmap 32 MiB, trim 1 GiB)" if pin_malloc() else "default (not glibc)"
     n_sets = 3 if device.type == "cuda" else 1
     impls = args.impls.split(",")
     modes = args.modes.split(",")
@@ -288,6 +325,7 @@ def main(argv=None):
     selected = _select_cases(args, device)
     total = sum(len(_entries(case, modes, impls, threads)) for case, _ in selected)
     meta = _meta(device, bandwidth, repeat, warmup, n_sets, threads)
+    meta["malloc"] = malloc
     header = _header(meta)
     print(header + f"\n\n{total} measurements\n", file=sys.stderr, flush=True)
 
@@ -439,6 +477,7 @@ def _header(meta):
         )
     else:
         lines.append(f"- {CPU_MEMORY_NOTE}")
+        lines.append(f"- malloc: {meta.get('malloc', 'default')}")
         lines.append(
             '- "first-touch ms": allocating the step\'s gradients afresh and writing them once (fwd+bwd rows): '
             "the floor of any implementation that returns them, page faults included (glibc maps a block over "

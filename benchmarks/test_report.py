@@ -216,3 +216,11 @@ def test_first_touch_allocates_each_size():
     small = run.first_touch_ms([1, 1], 3)
     large = run.first_touch_ms([40 << 20], 3)
     assert 0 < small < large
+
+
+def test_pin_malloc_on_glibc():
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux's")
+    assert run.pin_malloc() is True
