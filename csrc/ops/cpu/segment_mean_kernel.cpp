@@ -31,12 +31,14 @@ namespace {
 
 using namespace CPU_CAPABILITY;  // vec.h, at this file's level
 
-// Channels per task: whole rows where the samples alone give every thread
-// work, so each task reads its pixels as one sequential stream (slices of
-// rows read side by side lose the hardware prefetcher), else
-// the rows split into blocks of a multiple of 64 channels.
+// Channels per task: whole rows where the samples alone give 128 tasks (two
+// per core of a 64-core server; a fixed count, not the thread count), so
+// each task reads its pixels as one sequential stream (slices of rows read
+// side by side lose the hardware prefetcher), else the rows split into
+// blocks of a multiple of 64 channels. Each channel's sums run in pixel
+// order whatever the blocks.
 int64_t channel_block(int64_t B, int64_t C) {
-  const int64_t want = 2 * at::get_num_threads();
+  constexpr int64_t want = 128;
   if (B >= want) return C;
   const int64_t blocks = std::min<int64_t>((want + B - 1) / B, (C + 63) / 64);
   return ((C + blocks - 1) / blocks + 63) / 64 * 64;
