@@ -25,6 +25,10 @@ def _image(tmp_path, gen, size=64):
     return str(path)
 
 
+# A ViT-Tiny at 64 px: the model every mask test runs.
+VIT = ("--model", "vit_tiny_patch16_224", "--img-size", "64")
+
+
 def _run(tmp_path, image, *args):
     torch.manual_seed(0)  # the model's random weights
     main(["--image", image, "--out", str(tmp_path / "out"), *args])
@@ -41,7 +45,7 @@ def test_the_registry_resolves_the_mask_methods():
 
 def test_cls_attention_draws_heads_masks_and_the_fused_mask(tmp_path, gen, capsys):
     image = _image(tmp_path, gen)
-    out = _run(tmp_path, image, "--model", "vit_tiny_patch16_224", "--img-size", "64", "--method", "cls-attention")
+    out = _run(tmp_path, image, *VIT, "--method", "cls-attention")
     heads = [f"head_{k}" for k in range(3)]
     want = {f"clsattention_{n}.png" for n in heads + [f"{h}_mask" for h in heads] + ["fused"]}
     assert {p.name for p in out.iterdir()} == want | {"clsattention.gif", "heads.txt"}
@@ -71,10 +75,7 @@ def test_fixed_heads_as_locate(tmp_path, gen):
     out = _run(
         tmp_path,
         image,
-        "--model",
-        "vit_tiny_patch16_224",
-        "--img-size",
-        "64",
+        *VIT,
         "--method",
         "cls_attention",
         "--heads",
@@ -109,15 +110,12 @@ def test_errors_are_one_line(tmp_path, gen):
     with pytest.raises(SystemExit, match=r"^error: --method cls-attention: cls-attention needs a timm ViT-style"):
         _run(tmp_path, image, "--model", "resnet50_clip", "--img-size", "64", "--method", "cls-attention")
     with pytest.raises(SystemExit, match=r"^error: --method attnpool: attnpool needs an AttentionPool2d"):
-        _run(tmp_path, image, "--model", "vit_tiny_patch16_224", "--img-size", "64", "--method", "attnpool")
+        _run(tmp_path, image, *VIT, "--method", "attnpool")
     with pytest.raises(SystemExit, match=r"^error: --heads 0,5: 5 is not one of the 3 heads$"):
         _run(
             tmp_path,
             image,
-            "--model",
-            "vit_tiny_patch16_224",
-            "--img-size",
-            "64",
+            *VIT,
             "--method",
             "cls-attention",
             "--heads",
