@@ -7,6 +7,10 @@ face, with autograd and fake (meta) implementations for torch.compile.
 
 import torch  # noqa: F401  (loads libc10/libtorch before the extension)
 
+from . import _torch_check  # noqa: E402
+
+_torch_check.check()  # the torch _C was built against, before _C is loaded
+
 from . import (  # noqa: E402
     _C,  # noqa: F401  (registers torch.ops.hcam_ops.*)
     distill,

@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "hcam_ops"
 # package root (``hcam_ops/__init__``: the op faces plus nn and distill) sits
 # with the library it re-exports.
 LAYERS = (
-    ("_C", "_cli", "checkpoint"),
+    ("_C", "_build", "_torch_check", "_cli", "checkpoint"),
     ("ops", "reference", "metrics"),
     ("nn", "data", "distill", "superpixels", "<root>", "testing"),
     ("models",),

@@ -1,0 +1,43 @@
+"""The torch hcam_ops._C was compiled against, checked before it is loaded.
+
+A C++ extension is bound to the torch it was built with: its C++ ABI (and
+CUDA version) change between torch releases, and loading it into another
+torch fails with an undefined symbol, or loads and misbehaves. setup.py
+records the build's torch in hcam_ops/_build.py; this module compares it
+with the running torch and says what to do in one line."""
+
+from __future__ import annotations
+
+import torch
+
+
+def built_with() -> str | None:
+    """The torch version the extension was compiled against (None: no record,
+    e.g. a tree built before the record existed)."""
+    try:
+        from . import _build
+    except ImportError:
+        return None
+    return _build.TORCH_VERSION
+
+
+def mismatch_message(built: str, running: str) -> str | None:
+    """The error for running the extension under ``running`` when it was
+    built against ``built`` (None when they are the same release and CUDA
+    flavour: the local part, '+cu130' or '+cpu', included)."""
+    if built == running:
+        return None
+    return (
+        f"hcam_ops was compiled against torch {built} but torch {running} is installed: "
+        f"rebuild it against this torch (pip install --no-build-isolation -e . in the source tree) "
+        f"or install the hcam_ops wheel built for torch {running}"
+    )
+
+
+def check() -> None:
+    built = built_with()
+    if built is None:
+        return
+    message = mismatch_message(built, torch.__version__)
+    if message:
+        raise ImportError(message)
