@@ -160,7 +160,7 @@ def pin_malloc():
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return False
 
 
@@ -303,7 +303,7 @@ def main(argv=None):
     warmup = 5 if device.type == "cuda" else 3
     malloc = "default"
     if device.type == "cpu" and args.malloc == "pinned":
-        malloc = "glibc thresholds pinned (mmap 32 MiB, trim 1 GiB)" if pin_malloc() else "default (not glibc)"
+        malloc = "glibc thresholds pinned (mmap 32 MiB, trim 1 GiB)" if pin_malloc() else "default (mallopt refused)"
     n_sets = 3 if device.type == "cuda" else 1
     impls = args.impls.split(",")
     modes = args.modes.split(",")
@@ -454,7 +454,9 @@ def _meta(device, bandwidth, repeat, warmup, n_sets, threads):
 def _header(meta):
     """The lines at the top of results.md: device, threads, torch, commit, date, method."""
     bws = meta.get("copy_bandwidth_gb_s") or {}
-    if len(set(bws.values())) == 1:
+    if not bws:
+        bw = ""
+    elif len(set(bws.values())) == 1:
         bw = f", copy bandwidth {next(iter(bws.values())):.0f} GB/s"
     else:
         bw = ", copy bandwidth " + ", ".join(f"{v:.0f} GB/s at T={t}" for t, v in bws.items())

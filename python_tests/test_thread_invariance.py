@@ -90,16 +90,17 @@ def test_cam_gather(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-# The second shape has products of more than 4M multiply-adds: oneDNN's
-# float32 product and (bfloat16) the bfloat16 gradient products.
-@pytest.mark.parametrize("shape", [(37, 50, 300), (64, 128, 600)], ids=str)
+# (B, D, K, chunk): at::mm products in chunks; one chunk of 4.9M
+# multiply-adds (oneDNN's float32 product, bfloat16's gradient products);
+# chunks of 512 classes, 4.2M each (oneDNN) and a last one of 76 (at::mm).
+@pytest.mark.parametrize("shape", [(37, 50, 300, 128), (64, 128, 600, None), (64, 128, 1100, 512)], ids=str)
 def test_multilabel_arcface(dtype, shape):
     g = _gen()
-    B, D, K = shape
+    B, D, K, chunk = shape
     labels = torch.rand(B, K, generator=g) < 0.1
 
     def op(features, weight):
-        return hcam_ops.multilabel_arcface_loss(features, weight, labels, return_logits=True, chunk_size=128)
+        return hcam_ops.multilabel_arcface_loss(features, weight, labels, return_logits=True, chunk_size=chunk)
 
     inputs = dict(
         features=randn(B, D, gen=g, dtype=dtype, device="cpu"), weight=randn(K, D, gen=g, dtype=dtype, device="cpu")
@@ -178,3 +179,20 @@ def test_box_masks():
         for _ in range(4)
     ]
     _assert_invariant(lambda: hcam_ops.bev_masks_from_boxes(bev, (-25.6, -25.6), 0.8, (64, 64)), {})
+
+
+def test_kernels_are_built_with_openmp():
+    """The parallel loops are OpenMP regions of our own objects: without
+    -fopenmp they compile to serial loops (every kernel on one thread, as
+    before issue 23), and the library imports no GOMP_parallel."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("-fopenmp is set for torch's OpenMP builds on Linux")
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    symbols = subprocess.run([nm, "-D", "--undefined-only", hcam_ops._C.__file__], capture_output=True, text=True)
+    assert "GOMP_parallel" in symbols.stdout

@@ -13,6 +13,8 @@
 // its backward, where the upstream gradient is a [B, K] tensor.
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/core/DispatchKeySet.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -86,6 +88,10 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
   const auto [want_gf, want_gw] = want_grads;
   const bool any_grad = want_gf || want_gw;
   const c10::DeviceGuard guard(features.device());
+  // The products below are ATen calls inside our kernel: under an autocast
+  // region they would be cast to its dtype (the op itself has no autocast
+  // kernel and gets the promoted inputs), so autocast is off in here.
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const auto f = features.contiguous(), w = weight.contiguous(), y = labels.contiguous();
   const bool half = half_features.defined();
   const auto fg = half ? half_features.contiguous() : f, wg = half ? half_weight.contiguous() : w;
@@ -104,8 +110,6 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
   }
   const auto inv_f = k.inv_norms(f), inv_w = k.inv_norms(w);
   const int64_t kc = chunk_columns(B, K, f.element_size(), chunk_size);
-  // a @ b^T, by the device's product where it has one (its result is a new tensor).
-  auto linear = [&](const at::Tensor& a, const at::Tensor& b) { return k.linear ? k.linear(a, b) : at::mm(a, b.t()); };
   at::Tensor dot_buf;
   if (!k.linear) dot_buf = at::empty({B * kc}, opts);
   at::Tensor g2_buf, P;
@@ -122,7 +126,7 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
     const auto w_chunk = w.narrow(0, k0, n);
     ArcFaceChunk c;
     if (k.linear) {
-      c.dot = k.linear(f, w_chunk).contiguous();
+      c.dot = k.linear(f, w_chunk);
     } else {
       c.dot = dot_buf.narrow(0, 0, B * n).view({B, n});
       at::mm_out(c.dot, f, w_chunk.t());
@@ -141,9 +145,9 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
     const auto& g2 = c.g2;
     if (want_gf) {
       if (p_whole) {
-        P = linear(g2, w_chunk.t());
+        P = k.linear(g2, w_chunk.t());
       } else if (k.linear) {
-        P.add_(linear(g2, (half ? wg.narrow(0, k0, n) : w_chunk).t()));
+        P.add_(k.linear(g2, (half ? wg.narrow(0, k0, n) : w_chunk).t()));
       } else if (P.scalar_type() == g2.scalar_type()) {
         P.addmm_(g2, w_chunk);
       } else {
@@ -152,9 +156,9 @@ Outputs run(const ArcFaceKernels& k, const at::Tensor& features, const at::Tenso
     }
     if (want_gw) {
       if (gw_whole) {
-        out.grad_weight = linear(g2.t(), fg.t()).contiguous();
+        out.grad_weight = k.linear(g2.t(), fg.t());
       } else if (k.linear) {
-        out.grad_weight.narrow(0, k0, n).copy_(linear(g2.t(), fg.t()));
+        out.grad_weight.narrow(0, k0, n).copy_(k.linear(g2.t(), fg.t()));
       } else {
         auto rows = out.grad_weight.narrow(0, k0, n);  // contiguous rows of [K, D]
         at::mm_out(rows, g2.t(), fg);

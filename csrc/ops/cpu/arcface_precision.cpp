@@ -31,10 +31,18 @@ bool bf16_gemm() {
 }
 
 // torch's oneDNN linear, where torch is built with it (x86 wheels): found
-// once; called boxed, as its C++ signature is not part of torch's API.
+// once; called boxed, as its C++ signature is not part of torch's API. Taken
+// only with the schema we call it with, (X, W, B?, attr, scalars, algorithm?)
+// -> Tensor: a torch that changes it falls back to at::mm.
 const c10::OperatorHandle* onednn_linear() {
-  static const std::optional<c10::OperatorHandle> op =
-      c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  static const std::optional<c10::OperatorHandle> op = [] {
+    auto h = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    if (h.has_value()) {
+      const auto& schema = h->schema();
+      if (schema.arguments().size() != 6 || schema.returns().size() != 1) return std::optional<c10::OperatorHandle>();
+    }
+    return h;
+  }();
   return op.has_value() ? &*op : nullptr;
 }
 
@@ -47,8 +55,9 @@ at::Tensor float_labels(const at::Tensor& labels) {
 ArcFaceOperands arcface_operands(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& labels) {
   const auto t = features.scalar_type();
   if (t != at::kHalf && t != at::kBFloat16) return {features, weight, labels, {}, {}};
-  // bfloat16 products where they pay: below ~4M multiply-adds per product
-  // oneDNN's bfloat16 set-up costs more than the float32 products take.
+  // bfloat16 products where they pay: below ~4M multiply-adds (B * K * D,
+  // each product's count with one chunk) oneDNN's bfloat16 set-up costs more
+  // than the float32 products take.
   const bool large = features.size(0) * weight.size(0) * features.size(1) >= (int64_t{1} << 22);
   const bool bf16 = t == at::kBFloat16 && large && bf16_gemm();
   return {features.to(at::kFloat), weight.to(at::kFloat), float_labels(labels), bf16 ? features : at::Tensor(),
@@ -58,16 +67,21 @@ ArcFaceOperands arcface_operands(const at::Tensor& features, const at::Tensor& w
 
 at::Tensor arcface_linear(const at::Tensor& a, const at::Tensor& w) {
   const auto* op = onednn_linear();
-  // Below ~4M multiply-adds oneDNN's per-call set-up (a primitive per shape)
-  // costs more than it saves.
+  // Below ~4M multiply-adds (this product's M * K * N) oneDNN's per-call
+  // set-up (a primitive per shape) costs more than it saves.
   const bool large = a.size(0) * a.size(1) * w.size(0) >= (int64_t{1} << 22);
   if (op == nullptr || !large || a.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat ||
       !at::globalContext().userEnabledMkldnn()) {
     return at::mm(a, w.t());
   }
   torch::jit::Stack stack{a, w, c10::IValue(), std::string("none"), c10::List<std::optional<at::Scalar>>(),
-                          std::string("")};
-  op->callBoxed(&stack);
+                          c10::IValue()};
+  try {
+    op->callBoxed(&stack);
+  } catch (const c10::Error&) {
+    // A oneDNN that refuses these operands (a layout, an ISA): the plain product.
+    return at::mm(a, w.t());
+  }
   return std::move(stack.back()).toTensor();
 }
 

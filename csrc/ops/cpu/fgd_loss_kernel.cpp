@@ -222,6 +222,9 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
   // Per (sample, block): the spatial logits' maxima (t, s), then their
   // exponential sums (t, s), then the attention, K_s and spatial sums.
   std::vector<double> bmax(B * nb * 2), bsum(B * nb * 2), bterm(B * nb * 3);
+  // Per sample: the spatial softmaxes' maxima and sums (t, s), in double for
+  // the sweeps below (sample's float copy is for the backward).
+  std::vector<double> spatial(B * 4);
   // Per sample and channel: the masked errors, rescaled (2 * kNumMask rows).
   std::vector<double> qbuf(B * 2 * kNumMask * C);
   auto block_of = [&](int64_t i, int64_t& b, int64_t& j0, int64_t& j1) {
@@ -244,18 +247,22 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
       bmax[2 * i + 1] = ms;
     }
   });
-  auto sample_max = [&](int64_t b, int k) {
-    double m = -kInf;
-    for (int64_t i = b * nb; i < (b + 1) * nb; ++i) m = std::max(m, bmax[2 * i + k]);
-    return m;
-  };
+  for (int64_t b = 0; b < B; ++b) {
+    double mt = -kInf, ms = -kInf;
+    for (int64_t i = b * nb; i < (b + 1) * nb; ++i) {
+      mt = std::max(mt, bmax[2 * i]);
+      ms = std::max(ms, bmax[2 * i + 1]);
+    }
+    spatial[4 * b] = mt;
+    spatial[4 * b + 2] = ms;
+  }
   // 2. Block sums of the exponentials (NaN is carried by exp, as in the reference).
   at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       int64_t b, j0, j1;
       block_of(i, b, j0, j1);
       const acc_t* cl = colp + b * kNumCol * HW;
-      const double mt = sample_max(b, 0), ms = sample_max(b, 1);
+      const double mt = spatial[4 * b], ms = spatial[4 * b + 2];
       double zt = 0, zs = 0;
       for (int64_t j = j0; j < j1; ++j) {
         zt += std::exp(cl[kColAbsT * HW + j] * inv_ts - mt);
@@ -273,9 +280,11 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
       zt += bsum[2 * i];
       zs += bsum[2 * i + 1];
     }
-    ss[kMaxTs] = sample_max(b, 0);
+    spatial[4 * b + 1] = zt;
+    spatial[4 * b + 3] = zs;
+    ss[kMaxTs] = spatial[4 * b];
     ss[kSumTs] = zt;
-    ss[kMaxSs] = sample_max(b, 1);
+    ss[kMaxSs] = spatial[4 * b + 2];
     ss[kSumSs] = zs;
   }
   // 4. Channel means and the masked errors per channel, tiles in order and
@@ -314,8 +323,8 @@ void finish(const FgdParams& p, int64_t C, int64_t HW, const at::Tensor& part, c
       int64_t b, j0, j1;
       block_of(i, b, j0, j1);
       const acc_t* cl = colp + b * kNumCol * HW;
-      const acc_t* ss = ssp + b * kNumSample;
-      const double mt = ss[kMaxTs], zt = ss[kSumTs], ms = ss[kMaxSs], zs = ss[kSumSs];
+      const double* sb = spatial.data() + 4 * b;
+      const double mt = sb[0], zt = sb[1], ms = sb[2], zs = sb[3];
       double att = 0, ks = 0, sp = 0;
       for (int64_t j = j0; j < j1; ++j) {
         const auto [a_t, p_s, sg] =
