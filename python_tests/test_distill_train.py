@@ -56,7 +56,8 @@ def runs(tmp_path_factory):
         root / "bev", "--teacher", teacher, "--preset", "distillbev", "--distill-weight", "0.5",
         "--loss-kwargs", json.dumps(fp), "--epochs", "2",
     )  # fmt: skip
-    return {"root": root, "teacher": teacher, "fgd": fgd, "distillbev": bev}
+    auto = run(root / "auto", "--teacher", teacher, "--distill-weight", "auto", "--auto-weight-batches", "1")
+    return {"root": root, "teacher": teacher, "fgd": fgd, "distillbev": bev, "auto": auto}
 
 
 def test_teacher_then_students(runs):
@@ -128,6 +129,45 @@ def test_per_image_img_shape(runs):
     assert all(torch.isfinite(v) for v in parts.values())
 
 
+def _two_images(seed=0):
+    images = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2 * seed + i)) for i in range(2)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 8.0, 50.0, 60.0]]), "labels": torch.tensor([2])},
+    ]
+    return images, targets
+
+
+def test_auto_distill_weight_balances_the_largest_term(runs):
+    """--distill-weight auto (ours): each calibration batch scales the terms
+    by the running factor (sum of detection losses over sum of the largest
+    terms); the first batch's largest term therefore equals its detection
+    loss; after auto_batches batches the factor is frozen."""
+    config = dict(checkpoint.load(runs["fgd"])["model_config"], distill_weight="auto", auto_batches=2)
+    torch.manual_seed(0)
+    distiller = Distiller.from_config(**config).train()
+    factors = []
+    for step in range(3):
+        out = distiller(*_two_images(step))
+        detection = sum(v for k, v in out.items() if not k.startswith("loss_"))  # RetinaNet's two losses
+        terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+        factors.append(float(distiller.auto_weight.factor()))
+        if len(factors) == 1:
+            assert max(float(v) for v in terms.values()) == pytest.approx(float(detection), rel=1e-5)
+    assert int(distiller.auto_weight.seen) == 2 and distiller.auto_weight.frozen
+    assert factors[2] == factors[1] and factors[1] != factors[0]
+    state = distiller.state_dict()
+    assert int(state["auto_weight.seen"]) == 2 and float(state["auto_weight.term_sum"]) > 0
+
+
+def test_auto_distill_weight_from_the_cli(runs):
+    saved = checkpoint.load(runs["auto"])
+    assert saved["model_config"]["distill_weight"] == "auto" and saved["model_config"]["auto_batches"] == 1
+    assert int(saved["model"]["auto_weight.seen"]) == 1
+    distiller = build_model(saved)
+    assert distiller.auto_weight.frozen and float(distiller.auto_weight.factor()) > 0
+
+
 def test_ddp_unused_parameters_with_multi_scale_epoch(runs):
     def task(*flags):
         return DistillTask(cli.parser().parse_args(["distill", *TINY, "--out", str(runs["root"] / "unused"), *flags]))
@@ -188,6 +228,8 @@ def test_bad_inputs(runs, tmp_path):
     one_line_error([*TINY, "--teacher", teacher, "--num-classes", "2"], "--teacher", "3 object classes")
     one_line_error([*TINY, "--teacher", teacher, "--teacher-arch", "fcos"], "--teacher-arch fcos")
     one_line_error([*TINY, "--loss-kwargs", "[1]", "--teacher", teacher], "--loss-kwargs")
+    one_line_error([*TINY, "--teacher", teacher, "--distill-weight", "often"], "--distill-weight", "'often'")
+    one_line_error([*TINY, "--teacher", teacher, "--auto-weight-batches", "0"], "--auto-weight-batches")
     # A bad annotation row names the file and the row.
     folder = tmp_path / "coco"
     to_coco(SyntheticDetection(3, 64, 2, seed=3), str(folder / "annotations.json"), image_dir=str(folder / "images"))

@@ -538,3 +538,20 @@ def test_bad_module_input(gen):
     assert FGDLoss(4, 4, spatial_attention="teacher_student").op_kwargs["spatial_attention"] == "student_mix"
     with pytest.raises(ValueError, match="not finite"):
         m(s * float("nan"), s, boxes=[torch.tensor([[0.0, 0.0, 3.0, 3.0]])], img_shape=(5, 5))
+
+
+def test_area_normalize_divides_each_level_by_its_area(gen):
+    """Ours: with area_normalize each level's terms are divided by its H*W
+    before the sum over levels; off, the published sum."""
+    shapes = [(14, 10), (7, 5)]
+    s = [torch.randn(2, 8, h, w, generator=gen) for h, w in shapes]
+    t = [torch.randn(2, 8, h, w, generator=gen) for h, w in shapes]
+    kw = dict(boxes=_boxes(), img_shape=(224, 160))
+    on = FGDLoss([8, 8], [8, 8], global_weight=0.0, area_normalize=True)(s, t, **kw)
+    off = FGDLoss([8, 8], [8, 8], global_weight=0.0)(s, t, **kw)
+    levels = [FGDLoss(8, 8, global_weight=0.0)(s[i], t[i], **kw) for i in range(2)]
+    assert set(on) == set(off) and on
+    for k in on:
+        want = sum(levels[i][k] / (h * w) for i, (h, w) in enumerate(shapes))
+        torch.testing.assert_close(on[k], want, rtol=1e-6, atol=0)
+        torch.testing.assert_close(off[k], levels[0][k] + levels[1][k], rtol=1e-6, atol=0)

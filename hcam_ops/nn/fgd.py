@@ -72,6 +72,12 @@ class FGDLoss(FGDMasks, nn.Module):
             distilled (DistillBEV's head level); -1: all levels always.
         region_weights, region_threshold: ours: per-region weights
             (``tp``/``fp``/``fn``/``tn``) on both masks.
+        area_normalize: ours: each level's terms divided by its ``H*W``
+            before the sum over levels, so a large (P3) level does not
+            outweigh the small ones by its area. FGD's authors report that
+            this made no accuracy difference (yzd-v/FGD issues 11 and 72);
+            it rescales the terms, so the weights that suit it are larger.
+            Off: the published sum.
 
     ``forward(student, teacher, *, boxes=None, img_shape=None, fg_mask=None,
     bg_mask=None, bev_boxes=None, bev_grid=None, teacher_heatmap=None,
@@ -121,8 +127,10 @@ class FGDLoss(FGDMasks, nn.Module):
         multi_scale_epoch: int = -1,
         region_weights: dict[str, float] | None = None,
         region_threshold: float = 0.1,
+        area_normalize: bool = False,
     ):
         super().__init__()
+        self.area_normalize = bool(area_normalize)
         s_ch, t_ch = _levels(student_channels), _levels(teacher_channels)
         if len(s_ch) != len(t_ch):
             raise ValueError(f"FGDLoss: {len(s_ch)} student levels but {len(t_ch)} teacher levels")
@@ -263,6 +271,8 @@ class FGDLoss(FGDMasks, nn.Module):
             if block.has_global:
                 terms["loss_global"] = w["global_weight"] * block.relation(s, t) / max(B, 1)
             for k, v in terms.items():
+                if self.area_normalize:
+                    v = v / (H * W)
                 totals[k] = totals[k] + v if k in totals else v
         if idle and totals:
             # Levels before multi_scale_epoch take part with weight 0, so DDP

@@ -4,11 +4,14 @@ registered with timm beside its class as ``hcam_distiller``."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.models import register_model
 from torch import nn
 
 from ...distill import centernet_heatmaps
+from ...distill.auto_weight import AutoDistillWeight
 from ...nn import FGDLoss
 from ...nn.fgd_presets import presets, uses_heatmaps
 from .._factory import TIMM_KEYS, refuse_pretrained
@@ -25,19 +28,29 @@ class Distiller(nn.Module):
 
     In training mode ``forward(images, targets)`` returns the student's
     detection losses plus the FGD terms times ``distill_weight``; in eval
-    mode the student's detections."""
+    mode the student's detections. ``distill_weight="auto"`` (ours,
+    :class:`hcam_ops.distill.AutoDistillWeight`): one factor set from the
+    first ``auto_batches`` training batches so that the largest term
+    matches the detection loss, then frozen."""
 
     def __init__(
         self,
         student: nn.Module,
         teacher: nn.Module,
         preset: str = "fgd",
-        distill_weight: float = 1.0,
+        distill_weight: float | str = 1.0,
         loss_overrides: dict | None = None,
+        auto_batches: int = 10,
     ):
         super().__init__()
         if preset not in presets():
             raise ValueError(f"preset {preset!r}: one of {', '.join(presets())}")
+        self.auto_weight = None
+        if distill_weight == "auto":
+            self.auto_weight = AutoDistillWeight(auto_batches)
+            distill_weight = 1.0
+        elif isinstance(distill_weight, str) or not math.isfinite(float(distill_weight)) or distill_weight < 0:
+            raise ValueError(f"distill_weight must be 'auto' or a finite number >= 0, got {distill_weight!r}")
         check_fpn(student, "student")
         check_fpn(teacher, "teacher")
         self.student, self.teacher = student, teacher
@@ -64,14 +77,15 @@ class Distiller(nn.Module):
         student: dict,
         teacher: dict,
         preset: str = "fgd",
-        distill_weight: float = 1.0,
+        distill_weight: float | str = 1.0,
         loss_overrides: dict | None = None,
+        auto_batches: int = 10,
     ) -> Distiller:
         s = build_detector(student["name"], **student["config"])
         t = build_detector(teacher["name"], **teacher["config"])
         if family(student["name"]) != family(teacher["name"]):
             raise ValueError(f"student {student['name']} and teacher {teacher['name']}: not the same head family")
-        return cls(s, t, preset, distill_weight, loss_overrides)
+        return cls(s, t, preset, distill_weight, loss_overrides, auto_batches)
 
     def _record_batch(self, module, inputs, output) -> None:
         self._batch = output  # (ImageList, targets resized as the detector saw them)
@@ -88,7 +102,8 @@ class Distiller(nn.Module):
         image_list, seen = self._batch
         self._batch = None
         students = self._tap.take()
-        parts = self.distill_terms(image_list.tensors, seen, students, image_list.image_sizes)
+        detection = sum(losses.values()) if self.auto_weight is not None else None
+        parts = self.distill_terms(image_list.tensors, seen, students, image_list.image_sizes, detection)
         return {**losses, **parts}
 
     @torch.no_grad()
@@ -132,14 +147,25 @@ class Distiller(nn.Module):
         targets: list[dict],
         students: list[torch.Tensor],
         image_sizes: list[tuple[int, int]] | None = None,
+        detection_loss: torch.Tensor | None = None,
     ) -> dict:
+        """The weighted FGD terms. With ``distill_weight="auto"`` and the
+        batch's ``detection_loss`` (a training step) the batch also updates the
+        factor while it is being set; without (looking at the terms), the
+        current factor."""
         teachers = self.teacher_features(x)
         kwargs = self.fgd_kwargs(x, targets, teachers, image_sizes)
         # In float32 under AMP too: squares of large FPN activations overflow
         # float16 (and bfloat16 at the extremes).
         with torch.autocast(x.device.type, enabled=False):
             terms = self.distill_loss([s.float() for s in students], [t.float() for t in teachers], **kwargs)
-        return {k: v * self.distill_weight for k, v in terms.items()}
+        if self.auto_weight is None:
+            return {k: v * self.distill_weight for k, v in terms.items()}
+        if detection_loss is not None:
+            factor = self.auto_weight.update(detection_loss, terms)
+        else:
+            factor = self.auto_weight.factor()
+        return {k: v * factor.to(v.dtype) for k, v in terms.items()}
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.distill_loss, "set_epoch"):
@@ -177,7 +203,7 @@ def student_state(state: dict) -> dict:
 @register_model
 def hcam_distiller(pretrained: bool = False, **kwargs) -> nn.Module:
     """A Distiller from ``student``/``teacher`` ``{"name", "config"}``,
-    ``preset``, ``loss_overrides`` and ``distill_weight``."""
+    ``preset``, ``loss_overrides``, ``distill_weight`` and ``auto_batches``."""
     refuse_pretrained(DISTILLER_NAME, pretrained, "load a local checkpoint")
     for k in TIMM_KEYS:
         kwargs.pop(k, None)

@@ -62,9 +62,16 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--distill-weight",
-        type=finite_non_negative_float,
+        type=distill_weight,
         default=1.0,
-        help="scales every distillation term",
+        help="scales every distillation term; auto (ours): one factor from the first --auto-weight-batches "
+        "batches, so that the largest term matches the detection loss",
+    )
+    g.add_argument(
+        "--auto-weight-batches",
+        type=positive_int,
+        default=10,
+        help="with --distill-weight auto: the training batches that set the factor",
     )
     g.add_argument("--loss-kwargs", default="{}", help='JSON overrides of the preset, e.g. {"fg_weight": 2e-3}')
     g.add_argument("--no-distill", action="store_true", help="train one detector alone (the teacher by default)")
@@ -78,6 +85,13 @@ def add_args(ap: argparse.ArgumentParser) -> None:
         epochs=12, batch_size=8, opt="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, clip_grad=10.0,
         warmup_epochs=1, out="runs/distill",
     )  # fmt: skip
+
+
+def distill_weight(text: str) -> float | str:
+    """--distill-weight: "auto" or a finite number >= 0."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return finite_non_negative_float(text)
 
 
 class _EpochSampler(torch.utils.data.Sampler):
@@ -134,7 +148,8 @@ class DistillTask(Task):
                 "student": {"name": detector_name(head, "student"), "config": config},
                 "teacher": teacher,
                 "preset": args.preset,
-                "distill_weight": float(args.distill_weight),
+                "distill_weight": args.distill_weight,
+                "auto_batches": args.auto_weight_batches,
                 "loss_overrides": self.loss_overrides,
             }
             try:  # a bad --loss-kwargs fails here, on one line, rather than inside the engine
