@@ -99,23 +99,36 @@ def main():
         sys.exit(p.stdout[-3000:] + p.stderr[-6000:])
     warnings = [line for line in (p.stdout + p.stderr).splitlines() if "warning:" in line]
     (so,) = glob.glob(os.path.join(HERE, "hcam_ops_stable", "_C*.so"))
-    out["stable_build"] = {"setup_build_ext_seconds": round(secs, 1), "library": os.path.basename(so),
-                           "compiler_warnings": warnings[:20]}
+    out["stable_build"] = {
+        "setup_build_ext_seconds": round(secs, 1),
+        "library": os.path.basename(so),
+        "compiler_warnings": warnings[:20],
+    }
 
     # 2. One file each, same compiler and flags.
     stable = OPT + [TARGET, "-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT", "-DHCAM_STABLE_AVX512"]
     csrc = os.path.join(REPO, "csrc")
-    regular = OPT + [f"-I{csrc}", "-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT", "-fopenmp",
-                     "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C"]
+    regular = OPT + [
+        f"-I{csrc}",
+        "-DCPU_CAPABILITY=DEFAULT",
+        "-DCPU_CAPABILITY_DEFAULT",
+        "-fopenmp",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        "-DTORCH_EXTENSION_NAME=_C",
+    ]
     out["compile_seconds"] = {
         "stable driver (minmax_normalize_stable.cpp)": compile_seconds(
-            os.path.join(HERE, "csrc", "minmax_normalize_stable.cpp"), stable + ["-DPy_LIMITED_API=0x030A0000"]),
+            os.path.join(HERE, "csrc", "minmax_normalize_stable.cpp"), stable + ["-DPy_LIMITED_API=0x030A0000"]
+        ),
         "stable kernels, one level (minmax_kernels.cpp)": compile_seconds(
-            os.path.join(HERE, "csrc", "minmax_kernels.cpp"), stable),
+            os.path.join(HERE, "csrc", "minmax_kernels.cpp"), stable
+        ),
         "_C driver (csrc/ops/minmax_normalize.cpp)": compile_seconds(
-            os.path.join(csrc, "ops", "minmax_normalize.cpp"), regular),
+            os.path.join(csrc, "ops", "minmax_normalize.cpp"), regular
+        ),
         "_C kernels, one level (csrc/ops/cpu/minmax_normalize_kernel.cpp)": compile_seconds(
-            os.path.join(csrc, "ops", "cpu", "minmax_normalize_kernel.cpp"), regular),
+            os.path.join(csrc, "ops", "cpu", "minmax_normalize_kernel.cpp"), regular
+        ),
     }
 
     # 3. The ordinary-ABI probe.
@@ -123,8 +136,12 @@ def main():
     os.makedirs(probe_dir, exist_ok=True)
     t0 = time.perf_counter()
     cpp_extension.load(
-        "hcam_ops_regular_probe", [os.path.join(HERE, "csrc", "probe_regular.cpp")],
-        build_directory=probe_dir, extra_cflags=["-O3"], is_python_module=False, verbose=False,
+        "hcam_ops_regular_probe",
+        [os.path.join(HERE, "csrc", "probe_regular.cpp")],
+        build_directory=probe_dir,
+        extra_cflags=["-O3"],
+        is_python_module=False,
+        verbose=False,
     )
     out["regular_probe_build_seconds"] = round(time.perf_counter() - t0, 1)
     out["regular_probe_library"] = os.path.relpath(os.path.join(probe_dir, "hcam_ops_regular_probe.so"), HERE)
@@ -135,11 +152,20 @@ def main():
 
     # 5. Headers.
     out["headers_under_TORCH_TARGET_VERSION"] = [
-        header_probe(h) for h in (
-            "<ATen/cpu/vec/vec.h>", "<ATen/Parallel.h>", "<ATen/Dispatch.h>", "<ATen/OpMathType.h>",
-            "<c10/util/Half.h>", "<c10/cuda/CUDAStream.h>", '"ops/cam_math.h"', '"ops/cpu/vec.h"',
-            "<torch/headeronly/cpu/vec/vec_half.h>", "<torch/headeronly/core/Dispatch_v2.h>",
-            "<torch/headeronly/util/NumericUtils.h>", "<torch/csrc/stable/accelerator.h>",
+        header_probe(h)
+        for h in (
+            "<ATen/cpu/vec/vec.h>",
+            "<ATen/Parallel.h>",
+            "<ATen/Dispatch.h>",
+            "<ATen/OpMathType.h>",
+            "<c10/util/Half.h>",
+            "<c10/cuda/CUDAStream.h>",
+            '"ops/cam_math.h"',
+            '"ops/cpu/vec.h"',
+            "<torch/headeronly/cpu/vec/vec_half.h>",
+            "<torch/headeronly/core/Dispatch_v2.h>",
+            "<torch/headeronly/util/NumericUtils.h>",
+            "<torch/csrc/stable/accelerator.h>",
         )
     ]
 

@@ -15,8 +15,9 @@ it, hcam_ops._C's default) and "default" (baseline x86-64 for both).
   timings   forward, and forward + backward (the two operator calls), median
             of 21 runs, the two libraries interleaved, 1 and 2 threads.
   per-call  a [4, 8] input: median over 21 repeats of the mean of 2000 calls,
-            for both minmax_normalize operators and for the probe operator
-            (one tensor in, an int out) on each ABI.
+            for both minmax_normalize operators and for the probe operators
+            on each ABI (one tensor in, an int out; and one tensor in, an
+            empty_like out).
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ EPS = 1e-6
 
 def setup():
     sys.path[:0] = [REPO, HERE]
+    import hcam_ops_stable
     import torch
 
     import hcam_ops
-    import hcam_ops_stable
 
     with open(os.path.join(RESULTS, "build.json")) as f:
         torch.ops.load_library(os.path.join(HERE, json.load(f)["regular_probe_library"]))
@@ -50,7 +51,12 @@ def setup():
 
 
 def bits(t, torch):
-    view = {torch.float32: torch.int32, torch.float64: torch.int64, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+    view = {
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+        torch.bfloat16: torch.int16,
+        torch.float16: torch.int16,
+    }
     return t.contiguous().view(view[t.dtype])
 
 
@@ -153,7 +159,7 @@ def timings(torch):
             torch.set_num_threads(threads)
             for mode in ("forward", "forward+backward"):
 
-                def once(ops):
+                def once(ops, x=x, gy=gy, mode=mode):
                     t0 = time.perf_counter()
                     ops.minmax_normalize(x, EPS)
                     if mode != "forward":
@@ -167,11 +173,17 @@ def timings(torch):
                     for k, ops in libs.items():
                         samples[k].append(once(ops))
                 med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-                out.append({
-                    "shape": list(shape), "dtype": "float32", "threads": threads, "mode": mode,
-                    "hcam_ops_ms": round(med["hcam_ops"], 3), "stable_ms": round(med["hcam_ops_stable"], 3),
-                    "stable_over_hcam_ops": round(med["hcam_ops_stable"] / med["hcam_ops"], 3),
-                })
+                out.append(
+                    {
+                        "shape": list(shape),
+                        "dtype": "float32",
+                        "threads": threads,
+                        "mode": mode,
+                        "hcam_ops_ms": round(med["hcam_ops"], 3),
+                        "stable_ms": round(med["hcam_ops_stable"], 3),
+                        "stable_over_hcam_ops": round(med["hcam_ops_stable"] / med["hcam_ops"], 3),
+                    }
+                )
     torch.set_num_threads(os.cpu_count())
     return out
 
@@ -182,12 +194,18 @@ def per_call(torch):
     calls = {
         "minmax_normalize [4, 8], hcam_ops": lambda: torch.ops.hcam_ops.minmax_normalize.default(x, EPS),
         "minmax_normalize [4, 8], stable": lambda: torch.ops.hcam_ops_stable.minmax_normalize.default(x, EPS),
-        "minmax_normalize_backward [4, 8], hcam_ops":
-            lambda: torch.ops.hcam_ops.minmax_normalize_backward.default(g, x, EPS),
-        "minmax_normalize_backward [4, 8], stable":
-            lambda: torch.ops.hcam_ops_stable.minmax_normalize_backward.default(g, x, EPS),
+        "minmax_normalize_backward [4, 8], hcam_ops": lambda: torch.ops.hcam_ops.minmax_normalize_backward.default(
+            g, x, EPS
+        ),
+        "minmax_normalize_backward [4, 8], stable": lambda: torch.ops.hcam_ops_stable.minmax_normalize_backward.default(
+            g, x, EPS
+        ),
         "probe (Tensor -> int), ordinary ABI": lambda: torch.ops.hcam_ops_regular.probe.default(x),
         "probe (Tensor -> int), stable": lambda: torch.ops.hcam_ops_stable.probe.default(x),
+        "probe_empty_like (Tensor -> Tensor), ordinary ABI": lambda: (
+            torch.ops.hcam_ops_regular.probe_empty_like.default(x)
+        ),
+        "probe_empty_like (Tensor -> Tensor), stable": lambda: torch.ops.hcam_ops_stable.probe_empty_like.default(x),
     }
     n = 2000
     samples = {k: [] for k in calls}
@@ -235,8 +253,10 @@ def main():
             r = json.load(f)
         print(f"== level {level}: hcam_ops {r['hcam_ops_cpu_capability']}, stable {r['stable_cpu_capability']}")
         p = r["parity"]
-        print(f"parity: {p['cases']} cases, all bitwise {p['all_bitwise']}, autograd equal {p['autograd_grad_equal']}, "
-              f"gradcheck {p['gradcheck']}, opcheck {p['opcheck']}")
+        print(
+            f"parity: {p['cases']} cases, all bitwise {p['all_bitwise']}, autograd equal {p['autograd_grad_equal']}, "
+            f"gradcheck {p['gradcheck']}, opcheck {p['opcheck']}"
+        )
         for row in p["not_bitwise"]:
             print("  not bitwise:", row)
         for label, msgs in p["errors"].items():
@@ -245,8 +265,10 @@ def main():
                 print(f"    {lib:16s} {msg}")
         print(f"{'shape':>12s} {'thr':>3s} {'mode':>16s} {'hcam_ops ms':>11s} {'stable ms':>9s} {'ratio':>6s}")
         for t in r["timings"]:
-            print(f"{str(t['shape']):>12s} {t['threads']:>3d} {t['mode']:>16s} {t['hcam_ops_ms']:>11.3f} "
-                  f"{t['stable_ms']:>9.3f} {t['stable_over_hcam_ops']:>6.3f}")
+            print(
+                f"{str(t['shape']):>12s} {t['threads']:>3d} {t['mode']:>16s} {t['hcam_ops_ms']:>11.3f} "
+                f"{t['stable_ms']:>9.3f} {t['stable_over_hcam_ops']:>6.3f}"
+            )
         for k, v in r["per_call_us"].items():
             print(f"  per call {k:48s} {v:8.2f} us")
 
