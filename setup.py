@@ -179,17 +179,77 @@ class BuildExt(BuildExtension):
                 extra_postargs=postargs,
                 depends=ext.depends,
             )
+        objects += self.compile_traced_kernels(ext)
         ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
+
+    def compile_traced_kernels(self, ext):
+        """The emulated CUDA kernels of a traced build, compiled by clang with
+        its load/store tracing (docs/traffic.md); the other sources stay with
+        the default compiler (GCC: OpenMP on torch's libgomp)."""
+        sources = getattr(ext, "traced_sources", [])
+        if not sources:
+            return []
+        gcc_only = {"-fopenmp", "-Wno-maybe-uninitialized"}
+        args = [a for a in ext.extra_compile_args["cxx"] if a not in gcc_only] + TRACE_FLAGS
+        # torch's ninja file takes its compiler from CXX.
+        saved = os.environ.get("CXX")
+        os.environ["CXX"] = emulator_tracing_compiler()
+        try:
+            return self.compiler.compile(
+                sources,
+                output_dir=os.path.join(self.build_temp, "emulated_traced"),
+                include_dirs=ext.include_dirs,
+                extra_postargs={"cxx": args, "nvcc": []},
+                depends=ext.depends,
+            )
+        finally:
+            if saved is None:
+                del os.environ["CXX"]
+            else:
+                os.environ["CXX"] = saved
+
+
+# The emulated kernels' load/store tracing (docs/traffic.md): clang calls
+# __sanitizer_cov_load4(addr) and its kin before every load and store
+# (inline-8bit-counters is the coverage mode the tracing needs beside it). No
+# auto-vectorising, so that each access is the one the kernel's source makes,
+# as nvcc compiles it.
+TRACE_FLAGS = [
+    "-fsanitize-coverage=trace-loads,trace-stores,inline-8bit-counters",
+    "-fno-vectorize",
+    "-fno-slp-vectorize",
+    "-Wno-unknown-pragmas",
+]
+
+
+@functools.cache
+def emulator_tracing_compiler():
+    """clang++ for the emulated kernels' traffic counters, or None:
+    HCAM_OPS_EMULATOR_CXX names it (empty: no tracing), else clang++ from PATH."""
+    name = os.environ.get("HCAM_OPS_EMULATOR_CXX", "clang++").strip()
+    if not name:
+        return None
+    path = shutil.which(name)
+    if path is None:
+        print(
+            f"hcam_ops: warning: {name} not found: the emulated kernels are built without load/store tracing "
+            "(no traffic counters, docs/traffic.md)",
+            file=sys.stderr,
+        )
+    return path
 
 
 def emulated_cuda_sources():
     """The emulator's runtime, and each CUDA source as a host C++ translation
     unit behind the emulator's prelude: one generated wrapper per .cu file
-    (build/emulated_cuda/), rewritten only when its text changes."""
+    (build/emulated_cuda/), rewritten only when its text changes. Returns
+    (runtime sources, kernel wrappers)."""
     out_dir = os.path.join(ROOT, "build", "emulated_cuda")
     os.makedirs(out_dir, exist_ok=True)
-    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "emulator", "*.cpp")))
+    runtime = sorted(glob.glob(os.path.join(ROOT, "csrc", "emulator", "*.cpp")))
+    runtime += sorted(glob.glob(os.path.join(ROOT, "csrc", "emulator", "torch", "*.cpp")))
+    sources = []
     for cu in sorted(glob.glob(os.path.join(ROOT, "csrc", "ops", "cuda", "*.cu"))):
         name = os.path.basename(cu)
         text = (
@@ -201,7 +261,7 @@ def emulated_cuda_sources():
             with open(path, "w") as f:
                 f.write(text)
         sources.append(path)
-    return [os.path.relpath(s, ROOT) for s in sources]
+    return [os.path.relpath(s, ROOT) for s in runtime], [os.path.relpath(s, ROOT) for s in sources]
 
 
 @functools.cache
@@ -264,13 +324,18 @@ def extensions():
         # The emulator's stand-ins for the CUDA runtime headers come before torch's.
         include = [csrc, os.path.join(csrc, "emulator", "include")]
         flags = cxx + ["-DHCAM_OPS_WITH_CUDA", "-DHCAM_OPS_EMULATED_CUDA"]
-        return [
-            CppExtension(
-                sources=sources + emulated_cuda_sources(),
-                extra_compile_args={"cxx": flags},
-                **{**kwargs, "include_dirs": include},
-            )
-        ]
+        runtime, kernels = emulated_cuda_sources()
+        traced = emulator_tracing_compiler() is not None
+        if traced:
+            print(f"hcam_ops: emulated kernels traced for their memory traffic, by {emulator_tracing_compiler()}")
+            flags.append("-DHCAM_OPS_EMULATOR_TRACED")
+        ext = CppExtension(
+            sources=sources + runtime + ([] if traced else kernels),
+            extra_compile_args={"cxx": flags},
+            **{**kwargs, "include_dirs": include},
+        )
+        ext.traced_sources = kernels if traced else []
+        return [ext]
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_arch_list())
         check_toolkit_version()

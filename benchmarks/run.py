@@ -31,6 +31,13 @@ Flags:
   --small        each case's small twin (the shape test_bench_ops.py checks against the
                  reference): a quick check that the harness runs, not a benchmark
   --out          output folder (default benchmarks/out)
+  --traffic      instead of timing: each case's GPU memory traffic, counted on the emulator
+                 (an emulated build traced by clang, docs/traffic.md): per kernel launch
+                 of the fused forward and backward, the floor, the modelled DRAM bytes (L2
+                 model), their ratio, the sector efficiency and a modelled H200 time; per
+                 op, the same summed, beside Inductor's own byte estimate of the compiled
+                 reference. Writes traffic.md and traffic.json. Takes --ops, --dtypes,
+                 --small, --max-cases (default: every shape) and --l2-mb (default 50)
 
 On CPU the memory columns are left out: the CPU allocator keeps no peak
 statistics. Instead each fwd+bwd row has a floor (the case's fewest bytes over
@@ -293,7 +300,11 @@ def main(argv=None):
         "--small", action="store_true", help="each case's small twin: a quick check of the harness, not a benchmark"
     )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    ap.add_argument("--traffic", action="store_true", help="count GPU memory traffic on the emulator (docs/traffic.md)")
+    ap.add_argument("--l2-mb", type=float, default=50.0, help="--traffic: the L2 model's size in MB (MiB)")
     args = ap.parse_args(argv)
+    if args.traffic:
+        return run_traffic(args, ap)
 
     device = torch.device(args.device)
     threads = args.threads or parse_threads(None)
@@ -384,6 +395,63 @@ def main(argv=None):
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(dict(header=header, meta=meta, rows=rows), f, indent=1)
     plot_ratios(rows, os.path.join(args.out, "results.png"), _title(meta), threads)
+    print(header)
+    print()
+    print(table)
+    return rows
+
+
+def run_traffic(args, ap):
+    """--traffic: the traffic table and traffic.json (benchmarks/traffic.py)."""
+    import traffic as traffic_mod
+
+    import hcam_ops
+
+    if not (hcam_ops.cuda_emulated() and hcam_ops._C.traffic_traced()):
+        ap.error(
+            "--traffic needs an emulated build whose kernels clang traced: install clang, then "
+            "HCAM_OPS_CUDA=emulate pip install --no-build-isolation -e . (docs/traffic.md)"
+        )
+    if args.l2_mb <= 0:
+        ap.error(f"--l2-mb must be positive, got {args.l2_mb}")
+    for name in args.dtypes.split(","):
+        if name not in DTYPES:
+            ap.error(f"--dtypes: unknown {name!r} (one of {', '.join(DTYPES)})")
+    os.makedirs(args.out, exist_ok=True)
+    selected = _select_cases(args, torch.device("cuda"))
+    l2 = int(args.l2_mb * 2**20)
+    rows, inductor = [], {}
+    for k, (case, dname) in enumerate(selected, 1):
+        t0 = time.perf_counter()
+        got = traffic_mod.measure_case(case, DTYPES[dname], l2_bytes=l2)
+        rows += got
+        try:
+            est = traffic_mod.inductor_bytes(case, DTYPES[dname])
+        except Exception as e:  # say it, do not hide it
+            print(f"# Inductor's estimate of {case.op} {case.label}: {type(e).__name__}: {e}", file=sys.stderr)
+            est = None
+        if est is not None:
+            inductor[(case.op, case.label, dname)] = est
+        print(
+            f"[{k}/{len(selected)}] {case.op} {case.label} {dname}: {len(got)} launches, "
+            f"{time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    header = (
+        f"# GPU memory traffic on the emulator (docs/traffic.md)\n\nhcam_ops {hcam_ops_commit()}, torch "
+        f"{torch.__version__}; L2 model {args.l2_mb:g} MiB, 128-byte lines, LRU in block order; modelled H200 "
+        f"time = DRAM bytes / {traffic_mod.H200_BYTES_PER_S / 1e12:g} TB/s + "
+        f"{traffic_mod.LAUNCH_S * 1e6:g} us per launch. **!** marks a launch above "
+        f"{traffic_mod.KERNEL_TARGET}x its pass's floor, or an op above {traffic_mod.OP_TARGET}x in all."
+    )
+    table = traffic_mod.format_traffic(rows, inductor)
+    with open(os.path.join(args.out, "traffic.md"), "w") as f:
+        f.write(header + "\n\n" + table + "\n")
+    with open(os.path.join(args.out, "traffic.json"), "w") as f:
+        json.dump(traffic_mod.json_rows(rows), f, indent=1)
+    with open(os.path.join(args.out, "traffic_inductor.json"), "w") as f:
+        json.dump([dict(op=k[0], case=k[1], dtype=k[2], **v) for k, v in inductor.items()], f, indent=1)
     print(header)
     print()
     print(table)

@@ -2,7 +2,8 @@
 # One call on the GPU machine: set-up as scripts/setup.sh does it (offline:
 # the packages that machine lacks travel as wheels in .whl/, see
 # scripts/gpu_wheels.sh), the build for the GPU present, every test (the CUDA
-# ones run), the model train steps and the benchmarks. Nothing stops at the
+# ones run), the model train steps, the benchmarks and the check of the
+# traffic model against ncu (benchmarks/ncu_traffic.py). Nothing stops at the
 # first failure; every log is kept in $OUT (the device tool) or benchmarks/out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,13 @@ python3 benchmarks/train_step.py 2>"$OUT/train_step.err" | tee "$OUT/train_step.
 echo "== benchmarks"
 python3 benchmarks/run.py --out "$OUT" "$@" 2>"$OUT/bench.err"
 bench_rc=$?
+
+echo "== memory traffic: the emulator's model beside ncu's dram bytes (docs/traffic.md)"
+if command -v ncu >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/ncu ]; then
+  python3 benchmarks/ncu_traffic.py --model benchmarks/results/traffic.json --out "$OUT" 2>"$OUT/ncu_traffic.err" ||
+    tail -5 "$OUT/ncu_traffic.err"
+else
+  echo "ncu not found: the traffic model is not checked"
+fi
 echo "tests rc=$test_rc bench rc=$bench_rc"
 exit $(( test_rc || bench_rc ))

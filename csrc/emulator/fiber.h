@@ -1,5 +1,5 @@
 // Fibers for the emulator: the CUDA threads of one block run as fibers on one
-// OS thread (ucontext), each on its own stack, switched only at the points
+// OS thread, each on its own stack, switched only at the points
 // where a GPU thread could wait (barriers, warp collectives) and at exit.
 #pragma once
 
@@ -27,15 +27,28 @@ class StackPool {
   std::vector<void*> maps_;
 };
 
+// A suspended execution context. On x86-64 the emulator switches by its own
+// few instructions (the callee-saved registers, the stack pointer, the SSE
+// and x87 control words): glibc's swapcontext also saves and restores the
+// signal mask, a system call at every switch, and a block's threads switch
+// at every barrier and warp collective. Elsewhere, ucontext.
+struct Context {
+#if defined(__x86_64__)
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
 // One fiber: a context that starts in entry() and returns control to the
 // scheduler's context when it switches back.
 struct Fiber {
-  ucontext_t context;
+  Context context;
   // Prepares the fiber to run entry() on `stack` (kStackBytes) when first switched to.
   void start(void (*entry)(), void* stack);
 };
 
 // Saves the running context in `from` and resumes `to`.
-void switch_to(ucontext_t& from, ucontext_t& to);
+void switch_to(Context& from, Context& to);
 
 }  // namespace hcam_emu

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "runtime.h"
+#include "traffic.h"
 
 namespace hcam_emu::device {
 
@@ -47,14 +48,20 @@ inline double __dmul_rn(double a, double b) {
   return r;
 }
 
-// atomicAdd: blocks run on several OS threads, so a real atomic; returns the old value.
+// atomicAdd: blocks run on several OS threads, so a real atomic; returns the
+// old value. One read-modify-write access for the traffic counters (the
+// compare-exchange loop starts from a guess rather than a load, so that the
+// traced build sees no separate load).
 template <typename T>
-T atomicAdd(T* address, T value) {
+inline __attribute__((always_inline)) T atomicAdd(T* address, T value) {
   static_assert(std::is_arithmetic_v<T>, "atomicAdd: an arithmetic type");
+#ifdef HCAM_OPS_EMULATOR_TRACED
+  ::hcam_emu::traffic::atomic(address, sizeof(T));
+#endif
   if constexpr (std::is_integral_v<T>) {
     return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
   } else {
-    T old = __atomic_load_n(address, __ATOMIC_RELAXED);
+    T old = T(0);
     while (!__atomic_compare_exchange_n(address, &old, old + value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
     return old;

@@ -13,6 +13,7 @@
 #include "func_attributes.h"
 #include "runtime.h"
 #include "scheduler.h"
+#include "traffic.h"
 
 namespace hcam_emu {
 
@@ -80,6 +81,12 @@ void launch(const char* kernel, const void* func, dim3 grid, dim3 block, size_t 
   std::string error;
   uint3 error_block{0, 0, 0};
 
+  // A traffic session (traffic.h) counts the launch: its blocks run in order
+  // on this thread, each block's accesses accounted when it ends.
+  const bool counted = traffic::active();
+  if (counted) traffic::launch_begin(kernel, grid, block);
+  const unsigned block_threads = block.x * block.y * block.z;
+
   auto work = [&] {
     thread_local StackPool stacks;
     std::vector<std::max_align_t> smem((dynamic_smem + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t));
@@ -91,7 +98,9 @@ void launch(const char* kernel, const void* func, dim3 grid, dim3 block, size_t 
                         static_cast<unsigned>(i / grid.x / grid.y)};
         // Shared memory starts as garbage on a GPU: 0xff bytes read as NaN.
         if (dynamic_smem) std::memset(smem.data(), 0xff, dynamic_smem);
+        if (counted) traffic::block_begin(block_threads);
         std::string e = run_block(bl, idx, schedule, stacks);
+        if (counted) traffic::block_end();
         if (!e.empty()) {
           const std::lock_guard<std::mutex> lock(mutex);
           if (!failed.exchange(true)) {
@@ -101,18 +110,20 @@ void launch(const char* kernel, const void* func, dim3 grid, dim3 block, size_t 
         }
       }
     } catch (const std::exception& e) {
+      if (counted) traffic::block_end();
       const std::lock_guard<std::mutex> lock(mutex);
       if (!failed.exchange(true)) error = e.what();
     }
     tls_dynamic_smem = outer;
   };
 
-  const int workers = worker_count(blocks);
+  const int workers = counted ? 1 : worker_count(blocks);
   std::vector<std::thread> pool;
   pool.reserve(workers - 1);
   for (int w = 1; w < workers; ++w) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
+  if (counted) traffic::launch_end();
   if (failed) {
     throw std::runtime_error(std::string("hcam_ops emulator: kernel ") + kernel + ", block " +
                              dims(dim3(error_block.x, error_block.y, error_block.z)) + " of grid " + dims(grid) +

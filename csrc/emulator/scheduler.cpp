@@ -347,7 +347,7 @@ class Block {
   std::vector<WarpOp> warps_;
   std::vector<uint64_t> words_;  // runnable threads, a bit each
   int runnable_ = 0, done_ = 0, current_ = -1, last_ = -1;
-  ucontext_t scheduler_;
+  Context scheduler_;
   std::string error_;
   std::mt19937_64 rng_;
 };

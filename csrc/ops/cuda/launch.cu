@@ -16,12 +16,15 @@ int64_t checked_grid(int64_t blocks) {
 }
 
 std::string kernel_name(const char* pretty_function) {
-  // "... launch(...) [with auto Kernel = <name>; Args = {...}]" (GCC and Clang alike)
+  // "... launch(...) [with auto Kernel = <name>; Args = {...}]" (GCC), or
+  // "... [Kernel = &<name>, Args = <...>]" (Clang, which compiles the traced
+  // emulated kernels).
   const std::string s(pretty_function);
   const auto at = s.find("Kernel = ");
   if (at == std::string::npos) return s;
   const auto begin = at + std::strlen("Kernel = ");
-  const auto end = s.find_first_of(";]", begin);
+  auto end = s.find_first_of(";]", begin);
+  if (const auto args = s.find(", Args = ", begin); args < end) end = args;
   std::string name = s.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
   if (!name.empty() && name[0] == '&') name.erase(0, 1);
   return name;

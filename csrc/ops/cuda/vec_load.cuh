@@ -13,14 +13,26 @@ struct alignas(sizeof(T) * VEC) Pack {
   T v[VEC];
 };
 
+// On the traced emulator (docs/traffic.md) a pack is one recorded access:
+// the host compiler would split it into scalar moves, each counted alone.
 template <int VEC, typename T>
 __device__ __forceinline__ Pack<T, VEC> load_pack(const T* p) {
+#ifdef HCAM_OPS_EMULATOR_TRACED
+  Pack<T, VEC> x;
+  hcam_emu::traffic::load_bytes(&x, p, sizeof(x));
+  return x;
+#else
   return *reinterpret_cast<const Pack<T, VEC>*>(p);
+#endif
 }
 
 template <int VEC, typename T>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, VEC>& x) {
+#ifdef HCAM_OPS_EMULATOR_TRACED
+  hcam_emu::traffic::store_bytes(p, &x, sizeof(x));
+#else
   *reinterpret_cast<Pack<T, VEC>*>(p) = x;
+#endif
 }
 
 // Elements of T in one 16-byte access.
