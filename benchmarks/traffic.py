@@ -67,8 +67,13 @@ def _launch_row(op, case, dtype, pass_, floor, launch):
     kinds = ("load", "store", "atomic")
     sectors = sum(launch["sectors"][k] for k in kinds)
     requested = sum(launch["requested_bytes"][k] for k in kinds)
-    # The launch's main tensor: the one it moves the most bytes of.
-    main = max(launch["buffers"], key=lambda b: sum(b["requested_bytes"][k] for k in kinds), default=None)
+    # The launch's main tensor: the largest it touches (the feature map, its
+    # gradient), ties broken by the bytes it moves of each.
+    main = max(
+        launch["buffers"],
+        key=lambda b: (b["bytes"], sum(b["requested_bytes"][k] for k in kinds)),
+        default=None,
+    )
     if main is not None:
         m_req = sum(main["requested_bytes"][k] for k in kinds)
         m_sec = sum(main["sectors"][k] for k in kinds)
