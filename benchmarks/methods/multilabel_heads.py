@@ -94,12 +94,13 @@ def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images ``[n, 3, IMG, IMG]`` in [0, 1] and their multi-hot labels
     ``[n, 6]``, deterministic in ``seed``. A green leaf with shading, veins,
     noise and dark specks of dirt; each present class adds its marks, at a
-    random contrast (0.35-1): scab dark olive blotches, frog_eye_leaf_spot
+    random contrast (0.15-0.8): scab dark olive blotches, frog_eye_leaf_spot
     small brown rings with a pale centre, rust orange spots, powdery_mildew
     one or two faint whitish diffuse patches, complex a brown necrotic band
     along one edge with a few mixed small spots (colours near scab's and
-    frog_eye's). Overlapping colours and sizes, low contrast and the specks
-    keep it from being trivial."""
+    frog_eye's). Look-alikes in any image (sun glare, a yellowed spot, a
+    thin dry edge, specks of scab's colour), overlapping colours and sizes,
+    low contrast and pixel noise keep it from being trivial."""
     g = torch.Generator().manual_seed(seed)
     combos = list(COMBOS)
     p = torch.tensor([COMBOS[c] for c in combos], dtype=torch.float64)
@@ -128,12 +129,25 @@ def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         ang = u(-0.5, 0.5)
         d = (xs - IMG / 2 - math.tan(ang) * (ys - IMG / 2)).abs()
         img = paint(img, (d < 0.8).float(), LEAF * 1.4, 0.5)
-        for _ in range(int(torch.randint(2, 6, (), generator=g))):  # dirt specks, every image
-            img = paint(img, disc(u(0, IMG), u(0, IMG), u(0.6, 1.2), u(0.6, 1.2)), torch.tensor([0.2, 0.2, 0.1]), 0.7)
+        for _ in range(int(torch.randint(2, 7, (), generator=g))):  # dirt specks, every image
+            img = paint(img, disc(u(0, IMG), u(0, IMG), u(0.6, 1.6), u(0.6, 1.6)), LESION["scab"] * 0.8, u(0.3, 0.8))
+        # Look-alikes, whatever the labels: sun glare (like mildew, smaller
+        # and sharper), a yellowed spot (like rust), a thin dry edge (like
+        # complex's band).
+        if bool(torch.rand((), generator=g) < 0.4):
+            r = u(1.5, 3.5)
+            blob = torch.exp(-((ys - u(4, 28)) ** 2 + (xs - u(4, 28)) ** 2) / (2 * r * r))
+            img = paint(img, blob, torch.tensor([0.85, 0.9, 0.8]), u(0.2, 0.6))
+        if bool(torch.rand((), generator=g) < 0.25):
+            r = u(1.0, 2.2)
+            img = paint(img, disc(u(3, 29), u(3, 29), r, r), torch.tensor([0.7, 0.65, 0.15]), u(0.3, 0.7))
+        if bool(torch.rand((), generator=g) < 0.25):
+            dist = (ys, IMG - 1 - ys, xs, IMG - 1 - xs)[int(torch.randint(0, 4, (), generator=g))]
+            img = paint(img, (dist < u(1, 3)).float(), LESION["complex"], u(0.3, 0.8))
         for name in names:
             if name == "healthy":
                 continue
-            c = u(0.35, 1.0)
+            c = u(0.15, 0.8)
             col = LESION[name] * u(0.85, 1.15)
             if name == "scab":
                 for _ in range(int(torch.randint(2, 5, (), generator=g))):
@@ -151,10 +165,10 @@ def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
                 for _ in range(int(torch.randint(1, 3, (), generator=g))):
                     cy, cx, r = u(6, 26), u(6, 26), u(4, 8)
                     blob = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * r * r))
-                    img = paint(img, blob, col, 0.6 * c)
+                    img = paint(img, blob, col, 0.45 * c)
             elif name == "complex":
                 edge = int(torch.randint(0, 4, (), generator=g))
-                depth = u(3, 7)
+                depth = u(2.5, 6)
                 dist = (ys, IMG - 1 - ys, xs, IMG - 1 - xs)[edge]
                 wob = 1.5 * torch.sin((xs if edge < 2 else ys) * u(0.3, 0.8) + u(0, 6.3))
                 img = paint(img, (dist < depth + wob).float(), col, c)
@@ -162,7 +176,7 @@ def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
                     r = u(1.0, 2.2)
                     pal = LESION["scab"] if bool(torch.rand((), generator=g) < 0.5) else LESION["frog_eye_leaf_spot"]
                     img = paint(img, disc(u(4, 28), u(4, 28), r, r), pal, c)
-        img = img + 0.06 * torch.randn(3, IMG, IMG, generator=g)
+        img = img + 0.10 * torch.randn(3, IMG, IMG, generator=g)
         images[i] = img.clamp(0, 1)
     return images, labels
 
