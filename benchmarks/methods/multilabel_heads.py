@@ -7,6 +7,7 @@ macro F1 and macro mAP per head, and each class's AP.
   python benchmarks/methods/multilabel_heads.py                       # 3 heads x 3 seeds (about 10 min, one core)
   python benchmarks/methods/multilabel_heads.py --heads arcface --seeds 0 --epochs 1 --train-size 256   # quick check
   python benchmarks/methods/multilabel_heads.py --sweep               # ArcFace scale / margin on seed 0
+  python benchmarks/methods/multilabel_heads.py --diagnose --heads arcface,bce   # precision / recall / scores, seed 0
 
 Every run trains the same small CNN (``Backbone``: four conv stages, global
 average pool, then the report's feature path ending Linear-BN-PReLU to 128
@@ -22,14 +23,16 @@ features) with one head on top:
   baseline's ``FocalBCELoss`` (alpha 0.25 on every label; docs/plant_pathology.md).
 
 Same data, schedule and seed for the three heads (Adam lr 1e-3, cosine to
-0, batch 64, EPOCHS epochs, flips; the seed sets the initialisation and the
+0, batch 64, 15 epochs, flips; the seed sets the initialisation and the
 batch order; the data are fixed). Metrics on the test split, torchmetrics':
 ``macro_f1`` at probability 0.5 (ArcFace: sigmoid(s cos) > 0.5, i.e.
 cos > 0), ``macro_f1_tuned`` with per-class thresholds searched on
 validation (``hcam_ops.metrics.search_thresholds``, what the training
 task's final report does), ``map`` (macro average precision) and ``ap``
 per class. Writes ``--out``/multilabel_heads.json, one object per run and
-seed (``--sweep``: multilabel_heads_sweep.json).
+seed (``--sweep``: multilabel_heads_sweep.json; ``--diagnose``:
+multilabel_heads_diagnose.json, per class precision and recall at 0.5,
+mean scores of positives and negatives, ArcFace's cosines).
 """
 
 from __future__ import annotations
@@ -107,7 +110,9 @@ def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     pick = torch.multinomial(p / p.sum(), n, replacement=True, generator=g)
     labels = torch.zeros(n, len(CLASSES))
     images = torch.empty(n, 3, IMG, IMG)
-    ys, xs = torch.meshgrid(torch.arange(IMG, dtype=torch.float32), torch.arange(IMG, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(IMG, dtype=torch.float32), torch.arange(IMG, dtype=torch.float32), indexing="ij"
+    )
 
     def u(lo, hi):
         return lo + (hi - lo) * float(torch.rand((), generator=g))
@@ -262,7 +267,18 @@ def metrics(probs, labels, val_probs, val_labels) -> dict:
 
 
 def train_one(data, head: str, seed: int, epochs: int, run: str | None = None, **head_kwargs) -> dict:
-    (xtr, ytr), (xva, yva), (xte, yte) = data
+    """One head, one seed: the test metrics (see the module's doc)."""
+    model, seconds = fit(data, head, seed, epochs, **head_kwargs)
+    (_, _), (xva, yva), (xte, yte) = data
+    out = {"run": run or head, "seed": seed}
+    out.update(metrics(predict(model, xte), yte, predict(model, xva), yva))
+    out.update(epochs=epochs, seconds=round(seconds, 1))
+    return out
+
+
+def fit(data, head: str, seed: int, epochs: int, **head_kwargs) -> tuple[Classifier, float]:
+    """Trains a ``Classifier``; returns it and the training time in seconds."""
+    (xtr, ytr), _, _ = data
     torch.manual_seed(seed)
     model = Classifier(head, **head_kwargs)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -288,11 +304,36 @@ def train_one(data, head: str, seed: int, epochs: int, run: str | None = None, *
             loss.backward()
             opt.step()
             sched.step()
-    seconds = time.perf_counter() - start
-    out = {"run": run or head, "seed": seed}
-    out.update(metrics(predict(model, xte), yte, predict(model, xva), yva))
-    out.update(epochs=epochs, seconds=round(seconds, 1))
-    return out
+    return model, time.perf_counter() - start
+
+
+@torch.no_grad()
+def diagnose(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Where the F1 at 0.5 comes from, per class on ``images``: precision and
+    recall at 0.5, the mean score of positives and of negatives, and for
+    ArcFace the margin-free cosine of each (mean over the images) and the
+    share of negatives with cos > 0 (what sigmoid(s cos) > 0.5 calls
+    positive)."""
+    from torchmetrics.functional.classification import multilabel_precision, multilabel_recall
+
+    K, y = len(CLASSES), labels.int()
+    probs = predict(model, images)
+    out = {
+        "precision": multilabel_precision(probs, y, num_labels=K, average="none").tolist(),
+        "recall": multilabel_recall(probs, y, num_labels=K, average="none").tolist(),
+        "predicted_per_image": float((probs > 0.5).float().sum(1).mean()),
+        "true_per_image": float(labels.sum(1).mean()),
+        "prob_positive": [float(probs[labels[:, k] == 1, k].mean()) for k in range(K)],
+        "prob_negative": [float(probs[labels[:, k] == 0, k].mean()) for k in range(K)],
+    }
+    if model.head_name == "arcface":
+        model.eval()
+        f = torch.cat([model.backbone(images[i : i + 256]) for i in range(0, len(images), 256)])
+        cos = model.head.logits(f) / model.head.scale
+        out["cos_positive"] = [float(cos[labels[:, k] == 1, k].mean()) for k in range(K)]
+        out["cos_negative"] = [float(cos[labels[:, k] == 0, k].mean()) for k in range(K)]
+        out["negatives_cos_above_0"] = [float((cos[labels[:, k] == 0, k] > 0).float().mean()) for k in range(K)]
+    return {name: {c: v[k] for k, c in enumerate(CLASSES)} if isinstance(v, list) else v for name, v in out.items()}
 
 
 def load_data(train_size: int = TRAIN, val_size: int = VAL, test_size: int = TEST):
@@ -347,6 +388,11 @@ def main(argv=None):
         action="store_true",
         help="instead: ArcFace at scale/margin " + ", ".join(f"{s:g}/{m:g}" for s, m in SWEEP) + " (first seed)",
     )
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="instead: each of --heads on the first seed, precision / recall / scores at 0.5 per class",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results"))
     args = ap.parse_args(argv)
@@ -365,17 +411,23 @@ def main(argv=None):
             name = f"arcface-s{scale:g}-m{margin:g}"
             print(f"# {name} seed {seeds[0]}", file=sys.stderr, flush=True)
             results.append(train_one(data, "arcface", seeds[0], args.epochs, name, scale=scale, margin=margin))
+    elif args.diagnose:
+        for head in heads:
+            print(f"# diagnose {head} seed {seeds[0]}", file=sys.stderr, flush=True)
+            model, _ = fit(data, head, seeds[0], args.epochs)
+            results.append({"run": head, "seed": seeds[0], **diagnose(model, *data[2])})
     else:
         for head in heads:
             for seed in seeds:
                 print(f"# {head} seed {seed}", file=sys.stderr, flush=True)
                 results.append(train_one(data, head, seed, args.epochs))
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "multilabel_heads_sweep.json" if args.sweep else "multilabel_heads.json")
+    name = "multilabel_heads" + ("_sweep" if args.sweep else "_diagnose" if args.diagnose else "")
+    path = os.path.join(args.out, name + ".json")
     with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(path + ".tmp", path)
-    print(table(results))
+    print(json.dumps(results, indent=1) if args.diagnose else table(results))
     return results
 
 
