@@ -79,3 +79,7 @@ def test_diagnose_writes_its_own_file(tmp_path):
     assert list(arcface["recall"]) == list(multilabel_heads.CLASSES)
     assert all(-1 <= v <= 1 for v in arcface["cos_positive"].values())
     assert "cos_positive" not in bce
+    for r in results:
+        assert 0 <= r["macro_f1_fine_grid"] <= 1
+        assert len(r["fine_thresholds"]) == len(multilabel_heads.CLASSES)
+    assert all(-1 < t < 1 for t in arcface["fine_thresholds"].values())  # cosines

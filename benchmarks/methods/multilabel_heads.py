@@ -7,7 +7,7 @@ macro F1 and macro mAP per head, and each class's AP.
   python benchmarks/methods/multilabel_heads.py                       # 3 heads x 3 seeds (about 10 min, one core)
   python benchmarks/methods/multilabel_heads.py --heads arcface --seeds 0 --epochs 1 --train-size 256   # quick check
   python benchmarks/methods/multilabel_heads.py --sweep               # ArcFace scale / margin on seed 0
-  python benchmarks/methods/multilabel_heads.py --diagnose --heads arcface,bce   # precision / recall / scores, seed 0
+  python benchmarks/methods/multilabel_heads.py --diagnose --heads arcface,bce   # precision / recall / scores
 
 Every run trains the same small CNN (``Backbone``: four conv stages, global
 average pool, then the report's feature path ending Linear-BN-PReLU to 128
@@ -32,7 +32,8 @@ task's final report does), ``map`` (macro average precision) and ``ap``
 per class. Writes ``--out``/multilabel_heads.json, one object per run and
 seed (``--sweep``: multilabel_heads_sweep.json; ``--diagnose``:
 multilabel_heads_diagnose.json, per class precision and recall at 0.5,
-mean scores of positives and negatives, ArcFace's cosines).
+mean scores of positives and negatives, ArcFace's cosines, and the macro
+F1 at thresholds searched on a fine grid of cosines / probabilities).
 """
 
 from __future__ import annotations
@@ -307,17 +308,45 @@ def fit(data, head: str, seed: int, epochs: int, **head_kwargs) -> tuple[Classif
     return model, time.perf_counter() - start
 
 
-@torch.no_grad()
-def diagnose(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Where the F1 at 0.5 comes from, per class on ``images``: precision and
-    recall at 0.5, the mean score of positives and of negatives, and for
-    ArcFace the margin-free cosine of each (mean over the images) and the
-    share of negatives with cos > 0 (what sigmoid(s cos) > 0.5 calls
-    positive)."""
-    from torchmetrics.functional.classification import multilabel_precision, multilabel_recall
+FINE_GRID = tuple(round(0.005 * i, 3) for i in range(1, 200))  # 0.005 .. 0.995
 
+
+@torch.no_grad()
+def unit_scores(model: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """Scores in [0, 1], monotone in the head's margin-free score: the
+    sigmoid of the logits (linear heads), ``(cos + 1) / 2`` (ArcFace), so
+    that a grid of thresholds on them is a grid of cosines for ArcFace
+    rather than of sigmoid(30 cos), which the 0.05-0.95 grid squeezes into
+    cos within +-0.098."""
+    if model.head_name != "arcface":
+        return predict(model, images)
+    model.eval()
+    f = torch.cat([model.backbone(images[i : i + 256]) for i in range(0, len(images), 256)])
+    return (model.head.logits(f) / model.head.scale + 1) / 2
+
+
+@torch.no_grad()
+def diagnose(model: Classifier, val, test) -> dict:
+    """Where the F1 at 0.5 comes from, per class on the ``test`` split
+    ``(images, labels)``: precision and recall at 0.5, the mean score of
+    positives and of negatives; for ArcFace the margin-free cosine of each
+    (mean over the images) and the share of negatives with cos > 0 (what
+    sigmoid(s cos) > 0.5 calls positive). And the macro F1 at per-class
+    thresholds searched on ``val`` over a fine grid of ``unit_scores``
+    (``macro_f1_fine_grid``; ArcFace's thresholds as cosines)."""
+    from torchmetrics.functional.classification import (
+        multilabel_f1_score,
+        multilabel_precision,
+        multilabel_recall,
+    )
+
+    from hcam_ops.metrics import binarize, search_thresholds
+
+    images, labels = test
     K, y = len(CLASSES), labels.int()
     probs = predict(model, images)
+    fine = search_thresholds(unit_scores(model, val[0]), val[1], FINE_GRID)
+    pred = binarize(unit_scores(model, images), fine).float()
     out = {
         "precision": multilabel_precision(probs, y, num_labels=K, average="none").tolist(),
         "recall": multilabel_recall(probs, y, num_labels=K, average="none").tolist(),
@@ -325,6 +354,8 @@ def diagnose(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> d
         "true_per_image": float(labels.sum(1).mean()),
         "prob_positive": [float(probs[labels[:, k] == 1, k].mean()) for k in range(K)],
         "prob_negative": [float(probs[labels[:, k] == 0, k].mean()) for k in range(K)],
+        "macro_f1_fine_grid": float(multilabel_f1_score(pred, y, num_labels=K, average="macro")),
+        "fine_thresholds": (2 * fine - 1 if model.head_name == "arcface" else fine).tolist(),
     }
     if model.head_name == "arcface":
         model.eval()
@@ -391,7 +422,7 @@ def main(argv=None):
     ap.add_argument(
         "--diagnose",
         action="store_true",
-        help="instead: each of --heads on the first seed, precision / recall / scores at 0.5 per class",
+        help="instead: each of --heads and --seeds, precision / recall / scores at 0.5 per class, F1 on a fine grid",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results"))
@@ -413,9 +444,10 @@ def main(argv=None):
             results.append(train_one(data, "arcface", seeds[0], args.epochs, name, scale=scale, margin=margin))
     elif args.diagnose:
         for head in heads:
-            print(f"# diagnose {head} seed {seeds[0]}", file=sys.stderr, flush=True)
-            model, _ = fit(data, head, seeds[0], args.epochs)
-            results.append({"run": head, "seed": seeds[0], **diagnose(model, *data[2])})
+            for seed in seeds:
+                print(f"# diagnose {head} seed {seed}", file=sys.stderr, flush=True)
+                model, _ = fit(data, head, seed, args.epochs)
+                results.append({"run": head, "seed": seed, **diagnose(model, data[1], data[2])})
     else:
         for head in heads:
             for seed in seeds:
