@@ -421,13 +421,30 @@ def run_traffic(args, ap):
     selected = _select_cases(args, torch.device("cuda"))
     l2 = int(args.l2_mb * 2**20)
     rows, inductor = [], {}
+    header = (
+        f"# GPU memory traffic on the emulator (docs/traffic.md)\n\nhcam_ops {hcam_ops_commit()}, torch "
+        f"{torch.__version__}; L2 model {args.l2_mb:g} MiB, 128-byte lines, LRU, the resident blocks issuing "
+        f"together; modelled H200 time = DRAM bytes / {traffic_mod.H200_BYTES_PER_S / 1e12:g} TB/s + "
+        f"{traffic_mod.LAUNCH_S * 1e6:g} us per launch. **!** marks a launch above "
+        f"{traffic_mod.KERNEL_TARGET}x its pass's floor, or an op above {traffic_mod.OP_TARGET}x in all."
+    )
+    failed = 0
     for k, (case, dname) in enumerate(selected, 1):
         t0 = time.perf_counter()
-        got = traffic_mod.measure_case(case, DTYPES[dname], l2_bytes=l2)
+        try:
+            got = traffic_mod.measure_case(case, DTYPES[dname], l2_bytes=l2)
+        except Exception as e:  # report, do not hide, a failing case; go on with the rest
+            failed += 1
+            print(
+                f"[{k}/{len(selected)}] {case.op} {case.label} {dname}: failed: {type(e).__name__}: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
         rows += got
         try:
             est = traffic_mod.inductor_bytes(case, DTYPES[dname])
-        except Exception as e:  # say it, do not hide it
+        except Exception as e:  # the compiled column says "-"; the reason goes to stderr
             print(f"# Inductor's estimate of {case.op} {case.label}: {type(e).__name__}: {e}", file=sys.stderr)
             est = None
         if est is not None:
@@ -438,23 +455,22 @@ def run_traffic(args, ap):
             file=sys.stderr,
             flush=True,
         )
-    header = (
-        f"# GPU memory traffic on the emulator (docs/traffic.md)\n\nhcam_ops {hcam_ops_commit()}, torch "
-        f"{torch.__version__}; L2 model {args.l2_mb:g} MiB, 128-byte lines, LRU in block order; modelled H200 "
-        f"time = DRAM bytes / {traffic_mod.H200_BYTES_PER_S / 1e12:g} TB/s + "
-        f"{traffic_mod.LAUNCH_S * 1e6:g} us per launch. **!** marks a launch above "
-        f"{traffic_mod.KERNEL_TARGET}x its pass's floor, or an op above {traffic_mod.OP_TARGET}x in all."
-    )
+        # Written after every case, so that a long run stopped midway keeps what it measured.
+        table = traffic_mod.format_traffic(rows, inductor)
+        with open(os.path.join(args.out, "traffic.md"), "w") as f:
+            f.write(header + "\n\n" + table + "\n")
+        with open(os.path.join(args.out, "traffic.json"), "w") as f:
+            json.dump(traffic_mod.json_rows(rows), f, indent=1)
+        with open(os.path.join(args.out, "traffic_inductor.json"), "w") as f:
+            json.dump([dict(op=o, case=c, dtype=d, **v) for (o, c, d), v in inductor.items()], f, indent=1)
     table = traffic_mod.format_traffic(rows, inductor)
-    with open(os.path.join(args.out, "traffic.md"), "w") as f:
-        f.write(header + "\n\n" + table + "\n")
-    with open(os.path.join(args.out, "traffic.json"), "w") as f:
-        json.dump(traffic_mod.json_rows(rows), f, indent=1)
-    with open(os.path.join(args.out, "traffic_inductor.json"), "w") as f:
-        json.dump([dict(op=k[0], case=k[1], dtype=k[2], **v) for k, v in inductor.items()], f, indent=1)
+    if failed:
+        print(f"# {failed} of {len(selected)} cases failed (above)", file=sys.stderr)
     print(header)
     print()
     print(table)
+    if failed:
+        sys.exit(1)
     return rows
 
 

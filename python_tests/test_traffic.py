@@ -161,6 +161,23 @@ def test_minmax_normalize_traffic():
 
 
 @traced
+def test_recording_allocator_serves_raw_allocations():
+    """oneDNN takes its scratch buffers by raw_allocate, which needs a DataPtr
+    whose context is its data: the recording allocator must give one (it
+    raised an internal assert of c10 in ArcFace's oneDNN product before)."""
+    from hcam_ops.testing import traffic
+
+    with traffic():  # installs the recording allocator for the rest of the process
+        pass
+    gen = torch.Generator().manual_seed(0)
+    f, w = torch.randn(64, 256, generator=gen), torch.randn(256, 256, generator=gen)  # 4.2M MACs: oneDNN's product
+    labels = torch.rand(64, 256, generator=gen) < 0.05
+    got = hcam_ops.multilabel_arcface_loss(f, w, labels)
+    want = hcam_ops.reference.multilabel_arcface_loss(f, w, labels)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@traced
 def test_traffic_session_errors():
     from hcam_ops.testing import traffic
 

@@ -4,6 +4,7 @@
 #include <c10/core/CPUAllocator.h>
 
 #include <mutex>
+#include <unordered_map>
 #include <utility>
 
 #include "../traffic.h"
@@ -12,7 +13,10 @@ namespace hcam_emu::traffic {
 
 namespace {
 
-// Each allocation of the wrapped allocator registered as a buffer while it lives.
+// Each allocation of the wrapped allocator registered as a buffer while it
+// lives. Its DataPtr keeps data == context, as raw_allocate's users (oneDNN's
+// scratch buffers) require; the wrapped allocator's own DataPtr waits in a
+// table until the deleter, given the data pointer, releases it.
 class RecordingAllocator final : public c10::Allocator {
  public:
   explicit RecordingAllocator(c10::Allocator* inner) : inner_(inner) {}
@@ -21,9 +25,17 @@ class RecordingAllocator final : public c10::Allocator {
     c10::DataPtr inner = inner_->allocate(n);
     void* data = inner.get();
     if (data == nullptr || n == 0) return inner;
-    add_buffer(data, n);
     const c10::Device device = inner.device();
-    return c10::DataPtr(data, new Held{std::move(inner), data}, &release, device);
+    {
+      const std::lock_guard<std::mutex> lock(mutex());
+      held().emplace(data, std::move(inner));
+    }
+    add_buffer(data, n);
+    return c10::DataPtr(data, data, &release, device);
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override {
+    return &release;
   }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
@@ -31,15 +43,27 @@ class RecordingAllocator final : public c10::Allocator {
   }
 
  private:
-  struct Held {
-    c10::DataPtr inner;
-    void* data;
-  };
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
 
-  static void release(void* ctx) {
-    auto* held = static_cast<Held*>(ctx);
-    remove_buffer(held->data);
-    delete held;  // frees the memory through the inner allocator's deleter
+  static std::unordered_map<void*, c10::DataPtr>& held() {
+    static auto* h = new std::unordered_map<void*, c10::DataPtr>();
+    return *h;
+  }
+
+  static void release(void* data) {
+    remove_buffer(data);
+    c10::DataPtr inner;
+    {
+      const std::lock_guard<std::mutex> lock(mutex());
+      auto it = held().find(data);
+      if (it == held().end()) return;
+      inner = std::move(it->second);
+      held().erase(it);
+    }
+    // `inner` frees the memory through the wrapped allocator's deleter here.
   }
 
   c10::Allocator* inner_;

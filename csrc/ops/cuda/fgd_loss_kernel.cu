@@ -2,8 +2,9 @@
 //  - stats: a block per (sample, tile of 32 * VEC positions), every channel;
 //    a warp per channel row at a time, each lane VEC positions by one 16-byte
 //    load. Per-channel sums by warp shuffles, per-position sums through shared
-//    memory; a second sweep over the tile (just read, so from L2) forms the
-//    masked squared errors with the tile's spatial weights.
+//    memory; a second sweep over the tile, channels in reverse (the rows
+//    read last first, the likeliest to be in L2), forms the masked squared
+//    errors with the tile's spatial weights.
 //  - finish: a block per sample; reduces the tiles in order (deterministic),
 //    both softmaxes and the six terms, in double.
 //  - backward: per-channel and per-position coefficients, then one
@@ -123,7 +124,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  for (int64_t c = warp; c < C; c += kWarps) {
+  // The second sweep walks the channels backwards: the rows the first sweep
+  // read last are the likeliest still in L2 when a thousand resident blocks
+  // share it (docs/traffic.md). Each channel's sum is the same either way.
+  for (int64_t c = C - 1 - warp; c >= 0; c -= kWarps) {
     acc_t x[VEC], y[VEC];
     load_pack_or_zeros<VEC>(S + (b * C + c) * HW, pos, HW, vec_ok, x);
     load_pack_or_zeros<VEC>(T + (b * C + c) * HW, pos, HW, vec_ok, y);
@@ -298,25 +302,31 @@ __global__ void __launch_bounds__(kThreads)
 
 // dS = (P_c Q_hw + P'_c Q'_hw) (S - T) + sign(S) (alpha_c + beta_hw) + gamma_c + delta_hw.
 // grid.x: channel rows (b, c); grid.y: chunks of kThreads * VEC positions.
+// The four position coefficients are read in packs too (q_vec): read one
+// element at a time, a warp's request spans VEC times the bytes it uses
+// (25% sector efficiency in fp32, 12.5% in bf16), and every channel row
+// reads them again.
 template <typename scalar_t, typename acc_t, int VEC>
 __global__ void __launch_bounds__(kThreads)
     grad_kernel(const scalar_t* __restrict__ S, const scalar_t* __restrict__ T, int64_t C, int64_t HW, bool vec_ok,
-                const acc_t* __restrict__ rc, const acc_t* __restrict__ cc, scalar_t* __restrict__ dS) {
+                bool q_vec, const acc_t* __restrict__ rc, const acc_t* __restrict__ cc, scalar_t* __restrict__ dS) {
   const int64_t bc = blockIdx.x, b = bc / C, c = bc % C;
   const int64_t pos = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * VEC;
   if (pos >= HW) return;
   const acc_t* r = rc + b * 4 * C;
   const acc_t pc = r[c], pf = r[C + c], al = r[2 * C + c], ga = r[3 * C + c];
   const acc_t* q = cc + b * 4 * HW;
-  acc_t x[VEC], y[VEC];
+  acc_t x[VEC], y[VEC], qs[4][VEC];
   load_pack_or_zeros<VEC>(S + bc * HW, pos, HW, vec_ok, x);
   load_pack_or_zeros<VEC>(T + bc * HW, pos, HW, vec_ok, y);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) load_pack_or_zeros<VEC>(q + k * HW, pos, HW, q_vec, qs[k]);
   Pack<scalar_t, VEC> out;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
-    const int64_t j = pos + i < HW ? pos + i : pos;  // past HW: computed, never stored
-    out.v[i] = static_cast<scalar_t>((pc * q[j] + pf * q[HW + j]) * (x[i] - y[i]) +
-                                     fgd_sign(x[i]) * (al + q[2 * HW + j]) + ga + q[3 * HW + j]);
+    // past HW: computed from zeros, never stored
+    out.v[i] = static_cast<scalar_t>((pc * qs[0][i] + pf * qs[1][i]) * (x[i] - y[i]) +
+                                     fgd_sign(x[i]) * (al + qs[2][i]) + ga + qs[3][i]);
   }
   scalar_t* d = dS + bc * HW;
   if (vec_ok && pos + VEC <= HW) {
@@ -372,11 +382,13 @@ void fgd_backward(const FgdInputs& in, const FgdParams& p, const at::Tensor& g, 
     const scalar_t* T = in.teacher.data_ptr<scalar_t>();
     scalar_t* dS = grad_student.data_ptr<scalar_t>();
     const bool vec_ok = packs_fit<scalar_t>(HW, {S, T, dS});
+    // cc's rows of HW in packs of VEC acc_t (VEC divides HW when vec_ok).
+    const bool q_vec = vec_ok && aligned_to(cc.data_ptr<acc_t>(), sizeof(acc_t) * VEC);
     const int64_t chunks = (HW + kThreads * VEC - 1) / (kThreads * VEC);
     TORCH_CHECK(chunks <= 65535, "fgd_loss: maps with more than ", 65535ll * kThreads * VEC,
                 " positions are not supported on CUDA");
     const dim3 grid(static_cast<unsigned>(checked_grid(B * C)), static_cast<unsigned>(chunks));
-    launch<grad_kernel<scalar_t, acc_t, VEC>>(grid, kThreads, 0, S, T, C, HW, vec_ok, rc.data_ptr<acc_t>(),
+    launch<grad_kernel<scalar_t, acc_t, VEC>>(grid, kThreads, 0, S, T, C, HW, vec_ok, q_vec, rc.data_ptr<acc_t>(),
                                               cc.data_ptr<acc_t>(), dS);
   });
 }
