@@ -78,6 +78,11 @@ def test_rows_in_the_json_are_skipped(sweep):
 
 
 def test_table_gives_mean_and_spread():
-    results = [{"run": "student", "seed": 0, "map": 0.2}, {"run": "student", "seed": 1, "map": 0.4}]
-    line = distillation.table(results).splitlines()[2]
-    assert line == "| student | 2 | 0.300 ± 0.100 | 0.200 - 0.400 | 0: 0.200, 1: 0.400 |"
+    results = [
+        {"run": "student", "seed": 0, "map": 0.2},
+        {"run": "student", "seed": 1, "map": 0.4},
+        {"run": "teacher", "seed": 0, "map": 0.5},
+    ]
+    lines = distillation.table(results).splitlines()
+    assert lines[2] == "| student | 2 | 0.3000 ± 0.1000 | 0.2000 - 0.4000 | 0: 0.2000, 1: 0.4000 |"
+    assert lines[3] == "| teacher | 1 | 0.5000 (one seed) | - | 0: 0.5000 |"

@@ -118,7 +118,8 @@ def one_run(
 
 
 def table(results: list[dict]) -> str:
-    """Mean and spread (population std, min-max) of COCO mAP per run."""
+    """Mean and spread (population std, min - max) of COCO mAP per run, to 4
+    decimals (the students' mAPs are small); one seed: its value alone."""
     runs = []
     for r in results:
         if r["run"] not in runs:
@@ -127,10 +128,13 @@ def table(results: list[dict]) -> str:
     for name in runs:
         rs = sorted((r for r in results if r["run"] == name), key=lambda r: r["seed"])
         v = [r["map"] for r in rs]
-        per_seed = ", ".join(f"{r['seed']}: {r['map']:.3f}" for r in rs)
+        per_seed = ", ".join(f"{r['seed']}: {r['map']:.4f}" for r in rs)
+        if len(v) == 1:
+            lines.append(f"| {name} | 1 | {v[0]:.4f} (one seed) | - | {per_seed} |")
+            continue
         lines.append(
-            f"| {name} | {len(rs)} | {statistics.fmean(v):.3f} ± {statistics.pstdev(v):.3f} "
-            f"| {min(v):.3f} - {max(v):.3f} | {per_seed} |"
+            f"| {name} | {len(rs)} | {statistics.fmean(v):.4f} ± {statistics.pstdev(v):.4f} "
+            f"| {min(v):.4f} - {max(v):.4f} | {per_seed} |"
         )
     return "\n".join(lines)
 

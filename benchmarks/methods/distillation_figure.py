@@ -23,7 +23,8 @@ def read_log(path: str) -> list[dict]:
 
 
 def terms(rows: list[dict]) -> list[str]:
-    return [k for k in rows[0] if k.startswith("train_loss_")]
+    """The logged distillation terms the run has (not zero throughout)."""
+    return [k for k in rows[0] if k.startswith("train_loss_") and any(r[k] != 0 for r in rows)]
 
 
 def balance_table(logs: dict[str, list[dict]]) -> str:
