@@ -12,6 +12,10 @@ Item ``i`` depends only on ``(seed, i)``: the same on every call and worker.
 
 ``collate`` batches items as lists (detector inputs differ in object count),
 and ``to_coco`` writes a COCO instances file (and optionally the images).
+
+:class:`HardSyntheticDetection` (ours) is the harder set of the distillation
+benchmark: eight classes (a shape and a hue each), objects over a 2.5x scale
+range that overlap and occlude each other, clutter in any hue.
 """
 
 from __future__ import annotations
@@ -214,7 +218,7 @@ def rle_to_mask(counts: Sequence[int], size: Sequence[int]) -> np.ndarray:
 
 
 def _with_masks(dataset: SyntheticDetection) -> SyntheticDetection:
-    clone = object.__new__(SyntheticDetection)
+    clone = object.__new__(type(dataset))
     clone.__dict__.update(dataset.__dict__)
     clone.masks = True
     return clone
@@ -260,3 +264,148 @@ def _mask_box(mask: np.ndarray) -> list[float]:
 def _gap(a: Sequence[float], b: Sequence[float]) -> float:
     """Pixels between two boxes (negative when they overlap)."""
     return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+
+# The harder set: eight classes, each a shape and a hue.
+HARD_CLASSES = ("circle", "square", "triangle", "diamond", "ring", "cross", "ellipse", "bar")
+
+
+class HardSyntheticDetection(SyntheticDetection):
+    """Ours: the synthetic set made hard enough for a small detector to stay
+    far from saturation (the distillation benchmark,
+    ``benchmarks/methods/distillation.py``).
+
+    Per image ``objects`` (default 2-5) shapes of ``num_classes`` (1-8) of
+    ``HARD_CLASSES``, each class a shape and a hue (an eighth of the wheel
+    apart, jittered by ``colour_jitter``; saturation and value random); sides
+    drawn log-uniformly over ``object_size`` (default 0.3-0.75 of ``min(H,
+    W)``: 19 to 48 px at 64 px, RetinaNet's smallest anchors being 32 px);
+    objects may overlap and later ones occlude earlier ones: the box and mask
+    are the visible part, and an object left with less than ``min_visible``
+    of its pixels is dropped (its pixels stay, as clutter). ``clutter`` (a
+    ``(min, max)`` count, default 1-4) distractors are drawn first: line
+    segments and small five-lobed blobs in random colours, of no class. Item ``i`` depends only
+    on ``(seed, i)``; ``to_coco`` exports it like the plain set."""
+
+    def __init__(
+        self,
+        num_images: int = 64,
+        image_size: int | Sequence[int] = 64,
+        num_classes: int = 8,
+        objects: Sequence[int] = (2, 5),
+        object_size: Sequence[float] = (0.3, 0.75),
+        seed: int = 0,
+        texture: float = 0.15,
+        colour_jitter: float = 0.03,
+        masks: bool = False,
+        clutter: Sequence[int] = (1, 4),
+        min_visible: float = 0.5,
+    ):
+        if not 1 <= num_classes <= len(HARD_CLASSES):
+            raise ValueError(f"num_classes: must be in 1..{len(HARD_CLASSES)}, got {num_classes}")
+        super().__init__(num_images, image_size, 1, objects, object_size, seed, texture, colour_jitter, masks)
+        self.classes = HARD_CLASSES[:num_classes]
+        lo, hi = clutter
+        if not 0 <= lo <= hi:
+            raise ValueError(f"clutter: expected (min, max) with 0 <= min <= max, got {tuple(clutter)}")
+        if not 0 < min_visible <= 1:
+            raise ValueError(f"min_visible: must be in (0, 1], got {min_visible}")
+        self.clutter = (int(lo), int(hi))
+        self.min_visible = float(min_visible)
+
+    def __getitem__(self, index: int):
+        if not -self.num_images <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} images")
+        index = index % self.num_images
+        rng = np.random.default_rng([self.seed, index, 1])
+        H, W = self.image_size
+        image = _background(rng, H, W, self.texture)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5
+        for _ in range(int(rng.integers(self.clutter[0], self.clutter[1] + 1))):
+            image[:, _clutter_mask(rng, xx, yy)] = _random_colour(rng)[:, None]
+
+        owner = np.full((H, W), -1, dtype=np.int64)  # which object each pixel shows
+        drawn, labels = [], []
+        side_lo, side_hi = (f * min(H, W) for f in self.object_size)
+        for k in range(int(rng.integers(self.objects[0], self.objects[1] + 1))):
+            side = float(np.exp(rng.uniform(np.log(side_lo), np.log(side_hi))))
+            cx = rng.uniform(0.3 * side, W - 0.3 * side)  # may run off the edge a little
+            cy = rng.uniform(0.3 * side, H - 0.3 * side)
+            label = int(rng.integers(1, self.num_classes + 1))
+            mask = _hard_shape_mask(self.classes[label - 1], cx, cy, side, xx, yy)
+            colour = _class_colour(rng, label, self.colour_jitter)
+            if not mask.any():
+                continue
+            image[:, mask] = colour[:, None]
+            owner[mask] = k
+            drawn.append((k, int(mask.sum())))
+            labels.append(label)
+
+        boxes, kept_labels, masks = [], [], []
+        for (k, full), label in zip(drawn, labels):
+            visible = owner == k
+            if visible.sum() < max(self.min_visible * full, 4):
+                continue
+            boxes.append(_mask_box(visible))
+            kept_labels.append(label)
+            masks.append(visible)
+        target = {
+            "boxes": torch.tensor(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.tensor(kept_labels, dtype=torch.int64),
+            "image_id": torch.tensor(index, dtype=torch.int64),
+        }
+        if self.masks:
+            stacked = np.stack(masks) if masks else np.zeros((0, H, W), dtype=bool)
+            target["masks"] = torch.from_numpy(stacked.astype(np.uint8))
+        return torch.from_numpy(np.ascontiguousarray(image)), target
+
+
+def _class_colour(rng: np.random.Generator, label: int, jitter: float) -> np.ndarray:
+    """The colour of an object of ``label``: its class's hue ``(label - 1) / 8``
+    (an eighth of the wheel apart; jittered by ``jitter``), random saturation
+    and value. Clutter takes any hue (``_random_colour``)."""
+    import colorsys
+
+    h = ((label - 1) / 8 + rng.normal(0, jitter)) % 1.0
+    s, v = rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32)
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A saturated colour of random hue (HSV with s, v in [0.6, 1])."""
+    import colorsys
+
+    h, s, v = rng.uniform(0, 1), rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32)
+
+
+def _clutter_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """A distractor: a line segment (1-2 px thick) or a small irregular blob."""
+    H, W = xx.shape
+    if rng.uniform() < 0.5:
+        x0, y0 = rng.uniform(0, W), rng.uniform(0, H)
+        angle, length = rng.uniform(0, math.pi), rng.uniform(0.2, 0.6) * min(H, W)
+        ux, uy = math.cos(angle), math.sin(angle)
+        t = (xx - x0) * ux + (yy - y0) * uy
+        d = np.abs(-(xx - x0) * uy + (yy - y0) * ux)
+        return (d <= rng.uniform(0.5, 1.0)) & (t >= 0) & (t <= length)
+    cx, cy, r = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(0.03, 0.08) * min(H, W)
+    angle = np.arctan2(yy - cy, xx - cx)
+    wobble = 1 + 0.3 * np.sin(5 * angle + rng.uniform(0, 2 * math.pi))
+    return np.hypot(xx - cx, yy - cy) <= r * wobble
+
+
+def _hard_shape_mask(name: str, cx: float, cy: float, side: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    h = side / 2
+    dx, dy = xx - cx, yy - cy
+    if name == "ring":
+        r2 = dx * dx + dy * dy
+        return (r2 <= h * h) & (r2 >= (0.55 * h) ** 2)
+    if name == "cross":
+        arm = h / 3
+        return ((np.abs(dx) <= arm) & (np.abs(dy) <= h)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= h))
+    if name == "ellipse":  # twice as wide as tall
+        return (dx / h) ** 2 + (dy / (h / 2)) ** 2 <= 1
+    if name == "bar":  # a tall rectangle, a third as wide as tall
+        return (np.abs(dx) <= h / 3) & (np.abs(dy) <= h)
+    return _shape_mask(name, cx, cy, side, xx, yy)

@@ -1,0 +1,214 @@
+"""Issue 30, items 1 and 3: a detector-distillation benchmark where
+distillation has room to help, and its results with seeds.
+
+  python benchmarks/methods/distillation.py                      # the recipe below: teacher, 5 student runs x 3 seeds
+  python benchmarks/methods/distillation.py --runs student,fgd --seeds 0     # some rows only
+  python benchmarks/methods/distillation.py --train-images 16 --val-images 8 --epochs 1 --teacher-epochs 1  # smoke
+
+The data (ours): ``hcam_ops.data.synthetic_detection.HardSyntheticDetection`` at 64 px, eight
+classes (a shape and a hue each), 2-5 objects an image from 19 to 48 px,
+overlapping and occluding, with clutter; generated deterministically (train
+seed 0, val seed 1) and written once as COCO folders (``--runs-dir``/data/
+train, /val), which every run reads with ``--data``.
+
+The recipe (ours): the teacher is a RetinaNet trained once (seed 0) for
+``--teacher-epochs`` (5x the students' schedule) and reused by every student
+run and seed; by default on the students' ResNet-18 FPN (``--teacher-size
+teacher``: ResNet-50, 2.3x the cost of a step here; within a CPU budget we
+chose the longer schedule over the wider backbone). Each student is a RetinaNet ResNet-18 FPN trained from
+scratch for ``--epochs`` (4: 2048 images seen) with the same optimiser
+(AdamW lr 1e-3, wd 1e-4, one warm-up epoch, cosine, clipping at 10, batch
+4). Runs:
+
+  teacher           --no-distill --arch-size student, once
+  student           --student-alone
+  fgd               --preset fgd                       (published weights)
+  distillbev        --preset distillbev                (published main config, no FP term)
+  fgd-auto          --preset fgd --distill-weight auto (ours: largest term = detection loss)
+  distillbev-auto   --preset distillbev --distill-weight auto
+  fgd-area          --preset fgd --loss-kwargs '{"area_normalize": true}'
+  distillbev-area   --preset distillbev --loss-kwargs '{"area_normalize": true}'
+
+Each run is ``python -m hcam_ops.train distill`` in this process, on one
+torch thread. The number kept is the last epoch's validation COCO box mAP of
+the run's log.csv (the student's; for "teacher" the teacher's). Results go,
+one object per run and seed ``{"run", "seed", "map"}``, to
+``--out``/distillation.json, written after every run; runs already in it are
+skipped (so a killed sweep loses at most the run it was in; a run with a
+``last.pth`` resumes from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Ours: the optimiser of every run (the README's earlier AdamW recipe) at
+# 64 px, one thread.
+COMMON = [
+    "--image-size", "64", "--batch-size", "4", "--opt", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
+    "--warmup-epochs", "1", "--clip-grad", "10", "--no-progress", "--no-tensorboard",
+]  # fmt: skip
+RUNS = {
+    "student": ["--student-alone"],
+    "fgd": ["--preset", "fgd"],
+    "distillbev": ["--preset", "distillbev"],
+    "fgd-auto": ["--preset", "fgd", "--distill-weight", "auto"],
+    "distillbev-auto": ["--preset", "distillbev", "--distill-weight", "auto"],
+    "fgd-area": ["--preset", "fgd", "--loss-kwargs", '{"area_normalize": true}'],
+    "distillbev-area": ["--preset", "distillbev", "--loss-kwargs", '{"area_normalize": true}'],
+}
+DEFAULT_RUNS = "student,fgd,distillbev,fgd-auto,distillbev-auto"
+
+
+def export_data(root: str, train_images: int, val_images: int) -> str:
+    """The hard set as COCO folders ``root/train`` and ``root/val`` (written
+    once; kept if the sizes match)."""
+    from hcam_ops.data.synthetic_detection import HardSyntheticDetection, to_coco
+
+    stamp = os.path.join(root, "spec.json")
+    spec = {"train_images": train_images, "val_images": val_images, "image_size": 64, "seeds": [0, 1]}
+    if os.path.isfile(stamp):
+        with open(stamp) as f:
+            if json.load(f) == spec:
+                return root
+    for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
+        d = os.path.join(root, split)
+        to_coco(HardSyntheticDetection(n, 64, seed=seed), os.path.join(d, "annotations.json"), image_dir=d)
+    with open(stamp, "w") as f:
+        json.dump(spec, f)
+    return root
+
+
+def last_map(log_csv: str) -> float:
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"error: {log_csv}: no epoch logged")
+    return float(rows[-1]["val_map"])
+
+
+def one_run(
+    name: str, seed: int, out_dir: str, data: str, epochs: int, teacher: str | None, teacher_size: str = "student"
+) -> dict:
+    import torch
+
+    from hcam_ops.train import cli
+
+    torch.set_num_threads(1)
+    argv = ["distill", "--data", data, *COMMON, "--epochs", str(epochs), "--seed", str(seed), "--out", out_dir]
+    if name == "teacher":
+        argv += ["--no-distill", "--arch-size", teacher_size]
+    else:
+        argv += RUNS[name]
+        if name != "student":
+            argv += ["--teacher", teacher]
+    last = os.path.join(out_dir, "last.pth")
+    if os.path.isfile(last) and os.path.isfile(os.path.join(out_dir, "log.csv")):
+        argv += ["--resume", last]
+    print("# python -m hcam_ops.train " + " ".join(argv), file=sys.stderr, flush=True)
+    cli.main(argv)
+    return {"run": name, "seed": seed, "map": last_map(os.path.join(out_dir, "log.csv"))}
+
+
+def table(results: list[dict]) -> str:
+    """Mean and spread (population std, min - max) of COCO mAP per run, to 4
+    decimals (the students' mAPs are small); one seed: its value alone."""
+    runs = []
+    for r in results:
+        if r["run"] not in runs:
+            runs.append(r["run"])
+    lines = ["| run | seeds | COCO mAP mean ± std | min - max | per seed |", "|---|---|---|---|---|"]
+    for name in runs:
+        rs = sorted((r for r in results if r["run"] == name), key=lambda r: r["seed"])
+        v = [r["map"] for r in rs]
+        per_seed = ", ".join(f"{r['seed']}: {r['map']:.4f}" for r in rs)
+        if len(v) == 1:
+            lines.append(f"| {name} | 1 | {v[0]:.4f} (one seed) | - | {per_seed} |")
+            continue
+        lines.append(
+            f"| {name} | {len(rs)} | {statistics.fmean(v):.4f} ± {statistics.pstdev(v):.4f} "
+            f"| {min(v):.4f} - {max(v):.4f} | {per_seed} |"
+        )
+    return "\n".join(lines)
+
+
+def save(results: list[dict], path: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--runs",
+        default=DEFAULT_RUNS,
+        help=f"comma list of: teacher, {', '.join(RUNS)} (the teacher first if needed)",
+    )
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=4, help="the students' epochs")
+    ap.add_argument("--teacher-epochs", type=int, default=20, help="the teacher's epochs (5x the students')")
+    ap.add_argument(
+        "--teacher-size",
+        choices=("student", "teacher"),
+        default="student",
+        help="the teacher's backbone: ResNet-18 (student, default: a longer schedule within a CPU budget) "
+        "or ResNet-50 (teacher)",
+    )
+    ap.add_argument("--train-images", type=int, default=512)
+    ap.add_argument("--val-images", type=int, default=128)
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "results"), help="folder of distillation.json")
+    ap.add_argument("--runs-dir", default="runs/distillation", help="the training runs' folders and the data")
+    ap.add_argument("--keep-checkpoints", action="store_true", help="keep every run's last.pth (default: best only)")
+    args = ap.parse_args(argv)
+    try:
+        names = [n.strip() for n in args.runs.split(",") if n.strip()]
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError as e:
+        ap.error(f"--seeds: {e}")
+    unknown = [n for n in names if n not in RUNS and n != "teacher"]
+    if unknown:
+        ap.error(f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "distillation.json")
+    results = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            results = json.load(f)
+    data = export_data(os.path.join(args.runs_dir, "data"), args.train_images, args.val_images)
+    teacher_dir = os.path.join(args.runs_dir, "teacher")
+    # The teacher first, where a run needs it (or --runs names it).
+    need_teacher = any(n != "student" for n in names)
+    # Seed-major: a sweep cut short has every run of its first seeds.
+    plan = [("teacher", 0)] * need_teacher + [(n, s) for s in seeds for n in names if n != "teacher"]
+    for name, seed in plan:
+        if any(r["run"] == name and r["seed"] == seed for r in results):
+            continue
+        if (
+            name == "teacher"
+            and os.path.isfile(os.path.join(teacher_dir, "best.pth"))
+            and not os.path.isfile(os.path.join(teacher_dir, "last.pth"))
+        ):
+            raise SystemExit(f"error: {teacher_dir}: a finished teacher not in {path}; remove the folder or the row")
+        out_dir = teacher_dir if name == "teacher" else os.path.join(args.runs_dir, f"{name}-seed{seed}")
+        epochs = args.teacher_epochs if name == "teacher" else args.epochs
+        teacher = os.path.join(teacher_dir, "best.pth")
+        row = one_run(name, seed, out_dir, data, epochs, teacher, args.teacher_size)
+        results.append(row)
+        save(results, path)
+        if not args.keep_checkpoints and os.path.isfile(os.path.join(out_dir, "last.pth")):
+            os.remove(os.path.join(out_dir, "last.pth"))
+        print(f"# {name} seed {seed}: mAP {row['map']:.4f}", file=sys.stderr, flush=True)
+    print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
