@@ -315,6 +315,16 @@ BlockStream block_stream(const BlockTrace& t) {
 }
 
 // Counts one request and runs its sectors through the unique sets and the L2 model.
+// The unique-sector bitmaps of buffer i, made on first use.
+void ensure_bits(LaunchState& L, int i) {
+  if (!L.read_[i].empty()) return;
+  const uint64_t first = L.buffers[i].base >> kSectorShift;
+  const uint64_t last = (L.buffers[i].end + 31) >> kSectorShift;
+  L.read_[i].assign((last - first + 64) / 64, 0);
+  L.written[i].assign((last - first + 64) / 64, 0);
+}
+
+// Counts one request and runs its sectors through the unique sets and the L2 model.
 void issue(LaunchState& L, const BlockStream& b, const Request& r) {
   LaunchCount& c = L.count;
   BufferCount& bc = c.buffers[r.buffer];
@@ -324,21 +334,31 @@ void issue(LaunchState& L, const BlockStream& b, const Request& r) {
   bc.requests[r.kind] += 1;
   bc.requested_bytes[r.kind] += r.requested;
   bc.sectors[r.kind] += r.sector_count;
-  const uint64_t first = L.buffers[r.buffer].base >> kSectorShift;
   for (uint32_t k = 0; k < r.sector_count; ++k) {
     const uint64_t s = b.sectors[r.first_sector + k];
-    const uint64_t i = s - first;
-    // Unique: what an L2 that kept everything would move. A sector read
-    // after the launch wrote it is no DRAM read.
-    if (r.kind != kStore && !test(L.written[r.buffer], i) && !test_and_set(L.read_[r.buffer], i)) {
-      ++c.unique_sectors_read;
-      ++bc.unique_sectors_read;
-    }
-    if (r.kind != kLoad && !test_and_set(L.written[r.buffer], i)) {
-      ++c.unique_sectors_written;
-      ++bc.unique_sectors_written;
+    // The sector's own buffer: a request is filed under its first lane's,
+    // but other lanes (or a pack's second sector) may lie in another.
+    int bi = static_cast<int>(r.buffer);
+    const uint64_t addr = s << kSectorShift;
+    if (addr >= L.buffers[bi].end || addr + (1u << kSectorShift) <= L.buffers[bi].base) {
+      bi = L.find(addr);
+      if (bi < 0) bi = L.find(addr + (1u << kSectorShift) - 1);
     }
     L.l2.access(s, r.kind);
+    if (bi < 0) continue;
+    ensure_bits(L, bi);
+    const uint64_t i = s - (L.buffers[bi].base >> kSectorShift);
+    BufferCount& owner = c.buffers[bi];
+    // Unique: what an L2 that kept everything would move. A sector read
+    // after the launch wrote it is no DRAM read.
+    if (r.kind != kStore && !test(L.written[bi], i) && !test_and_set(L.read_[bi], i)) {
+      ++c.unique_sectors_read;
+      ++owner.unique_sectors_read;
+    }
+    if (r.kind != kLoad && !test_and_set(L.written[bi], i)) {
+      ++c.unique_sectors_written;
+      ++owner.unique_sectors_written;
+    }
   }
 }
 
@@ -487,12 +507,6 @@ void record(const void* addr, uint32_t bytes, Kind kind, const void* pc) {
     buf = L.find(a);
     if (buf < 0) return;  // a stack, shared memory, the emulator's own data
     t->last_buffer = buf;
-    if (L.read_[buf].empty()) {
-      const uint64_t first = L.buffers[buf].base >> kSectorShift;
-      const uint64_t last = (L.buffers[buf].end + 31) >> kSectorShift;
-      L.read_[buf].assign((last - first + 64) / 64, 0);
-      L.written[buf].assign((last - first + 64) / 64, 0);
-    }
   }
   const dim3 b = c->block_dim;
   const size_t idx = c->thread_idx.x + static_cast<size_t>(b.x) * (c->thread_idx.y + static_cast<size_t>(b.y) * c->thread_idx.z);
