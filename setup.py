@@ -15,6 +15,10 @@ Environment:
   HCAM_OPS_CPU_VARIANTS    0: build the CPU kernels for baseline x86-64 only
                            (default on x86-64 with GCC/Clang: also AVX2 and
                            AVX-512 variants, chosen at run time).
+  HCAM_OPS_MANYLINUX       1: force csrc/compat/manylinux_2_28.h into every
+                           translation unit, which pins the few glibc symbol
+                           versions newer than 2.28 (scripts/build_wheel.sh
+                           sets it; docs/wheels.md).
 """
 
 import functools
@@ -245,6 +249,18 @@ def write_build_record():
             f.write(text)
 
 
+def manylinux_flags():
+    """HCAM_OPS_MANYLINUX=1 (the wheel build): the header that keeps glibc
+    symbol versions newer than 2.28 out of the binary, forced into every
+    translation unit (host code of the .cu files included)."""
+    value = os.environ.get("HCAM_OPS_MANYLINUX", "0").strip()
+    if value not in ("0", "1"):
+        sys.exit(f"HCAM_OPS_MANYLINUX must be 0 or 1, got {value!r}")
+    if value == "0" or not sys.platform.startswith("linux"):
+        return []
+    return ["-include", os.path.join(ROOT, "csrc", "compat", "manylinux_2_28.h")]
+
+
 def extensions():
     csrc = os.path.join(ROOT, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
@@ -258,6 +274,7 @@ def extensions():
     # exp/log become pure (common subexpressions, vectorisable).
     cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"] + DEFAULT_LEVEL + list(openmp_flags())
     cxx += [f"-DHCAM_OPS_CPU_{level}" for level in cpu_variants()]
+    cxx += manylinux_flags()
     kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False, extra_link_args=list(openmp_flags()))
     if CUDA_MODE == "emulate":
         print("hcam_ops: CUDA kernels on the emulator (HCAM_OPS_CUDA=emulate)")
@@ -276,6 +293,7 @@ def extensions():
         check_toolkit_version()
         sources += sorted(os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(csrc, "ops", "cuda", "*.cu")))
         nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
+        nvcc += [f"-Xcompiler={flag}" for flag in manylinux_flags()]
         return [
             CUDAExtension(
                 sources=sources,
