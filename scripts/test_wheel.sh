@@ -55,5 +55,10 @@ if not where.startswith(os.path.realpath(sys.prefix) + os.sep):
 print(f"test_wheel.sh: hcam_ops from {where}; torch {torch.__version__}; CUDA kernels {hcam_ops.cuda_built()}; "
       f"emulated {hcam_ops.cuda_emulated()}; CPU level {hcam_ops.cpu_capability()}; GPU {torch.cuda.is_available()}")
 EOF
-# shellcheck disable=SC2086
-env -u PYTHONPATH PYTHONNOUSERSITE=1 "$VPY" -m pytest -p no:cacheprovider ${HCAM_OPS_TEST_DIRS:-python_tests benchmarks} "$@"
+# One pytest per directory: each has its own conftest, imported as `conftest`.
+rc=0
+for dir in ${HCAM_OPS_TEST_DIRS:-python_tests benchmarks}; do
+  echo "test_wheel.sh: pytest $dir $*"
+  env -u PYTHONPATH PYTHONNOUSERSITE=1 "$VPY" -m pytest -p no:cacheprovider "$dir" "$@" || rc=1
+done
+exit $rc
