@@ -41,9 +41,8 @@ fi
 "${PIP[@]}" --force-reinstall --no-deps "$WHEEL"
 "${PIP[@]}" "$WHEEL[${HCAM_OPS_EXTRAS:-all,test}]"
 
-for dir in ${HCAM_OPS_TEST_DIRS:-python_tests benchmarks}; do
-  cp -r "$dir" "$tmp/"
-done
+# Both copied whatever runs: python_tests imports benchmarks/methods' scripts.
+cp -r python_tests benchmarks "$tmp/"
 cp pyproject.toml "$tmp/"  # pytest's markers and options, nothing importable
 cd "$tmp"
 # The package must come from the venv, not from a source tree.
