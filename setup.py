@@ -15,6 +15,12 @@ Environment:
   HCAM_OPS_CPU_VARIANTS    0: build the CPU kernels for baseline x86-64 only
                            (default on x86-64 with GCC/Clang: also AVX2 and
                            AVX-512 variants, chosen at run time).
+  HCAM_OPS_MANYLINUX       1: force csrc/compat/manylinux_2_28.h into every
+                           translation unit, which pins the few glibc symbol
+                           versions newer than 2.28 (scripts/build_wheel.sh
+                           sets it; docs/wheels.md).
+  HCAM_OPS_STRIP_DEBUG     1: link without debug information (the wheel build:
+                           60 of _C's 66 MB); the symbol table stays.
 """
 
 import functools
@@ -305,6 +311,18 @@ def write_build_record():
             f.write(text)
 
 
+def manylinux_flags():
+    """HCAM_OPS_MANYLINUX=1 (the wheel build): the header that keeps glibc
+    symbol versions newer than 2.28 out of the binary, forced into every
+    translation unit (host code of the .cu files included)."""
+    value = os.environ.get("HCAM_OPS_MANYLINUX", "0").strip()
+    if value not in ("0", "1"):
+        sys.exit(f"HCAM_OPS_MANYLINUX must be 0 or 1, got {value!r}")
+    if value == "0" or not sys.platform.startswith("linux"):
+        return []
+    return ["-include", os.path.join(ROOT, "csrc", "compat", "manylinux_2_28.h")]
+
+
 def extensions():
     csrc = os.path.join(ROOT, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")))
@@ -318,7 +336,11 @@ def extensions():
     # exp/log become pure (common subexpressions, vectorisable).
     cxx = ["-O3", "-fopenmp-simd", "-fno-wrapv", "-fno-math-errno"] + DEFAULT_LEVEL + list(openmp_flags())
     cxx += [f"-DHCAM_OPS_CPU_{level}" for level in cpu_variants()]
-    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False, extra_link_args=list(openmp_flags()))
+    cxx += manylinux_flags()
+    link = list(openmp_flags())
+    if os.environ.get("HCAM_OPS_STRIP_DEBUG", "0").strip() == "1":
+        link.append("-Wl,--strip-debug")
+    kwargs = dict(name="hcam_ops._C", include_dirs=[csrc], py_limited_api=False, extra_link_args=link)
     if CUDA_MODE == "emulate":
         print("hcam_ops: CUDA kernels on the emulator (HCAM_OPS_CUDA=emulate)")
         # The emulator's stand-ins for the CUDA runtime headers come before torch's.
@@ -341,6 +363,7 @@ def extensions():
         check_toolkit_version()
         sources += sorted(os.path.relpath(s, ROOT) for s in glob.glob(os.path.join(csrc, "ops", "cuda", "*.cu")))
         nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"]
+        nvcc += [f"-Xcompiler={flag}" for flag in manylinux_flags()]
         return [
             CUDAExtension(
                 sources=sources,

@@ -34,6 +34,20 @@ def mismatch_message(built: str, running: str) -> str | None:
     )
 
 
+def local_version(torch_version: str, cuda_version: str | None) -> str:
+    """The local version label of a wheel (PEP 440, after the '+'): 'pt', the
+    major and minor release of the torch it is built against, then 'cu' and
+    the CUDA version the kernels are built with (torch.version.cuda), or 'cpu'
+    for a wheel without CUDA kernels (cuda_version None).
+    local_version("2.14.1+cu130", "13.0") == "pt214cu130";
+    local_version("2.14.1+cu130", None) == "pt214cpu"."""
+    major, minor = torch_version.partition("+")[0].split(".")[:2]
+    if cuda_version is None:
+        return f"pt{major}{minor}cpu"
+    cuda_major, cuda_minor = cuda_version.split(".")[:2]
+    return f"pt{major}{minor}cu{cuda_major}{cuda_minor}"
+
+
 def check() -> None:
     built = built_with()
     if built is None:

@@ -52,3 +52,19 @@ def test_import_under_another_torch_fails_before_loading_the_extension():
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"hcam_ops was compiled against torch 2.11.0+cu126 but torch {torch.__version__}")
     assert lines[1] == "False"
+
+
+@pytest.mark.parametrize(
+    "torch_version, cuda, label",
+    [
+        ("2.14.1+cu130", "13.0", "pt214cu130"),
+        ("2.14.1+cu130", None, "pt214cpu"),
+        ("2.11.0+cu128", "12.8", "pt211cu128"),
+        ("2.11.0", None, "pt211cpu"),
+        ("2.15.0.dev20270101+cu130", "13.0", "pt215cu130"),
+        ("2.14.1", "13.0", "pt214cu130"),  # a CUDA torch without a local label (conda)
+    ],
+)
+def test_wheel_local_version(torch_version, cuda, label):
+    """scripts/build_wheel.sh's version label: torch's major and minor, then the CUDA of the kernels or cpu."""
+    assert _torch_check.local_version(torch_version, cuda) == label
