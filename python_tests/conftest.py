@@ -56,6 +56,17 @@ DEVICES = [
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's thread count as it found it: a benchmark
+    script run in-process once set it to 1 for the rest of the session, and a
+    later test comparing its in-process run with a fresh subprocess (at the
+    default count) saw the last bits of torch's reductions differ."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _emulated_cuda_test(request):
     """A "cuda" test of the emulated build runs its hcam_ops calls on the emulated CUDA kernels."""
     if request.node.get_closest_marker("emulated_cuda") is None:

@@ -101,7 +101,8 @@ def one_run(
 
     from hcam_ops.train import cli
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core a run; restored below
     argv = ["distill", "--data", data, *COMMON, "--epochs", str(epochs), "--seed", str(seed), "--out", out_dir]
     if name == "teacher":
         argv += ["--no-distill", "--arch-size", teacher_size]
@@ -113,7 +114,10 @@ def one_run(
     if os.path.isfile(last) and os.path.isfile(os.path.join(out_dir, "log.csv")):
         argv += ["--resume", last]
     print("# python -m hcam_ops.train " + " ".join(argv), file=sys.stderr, flush=True)
-    cli.main(argv)
+    try:
+        cli.main(argv)
+    finally:
+        torch.set_num_threads(threads)
     return {"run": name, "seed": seed, "map": last_map(os.path.join(out_dir, "log.csv"))}
 
 

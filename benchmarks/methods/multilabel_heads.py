@@ -434,7 +434,24 @@ def main(argv=None):
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError as e:
         ap.error(f"--seeds: {e}")
+    saved_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        results = _run(args, heads, seeds)
+    finally:
+        torch.set_num_threads(saved_threads)  # a caller in the same process keeps its own count
+    os.makedirs(args.out, exist_ok=True)
+    name = "multilabel_heads" + ("_sweep" if args.sweep else "_diagnose" if args.diagnose else "")
+    path = os.path.join(args.out, name + ".json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(json.dumps(results, indent=1) if args.diagnose else table(results))
+    return results
+
+
+def _run(args, heads, seeds):
+    """The runs main() asked for, in order."""
     data = load_data(args.train_size, args.eval_size, args.eval_size)
     results = []
     if args.sweep:
@@ -453,13 +470,6 @@ def main(argv=None):
             for seed in seeds:
                 print(f"# {head} seed {seed}", file=sys.stderr, flush=True)
                 results.append(train_one(data, head, seed, args.epochs))
-    os.makedirs(args.out, exist_ok=True)
-    name = "multilabel_heads" + ("_sweep" if args.sweep else "_diagnose" if args.diagnose else "")
-    path = os.path.join(args.out, name + ".json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
-    print(json.dumps(results, indent=1) if args.diagnose else table(results))
     return results
 
 
