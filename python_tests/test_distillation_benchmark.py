@@ -1,4 +1,4 @@
-"""benchmarks/methods/distillation.py (issue 30): the hard synthetic set is
+"""benchmarks/methods/distillation.py (issue 27): the hard synthetic set is
 deterministic and exports as COCO; the sweep writes one ``{"run", "seed",
 "map"}`` object per run and seed, trains the teacher once, and skips rows
 already in its JSON; at a tiny size, for CI."""
