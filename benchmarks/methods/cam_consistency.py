@@ -21,8 +21,9 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import sys
+
+from seeds import by_run, mean_std
 
 # Ours: the README's first run (a small CAST on 64 px images of the
 # generated set) on 512 images (128 held out), 40 epochs: about 70 s a run
@@ -65,23 +66,14 @@ def one_run(out_dir: str, seed: int, weight: float | None, epochs: int) -> dict:
 
 def table(results: list[dict]) -> str:
     """Mean and spread (population std over seeds) per run."""
-    runs = []
-    for r in results:
-        if r["run"] not in runs:
-            runs.append(r["run"])
     lines = [
         "| run | seeds | full-path acc | consistency | fine/coarse CAM IoU | top-1 per level |",
         "|---|---|---|---|---|---|",
     ]
-    for name in runs:
-        rs = [r for r in results if r["run"] == name]
-
-        def cell(values):
-            return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
-
-        top1 = " / ".join(cell([r["top1"][i] for r in rs]) for i in range(len(rs[0]["top1"])))
+    for name, rs in by_run(results):
+        top1 = " / ".join(mean_std([r["top1"][i] for r in rs]) for i in range(len(rs[0]["top1"])))
         lines.append(
-            f"| {name} | {len(rs)} | " + " | ".join(cell([r[m] for r in rs]) for m in METRICS) + f" | {top1} |"
+            f"| {name} | {len(rs)} | " + " | ".join(mean_std([r[m] for r in rs]) for m in METRICS) + f" | {top1} |"
         )
     return "\n".join(lines)
 

@@ -44,8 +44,9 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import sys
+
+from seeds import by_run, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -124,22 +125,15 @@ def one_run(
 def table(results: list[dict]) -> str:
     """Mean and spread (population std, min - max) of COCO mAP per run, to 4
     decimals (the students' mAPs are small); one seed: its value alone."""
-    runs = []
-    for r in results:
-        if r["run"] not in runs:
-            runs.append(r["run"])
     lines = ["| run | seeds | COCO mAP mean ± std | min - max | per seed |", "|---|---|---|---|---|"]
-    for name in runs:
-        rs = sorted((r for r in results if r["run"] == name), key=lambda r: r["seed"])
+    for name, rs in by_run(results):
+        rs = sorted(rs, key=lambda r: r["seed"])
         v = [r["map"] for r in rs]
         per_seed = ", ".join(f"{r['seed']}: {r['map']:.4f}" for r in rs)
         if len(v) == 1:
             lines.append(f"| {name} | 1 | {v[0]:.4f} (one seed) | - | {per_seed} |")
             continue
-        lines.append(
-            f"| {name} | {len(rs)} | {statistics.fmean(v):.4f} ± {statistics.pstdev(v):.4f} "
-            f"| {min(v):.4f} - {max(v):.4f} | {per_seed} |"
-        )
+        lines.append(f"| {name} | {len(rs)} | {mean_std(v, 4)} | {min(v):.4f} - {max(v):.4f} | {per_seed} |")
     return "\n".join(lines)
 
 

@@ -42,12 +42,12 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from seeds import by_run, mean_std
 from torch import nn
 
 CLASSES = ("scab", "healthy", "frog_eye_leaf_spot", "rust", "complex", "powdery_mildew")
@@ -379,20 +379,11 @@ def load_data(train_size: int = TRAIN, val_size: int = VAL, test_size: int = TES
 
 def table(results: list[dict]) -> str:
     """Mean ± population std over seeds per run."""
-    runs = []
-    for r in results:
-        if r["run"] not in runs:
-            runs.append(r["run"])
     lines = [
         f"| run | seeds | macro F1 @0.5 | macro F1, tuned thresholds | macro mAP | AP {RARE} (rare) | AP complex |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in runs:
-        rs = [r for r in results if r["run"] == name]
-
-        def cell(values):
-            return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
-
+    for name, rs in by_run(results):
         cols = [
             [r["macro_f1"] for r in rs],
             [r["macro_f1_tuned"] for r in rs],
@@ -400,7 +391,7 @@ def table(results: list[dict]) -> str:
             [r["ap"][RARE] for r in rs],
             [r["ap"]["complex"] for r in rs],
         ]
-        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cell(c) for c in cols) + " |")
+        lines.append(f"| {name} | {len(rs)} | " + " | ".join(mean_std(c) for c in cols) + " |")
     return "\n".join(lines)
 
 
