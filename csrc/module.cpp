@@ -15,6 +15,9 @@
 
 namespace {
 
+constexpr const char* kNotEmulated =
+    "this build of hcam_ops does not emulate CUDA (build it with HCAM_OPS_CUDA=emulate)";
+
 PyObject* cpu_capability(PyObject*, PyObject*) {
   return PyUnicode_FromString(hcam_ops::cpu::isa_name(hcam_ops::cpu::active_isa()));
 }
@@ -51,8 +54,7 @@ PyObject* set_cuda_emulation(PyObject*, PyObject* arg) {
   return PyBool_FromLong(was);
 #else
   if (on) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "this build of hcam_ops does not emulate CUDA (build it with HCAM_OPS_CUDA=emulate)");
+    PyErr_SetString(PyExc_RuntimeError, kNotEmulated);
     return nullptr;
   }
   Py_RETURN_FALSE;
@@ -116,7 +118,7 @@ PyObject* traffic_begin(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 #else
   (void)arg;
-  PyErr_SetString(PyExc_RuntimeError, "this build of hcam_ops does not emulate CUDA (build it with HCAM_OPS_CUDA=emulate)");
+  PyErr_SetString(PyExc_RuntimeError, kNotEmulated);
   return nullptr;
 #endif
 }
@@ -138,7 +140,7 @@ PyObject* traffic_end(PyObject*, PyObject*) {
   }
   return out;
 #else
-  PyErr_SetString(PyExc_RuntimeError, "this build of hcam_ops does not emulate CUDA (build it with HCAM_OPS_CUDA=emulate)");
+  PyErr_SetString(PyExc_RuntimeError, kNotEmulated);
   return nullptr;
 #endif
 }

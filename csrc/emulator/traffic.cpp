@@ -465,7 +465,6 @@ void block_begin(unsigned threads) {
   BlockTrace& t = tls_block;
   t.launch = g_launch;
   t.last_buffer = -1;  // an index into this launch's buffers
-  if (t.threads.size() < threads) t.threads.resize(threads);
   t.threads.resize(threads);
   for (auto& log : t.threads) log.clear();
   tls_trace = &t;
