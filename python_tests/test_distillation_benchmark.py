@@ -77,6 +77,27 @@ def test_rows_in_the_json_are_skipped(sweep):
     assert (root / "runs" / "student-seed3" / "log.csv").stat().st_mtime_ns == before
 
 
+def test_parallel_jobs_give_the_same_rows(sweep, tmp_path):
+    """--jobs 2: the runs in spawned workers on one thread each, the teacher's
+    dependants after it; the rows equal the sequential sweep's (one thread,
+    same seeds: the same numbers)."""
+    root, argv, results = sweep
+    argv = [a if a != str(root) else str(tmp_path) for a in argv]
+    argv[argv.index("--runs-dir") + 1] = str(tmp_path / "runs")
+    parallel = distillation.main([*argv, "--jobs", "2"])
+    assert json.loads((tmp_path / "distillation.json").read_text()) == parallel
+    assert parallel[0]["run"] in ("teacher", "student")
+    order = [r["run"] for r in parallel]
+    assert order.index("teacher") < order.index("fgd-auto")
+    assert sorted(parallel, key=lambda r: r["run"]) == sorted(results, key=lambda r: r["run"])
+
+
+def test_jobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        distillation.main(["--jobs", "0"])
+    assert "--jobs: must be >= 1" in capsys.readouterr().err
+
+
 def test_table_gives_mean_and_spread():
     results = [
         {"run": "student", "seed": 0, "map": 0.2},
