@@ -92,6 +92,25 @@ def test_parallel_jobs_give_the_same_rows(sweep, tmp_path):
     assert sorted(parallel, key=lambda r: r["run"]) == sorted(results, key=lambda r: r["run"])
 
 
+def test_figure_draws_the_runs_of_one_seed(sweep, tmp_path, capsys):
+    """distillation_figure.py: the curves of the sweep's runs of seed 3 and the
+    first/last-epoch balance table, the detection loss as the log has it."""
+    pytest.importorskip("matplotlib", reason="the figure needs matplotlib")
+    import distillation_figure
+
+    root, _, _ = sweep
+    out = tmp_path / "curves.png"
+    distillation_figure.main(["--runs-dir", str(root / "runs"), "--seed", "3", "--out", str(out)])
+    assert out.stat().st_size > 1000
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "epoch" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| student"] * 2 + ["| fgd-auto"] * 2  # first, last
+    log = distillation_figure.read_log(str(root / "runs" / "fgd-auto-seed3" / "log.csv"))[0]
+    det = log["train_classification"] + log["train_bbox_regression"]
+    assert f"| {det:.3f} |" in rows[2] and "loss_fg" in rows[2] and "loss_fg" not in rows[0]
+    with pytest.raises(SystemExit, match="no run of seed 9"):
+        distillation_figure.main(["--runs-dir", str(root / "runs"), "--seed", "9", "--out", str(out)])
+
+
 def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         distillation.main(["--jobs", "0"])

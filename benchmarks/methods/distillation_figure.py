@@ -14,6 +14,8 @@ import argparse
 import csv
 import os
 
+from distillation import DEFAULT_RUNS
+
 DETECTION = ("train_classification", "train_bbox_regression")
 
 
@@ -45,7 +47,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs-dir", default="runs/distillation")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--runs", default="student,fgd,distillbev,fgd-auto,distillbev-auto")
+    ap.add_argument("--runs", default=DEFAULT_RUNS, help="the benchmark's runs (default: all seven)")
     ap.add_argument("--out", default="docs/images/distillation_curves.png")
     args = ap.parse_args(argv)
     import matplotlib
