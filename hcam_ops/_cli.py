@@ -22,6 +22,11 @@ class CLIError(SystemExit):
         self.message = " ".join(str(message).split())
         super().__init__(f"error: {self.message}")
 
+    def __reduce__(self):
+        # Rebuilt from the message, not from args (which already say
+        # "error: "): the error of a run in a worker process arrives as raised.
+        return (type(self), (self.message,))
+
 
 class InputError(ValueError):
     """Bad input to a library function, named by its argument, in one line:
@@ -32,6 +37,9 @@ class InputError(ValueError):
         self.argument = argument
         self.message = " ".join(str(message).split())
         super().__init__(f"{argument}: {self.message}")
+
+    def __reduce__(self):
+        return (type(self), (self.argument, self.message))
 
 
 class CLIParser(argparse.ArgumentParser):

@@ -52,6 +52,20 @@ def multilabel_ckpt(tmp_path_factory):
     return str(path)
 
 
+def test_cli_errors_survive_a_process_boundary():
+    """A CLIError or InputError raised in a worker process (pickled back by
+    multiprocessing) is the same one line, not "error: error: ..." or a
+    TypeError from rebuilding it."""
+    import pickle
+
+    from hcam_ops._cli import CLIError, InputError
+
+    e = pickle.loads(pickle.dumps(CLIError("--teacher x.pth: no such file")))
+    assert type(e) is CLIError and str(e) == "error: --teacher x.pth: no such file" and e.code == str(e)
+    i = pickle.loads(pickle.dumps(InputError("boxes", "expected [N, 4]")))
+    assert type(i) is InputError and (i.argument, str(i)) == ("boxes", "boxes: expected [N, 4]")
+
+
 # -- training: flags checked when parsed --------------------------------------------
 
 

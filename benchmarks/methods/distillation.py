@@ -127,13 +127,16 @@ def one_run(
 
 def run_parallel(plan, job, done, jobs: int) -> None:
     """``plan`` on ``jobs`` worker processes (spawned: a fresh torch each);
-    the runs that need the teacher are submitted once it is done."""
+    the runs that need the teacher are submitted once it is done. A run that
+    fails does not stop the others (their rows are kept); the failures are
+    reported together at the end, and a failed teacher skips its dependants."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     waiting = [p for p in plan if p[0] not in ("teacher", "student")]
     ready = [p for p in plan if p[0] in ("teacher", "student")]
     teacher_pending = ("teacher", 0) in plan
+    failed = []
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         running = {}
         while ready or waiting or running:
@@ -147,9 +150,21 @@ def run_parallel(plan, job, done, jobs: int) -> None:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 spec = running.pop(future)
-                done(future.result(), spec[2])
-                if spec[0] == "teacher":
+                name, seed = spec[0], spec[1]
+                try:
+                    row = future.result()
+                except BaseException as e:  # noqa: BLE001 - a worker's SystemExit too: reported below
+                    failed.append(f"{name} seed {seed} ({type(e).__name__}: {e})")
+                    print(f"# {name} seed {seed}: failed: {e!r}", file=sys.stderr, flush=True)
+                    if name == "teacher":
+                        failed += [f"{n} seed {s} (not run: no teacher)" for n, s in waiting]
+                        waiting = []
+                else:
+                    done(row, spec[2])
+                if name == "teacher":
                     teacher_pending = False
+    if failed:
+        raise SystemExit(f"error: {len(failed)} run(s) failed: " + "; ".join(failed))
 
 
 def table(results: list[dict]) -> str:
