@@ -60,6 +60,7 @@ def one_run(out_dir: str, seed: int, weight: float | None, epochs: int) -> dict:
     argv = ["hierarchical", *RECIPE, "--epochs", str(epochs), "--seed", str(seed), "--out", out_dir]
     if weight is not None:
         argv += ["--cam-consist", "--cam-weight", f"{weight:g}"]
+    print("# python -m hcam_ops.train " + " ".join(argv), file=sys.stderr, flush=True)
     cli.main(argv)
     return {"run": run_name(weight), "seed": seed, **last_validation(os.path.join(out_dir, "log.csv"))}
 
