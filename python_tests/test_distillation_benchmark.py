@@ -114,16 +114,18 @@ def test_figure_draws_the_runs_of_one_seed(sweep, tmp_path, capsys):
 def test_a_failed_run_keeps_the_others_rows(tmp_path):
     """--jobs 2 with a teacher row but no teacher checkpoint: fgd-auto fails
     (one line naming it), the student's row is still written."""
-    (tmp_path / "distillation.json").write_text(json.dumps([{"run": "teacher", "seed": 0, "map": 0.5}]))
+    rows_json = tmp_path / "rows.json"  # --out may name the file itself
+    rows_json.write_text(json.dumps([{"run": "teacher", "seed": 0, "map": 0.5}]))
     argv = [
         "--runs", "student,fgd-auto", "--seeds", "3", "--epochs", "1", "--train-images", "8", "--val-images", "4",
-        "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2",
+        "--out", str(rows_json), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2",
     ]  # fmt: skip
     failure = r"1 run\(s\) failed: fgd-auto seed 3 \(CLIError: error: --teacher \S+: no such file\)$"
     with pytest.raises(SystemExit, match=failure):
         distillation.main(argv)
-    rows = json.loads((tmp_path / "distillation.json").read_text())
+    rows = json.loads(rows_json.read_text())
     assert [(r["run"], r["seed"]) for r in rows] == [("teacher", 0), ("student", 3)]
+    assert not (tmp_path / "distillation.json").exists()
 
 
 def test_jobs_must_be_positive(capsys):

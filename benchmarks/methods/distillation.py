@@ -207,7 +207,11 @@ def main(argv=None):
     )
     ap.add_argument("--train-images", type=int, default=512)
     ap.add_argument("--val-images", type=int, default=128)
-    ap.add_argument("--out", default=os.path.join(HERE, "..", "results"), help="folder of distillation.json")
+    ap.add_argument(
+        "--out",
+        default=os.path.join(HERE, "..", "results"),
+        help="folder of distillation.json, or the .json file itself",
+    )
     ap.add_argument("--runs-dir", default="runs/distillation", help="the training runs' folders and the data")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process on one thread")
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every run's last.pth (default: best only)")
@@ -222,8 +226,8 @@ def main(argv=None):
     unknown = [n for n in names if n not in RUNS and n != "teacher"]
     if unknown:
         ap.error(f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "distillation.json")
+    path = args.out if args.out.endswith(".json") else os.path.join(args.out, "distillation.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     results = []
     if os.path.isfile(path):
         with open(path) as f:
