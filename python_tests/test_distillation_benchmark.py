@@ -128,6 +128,29 @@ def test_a_failed_run_keeps_the_others_rows(tmp_path):
     assert not (tmp_path / "distillation.json").exists()
 
 
+def test_teacher_on_more_images(tmp_path):
+    """--teacher-train-images: the teacher trains on its own export, whose
+    first images are the students' (item i depends on (seed, i) only); the
+    students keep theirs."""
+    argv = [
+        "--runs", "fgd-auto", "--seeds", "3", "--epochs", "1", "--teacher-epochs", "1", "--train-images", "4",
+        "--teacher-train-images", "8", "--val-images", "4", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
+    ]  # fmt: skip
+    distillation.main(argv)
+    runs = tmp_path / "r"
+    assert json.loads((runs / "teacher" / "args.json").read_text())["data"] == str(runs / "data-teacher8")
+    assert json.loads((runs / "fgd-auto-seed3" / "args.json").read_text())["data"] == str(runs / "data")
+    big = json.loads((runs / "data-teacher8" / "train" / "annotations.json").read_text())
+    small = json.loads((runs / "data" / "train" / "annotations.json").read_text())
+    assert len(big["images"]) == 8 and len(small["images"]) == 4
+    assert big["images"][:4] == small["images"]
+    firsts = {i["id"] for i in small["images"]}
+    assert [a for a in big["annotations"] if a["image_id"] in firsts] == small["annotations"]
+    assert (runs / "data-teacher8" / "train" / big["images"][0]["file_name"]).read_bytes() == (
+        runs / "data" / "train" / small["images"][0]["file_name"]
+    ).read_bytes()
+
+
 def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         distillation.main(["--jobs", "0"])

@@ -4,6 +4,7 @@ distillation has room to help, and its results with seeds.
   python benchmarks/methods/distillation.py                      # the recipe below: teacher, 7 student runs x 3 seeds
   python benchmarks/methods/distillation.py --jobs 2                       # two runs at a time (one core each)
   python benchmarks/methods/distillation.py --runs student,fgd --seeds 0     # some rows only
+  python benchmarks/methods/distillation.py --teacher-train-images 4096 --teacher-epochs 6   # a teacher on more images
   python benchmarks/methods/distillation.py --train-images 16 --val-images 8 --epochs 1 --teacher-epochs 1  # smoke
 
 The data (ours): ``hcam_ops.data.synthetic_detection.HardSyntheticDetection`` at 64 px, eight
@@ -208,6 +209,13 @@ def main(argv=None):
     ap.add_argument("--train-images", type=int, default=512)
     ap.add_argument("--val-images", type=int, default=128)
     ap.add_argument(
+        "--teacher-train-images",
+        type=int,
+        default=None,
+        help="the teacher's training images (default: the students' --train-images); more make a stronger "
+        "teacher (ours: the R18 teacher memorises 512 images), the first --train-images of them the students'",
+    )
+    ap.add_argument(
         "--out",
         default=os.path.join(HERE, "..", "results"),
         help="folder of distillation.json, or the .json file itself",
@@ -221,6 +229,10 @@ def main(argv=None):
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError as e:
         ap.error(f"--seeds: {e}")
+    if args.teacher_train_images is None:
+        args.teacher_train_images = args.train_images
+    if args.teacher_train_images < 1 or args.train_images < 1:
+        ap.error("--train-images / --teacher-train-images: must be >= 1")
     if args.jobs < 1:
         ap.error(f"--jobs: must be >= 1, got {args.jobs}")
     unknown = [n for n in names if n not in RUNS and n != "teacher"]
@@ -233,6 +245,14 @@ def main(argv=None):
         with open(path) as f:
             results = json.load(f)
     data = export_data(os.path.join(args.runs_dir, "data"), args.train_images, args.val_images)
+    teacher_data = data
+    if args.teacher_train_images != args.train_images:
+        # Item i depends only on (seed, i): the teacher's images begin with the students'.
+        teacher_data = export_data(
+            os.path.join(args.runs_dir, f"data-teacher{args.teacher_train_images}"),
+            args.teacher_train_images,
+            args.val_images,
+        )
     teacher_dir = os.path.join(args.runs_dir, "teacher")
     # The teacher first, where a run needs it (or --runs names it).
     need_teacher = any(n != "student" for n in names)
@@ -250,7 +270,7 @@ def main(argv=None):
         out_dir = teacher_dir if name == "teacher" else os.path.join(args.runs_dir, f"{name}-seed{seed}")
         epochs = args.teacher_epochs if name == "teacher" else args.epochs
         teacher = os.path.join(teacher_dir, "best.pth")
-        return (name, seed, out_dir, data, epochs, teacher, args.teacher_size)
+        return (name, seed, out_dir, teacher_data if name == "teacher" else data, epochs, teacher, args.teacher_size)
 
     def done(row, out_dir):
         # Only this process writes the JSON: workers return their rows.
