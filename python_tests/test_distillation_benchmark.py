@@ -154,7 +154,7 @@ def test_teacher_on_more_images(tmp_path):
 def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         distillation.main(["--jobs", "0"])
-    assert "--jobs: must be >= 1" in capsys.readouterr().err
+    assert "argument --jobs: 0 must be > 0" in capsys.readouterr().err
 
 
 def test_table_gives_mean_and_spread():

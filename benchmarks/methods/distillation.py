@@ -52,6 +52,8 @@ import sys
 
 from seeds import by_run, mean_std
 
+from hcam_ops._cli import positive_int
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Ours: the optimiser of every run (the README's earlier AdamW recipe) at
@@ -141,10 +143,9 @@ def run_parallel(plan, job, done, jobs: int) -> None:
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         running = {}
         while ready or waiting or running:
+            # The plan puts the teacher first; the runs that need it wait for it.
             if not teacher_pending:
                 ready, waiting = ready + waiting, []
-            # The teacher first: the other runs wait for it.
-            ready.sort(key=lambda p: p[0] != "teacher")
             while ready and len(running) < jobs:
                 spec = job(*ready.pop(0))
                 running[pool.submit(one_run, *spec)] = spec
@@ -197,8 +198,8 @@ def main(argv=None):
         help=f"comma list of: teacher, {', '.join(RUNS)} (the teacher first if needed)",
     )
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=11, help="the students' epochs")
-    ap.add_argument("--teacher-epochs", type=int, default=48, help="the teacher's epochs (4.4x the students')")
+    ap.add_argument("--epochs", type=positive_int, default=11, help="the students' epochs")
+    ap.add_argument("--teacher-epochs", type=positive_int, default=48, help="the teacher's epochs (4.4x the students')")
     ap.add_argument(
         "--teacher-size",
         choices=("student", "teacher"),
@@ -206,11 +207,11 @@ def main(argv=None):
         help="the teacher's backbone: ResNet-18 (student, default: a longer schedule within a CPU budget) "
         "or ResNet-50 (teacher)",
     )
-    ap.add_argument("--train-images", type=int, default=512)
-    ap.add_argument("--val-images", type=int, default=128)
+    ap.add_argument("--train-images", type=positive_int, default=512)
+    ap.add_argument("--val-images", type=positive_int, default=128)
     ap.add_argument(
         "--teacher-train-images",
-        type=int,
+        type=positive_int,
         default=None,
         help="the teacher's training images (default: the students' --train-images); more make a stronger "
         "teacher (ours: the R18 teacher memorises 512 images), the first --train-images of them the students'",
@@ -221,7 +222,9 @@ def main(argv=None):
         help="folder of distillation.json, or the .json file itself",
     )
     ap.add_argument("--runs-dir", default="runs/distillation", help="the training runs' folders and the data")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process on one thread")
+    ap.add_argument(
+        "--jobs", type=positive_int, default=1, help="runs at a time, each in its own process on one thread"
+    )
     ap.add_argument("--keep-checkpoints", action="store_true", help="keep every run's last.pth (default: best only)")
     args = ap.parse_args(argv)
     try:
@@ -231,10 +234,6 @@ def main(argv=None):
         ap.error(f"--seeds: {e}")
     if args.teacher_train_images is None:
         args.teacher_train_images = args.train_images
-    if args.teacher_train_images < 1 or args.train_images < 1:
-        ap.error("--train-images / --teacher-train-images: must be >= 1")
-    if args.jobs < 1:
-        ap.error(f"--jobs: must be >= 1, got {args.jobs}")
     unknown = [n for n in names if n not in RUNS and n != "teacher"]
     if unknown:
         ap.error(f"--runs: unknown {', '.join(unknown)}; choose from {', '.join(RUNS)}")
