@@ -49,7 +49,8 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("distillation")
     argv = [
         "--runs", "student,fgd-auto", "--seeds", "3", "--epochs", "1", "--teacher-epochs", "1",
-        "--train-images", "8", "--val-images", "4", "--out", str(root), "--runs-dir", str(root / "runs"),
+        "--train-images", "8", "--teacher-train-images", "8", "--val-images", "4", "--out", str(root),
+        "--runs-dir", str(root / "runs"),
     ]  # fmt: skip
     return root, argv, distillation.main(argv)
 
@@ -129,24 +130,24 @@ def test_a_failed_run_keeps_the_others_rows(tmp_path):
 
 
 def test_teacher_on_more_images(tmp_path):
-    """--teacher-train-images: the teacher trains on its own export, whose
-    first images are the students' (item i depends on (seed, i) only); the
-    students keep theirs."""
+    """The teacher trains on its own export, by default of 8x the students'
+    images, whose first images are the students' (item i depends on
+    (seed, i) only); the students keep theirs."""
     argv = [
-        "--runs", "fgd-auto", "--seeds", "3", "--epochs", "1", "--teacher-epochs", "1", "--train-images", "4",
-        "--teacher-train-images", "8", "--val-images", "4", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
+        "--runs", "fgd-auto", "--seeds", "3", "--epochs", "1", "--teacher-epochs", "1", "--train-images", "2",
+        "--val-images", "4", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "r"),
     ]  # fmt: skip
     distillation.main(argv)
     runs = tmp_path / "r"
-    assert json.loads((runs / "teacher" / "args.json").read_text())["data"] == str(runs / "data-teacher8")
+    assert json.loads((runs / "teacher" / "args.json").read_text())["data"] == str(runs / "data-teacher16")
     assert json.loads((runs / "fgd-auto-seed3" / "args.json").read_text())["data"] == str(runs / "data")
-    big = json.loads((runs / "data-teacher8" / "train" / "annotations.json").read_text())
+    big = json.loads((runs / "data-teacher16" / "train" / "annotations.json").read_text())
     small = json.loads((runs / "data" / "train" / "annotations.json").read_text())
-    assert len(big["images"]) == 8 and len(small["images"]) == 4
-    assert big["images"][:4] == small["images"]
+    assert len(big["images"]) == 16 and len(small["images"]) == 2
+    assert big["images"][:2] == small["images"]
     firsts = {i["id"] for i in small["images"]}
     assert [a for a in big["annotations"] if a["image_id"] in firsts] == small["annotations"]
-    assert (runs / "data-teacher8" / "train" / big["images"][0]["file_name"]).read_bytes() == (
+    assert (runs / "data-teacher16" / "train" / big["images"][0]["file_name"]).read_bytes() == (
         runs / "data" / "train" / small["images"][0]["file_name"]
     ).read_bytes()
 
