@@ -228,6 +228,18 @@ def test_bad_inputs(runs, tmp_path):
     one_line_error([*TINY, "--teacher", teacher, "--num-classes", "2"], "--teacher", "3 object classes")
     one_line_error([*TINY, "--teacher", teacher, "--teacher-arch", "fcos"], "--teacher-arch fcos")
     one_line_error([*TINY, "--loss-kwargs", "[1]", "--teacher", teacher], "--loss-kwargs")
+    # Per-level weights are one a level of P3-P7: five pass, four are refused.
+    five = '{"fg_weight": [1e-3, 1e-3, 1e-3, 0, 0]}'
+    DistillTask(
+        cli.parser().parse_args(
+            ["distill", *TINY, "--out", str(tmp_path / "five"), "--teacher", teacher, "--loss-kwargs", five]
+        )
+    )
+    one_line_error(
+        [*TINY, "--teacher", teacher, "--loss-kwargs", '{"fg_weight": [1, 1, 1, 1]}'],
+        "--loss-kwargs",
+        "4 values for 5 levels",
+    )
     one_line_error([*TINY, "--teacher", teacher, "--distill-weight", "often"], "--distill-weight", "'often'")
     one_line_error([*TINY, "--teacher", teacher, "--auto-weight-batches", "0"], "--auto-weight-batches")
     # A bad annotation row names the file and the row.

@@ -57,6 +57,7 @@ import sys
 from seeds import by_run, mean_std
 
 from hcam_ops._cli import positive_int
+from hcam_ops.nn.fgd_presets import PRESETS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,6 +77,14 @@ RUNS = {
     "distillbev-area": ["--preset", "distillbev", "--loss-kwargs", '{"area_normalize": true}'],
 }
 DEFAULT_RUNS = ",".join(RUNS)
+# Ours, a diagnostic beside the seven (by name only): fgd-area with P6 and P7
+# weighted 0 and the published weights on P3-P5. At 64 px P6/P7 are 1x1, so
+# area_normalize leaves them the bulk of the imitation; this run tells
+# whether that is what sinks fgd-area.
+_P3_P5 = {
+    k: [PRESETS["fgd"][k]] * 3 + [0.0, 0.0] for k in ("fg_weight", "bg_weight", "attention_weight", "global_weight")
+}
+RUNS["fgd-area-p3p5"] = ["--preset", "fgd", "--loss-kwargs", json.dumps({"area_normalize": True, **_P3_P5})]
 
 
 def export_data(root: str, train_images: int, val_images: int) -> str:

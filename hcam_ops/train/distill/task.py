@@ -119,6 +119,7 @@ class DistillTask(Task):
 
     def __init__(self, args):
         from ...models.detection import DISTILLER_NAME, family  # timm, torchvision: not for --help
+        from ...models.detection.features import NUM_LEVELS
 
         self.args = args
         if args.student_alone:
@@ -155,7 +156,8 @@ class DistillTask(Task):
             try:  # a bad --loss-kwargs fails here, on one line, rather than inside the engine
                 from ...nn import FGDLoss
 
-                FGDLoss.from_preset(args.preset, 256, 256, **self.loss_overrides)
+                # The distiller's levels (P3-P7), so per-level weights (a list a level) pass.
+                FGDLoss.from_preset(args.preset, [256] * NUM_LEVELS, [256] * NUM_LEVELS, **self.loss_overrides)
             except (TypeError, ValueError) as e:
                 raise CLIError(f"--loss-kwargs {args.loss_kwargs}: {e}") from None
             # Levels FGDLoss skips before multi_scale_epoch leave their adapters
