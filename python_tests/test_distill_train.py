@@ -37,6 +37,11 @@ def run(out, *flags):
     return os.path.join(out, "last.pth")
 
 
+def distill_task(out, *flags):
+    """The task ``hcam_ops.train distill`` would build (its checks run), without training."""
+    return DistillTask(cli.parser().parse_args(["distill", *TINY, "--out", str(out), *flags]))
+
+
 def one_line_error(argv_or_fn, *needles):
     return exits_with_one_line(argv_or_fn if callable(argv_or_fn) else lambda: main(argv_or_fn), *needles)
 
@@ -170,7 +175,7 @@ def test_auto_distill_weight_from_the_cli(runs):
 
 def test_ddp_unused_parameters_with_multi_scale_epoch(runs):
     def task(*flags):
-        return DistillTask(cli.parser().parse_args(["distill", *TINY, "--out", str(runs["root"] / "unused"), *flags]))
+        return distill_task(runs["root"] / "unused", *flags)
 
     teacher = ["--teacher", runs["teacher"]]
     assert not task(*teacher).find_unused_parameters
@@ -230,11 +235,7 @@ def test_bad_inputs(runs, tmp_path):
     one_line_error([*TINY, "--loss-kwargs", "[1]", "--teacher", teacher], "--loss-kwargs")
     # Per-level weights are one a level of P3-P7: five pass, four are refused.
     five = '{"fg_weight": [1e-3, 1e-3, 1e-3, 0, 0]}'
-    DistillTask(
-        cli.parser().parse_args(
-            ["distill", *TINY, "--out", str(tmp_path / "five"), "--teacher", teacher, "--loss-kwargs", five]
-        )
-    )
+    distill_task(tmp_path / "five", "--teacher", teacher, "--loss-kwargs", five)
     one_line_error(
         [*TINY, "--teacher", teacher, "--loss-kwargs", '{"fg_weight": [1, 1, 1, 1]}'],
         "--loss-kwargs",
